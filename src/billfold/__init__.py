@@ -1,0 +1,3 @@
+"""Billfold: self-hostable billing and entitlements."""
+
+__version__ = "0.1.0"

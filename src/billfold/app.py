@@ -1,0 +1,123 @@
+"""`create_app(settings)`: the whole HTTP service, wired once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.responses import Response
+
+from billfold import __version__
+from billfold.audit.api import router as audit_router
+from billfold.catalog.api import router as catalog_router
+from billfold.catalog.catalog import CatalogCache
+from billfold.claims.api import router as claims_router
+from billfold.customers.api import router as customers_router
+from billfold.deps import ReadCall, Services
+from billfold.entitlements.api import router as entitlements_router
+from billfold.kit import http
+from billfold.kit.clock import Clock, SystemClock
+from billfold.kit.db import Database
+from billfold.kit.schemas import Out
+from billfold.settings import Settings
+from billfold.subscriptions.api import router as subscriptions_router
+from billfold.tenants.api import router as tenants_router
+
+PERMISSION_EXTENSION = "x-billfold-permission"
+
+
+class PingOut(Out):
+    ok: bool
+    tenant_id: str
+    scope: str
+
+
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, database: Database | None = None
+) -> FastAPI:
+    database = database or Database(settings.database_url, pool_size=settings.database_pool_size)
+    metrics = http.Metrics()
+    services = Services(
+        settings=settings,
+        database=database,
+        clock=clock or SystemClock(),
+        catalogs=CatalogCache(),
+        metrics=metrics,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await database.dispose()
+
+    app = FastAPI(
+        title="Billfold",
+        version=__version__,
+        description="Billing and entitlements: plans as configuration, grants, checks, "
+        "claim codes and a hash-chained event log. Errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    http.install(app, metrics)
+    app.add_middleware(http.RequestGuard, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers. Touches nothing."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> dict[str, str]:
+        """Readiness: the database answers."""
+        async with database.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return {"status": "ready"}
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/ping", tags=["operations"])
+    async def ping(call: ReadCall) -> PingOut:
+        """An authenticated request that does nothing else: the benchmark's baseline."""
+        return PingOut(ok=True, tenant_id=call.ctx.tenant_id, scope=call.principal.scope.value)
+
+    for router in (
+        tenants_router,
+        catalog_router,
+        customers_router,
+        entitlements_router,
+        subscriptions_router,
+        claims_router,
+        audit_router,
+    ):
+        _publish_permissions(router.routes)
+        app.include_router(router)
+    _publish_permissions(app.routes)
+    return app
+
+
+def _publish_permissions(routes: list[Any]) -> None:
+    """Write each route's required permission into its OpenAPI operation."""
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        permission = _permission_of(route.dependant)
+        if permission is not None:
+            route.openapi_extra = {**(route.openapi_extra or {}), PERMISSION_EXTENSION: permission}
+
+
+def _permission_of(dependant: Any) -> str | None:
+    for sub in dependant.dependencies:
+        permission = getattr(sub.call, "permission", None)
+        if permission is not None:
+            return str(permission)
+        found = _permission_of(sub)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,46 @@
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from billfold.kit.db import JSONDocument, UTCDateTime, metadata
+
+# Append-only and hash-chained per tenant. No code path updates or deletes a row;
+# on PostgreSQL a trigger refuses it, on SQLite a trigger does the same.
+event_log = Table(
+    "event_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("customer_id", String(40), nullable=True),
+    Column("data", JSONDocument, nullable=False),
+    Column("actor_kind", String(16), nullable=False),
+    Column("actor_id", String(200), nullable=True),
+    Column("actor_scope", String(16), nullable=True),
+    Column("correlation_id", String(100), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("tenant_id", "seq"),
+    Index("ix_event_log_customer", "tenant_id", "customer_id", "seq"),
+    Index("ix_event_log_type", "tenant_id", "type", "seq"),
+)
+
+# The head of each tenant's chain. Appending locks this row, which orders appends.
+event_chain_heads = Table(
+    "event_chain_heads",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)

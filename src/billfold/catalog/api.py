@@ -1,0 +1,135 @@
+"""Routes: read the catalog, and apply a plans document (the API twin of `plans apply`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from billfold.catalog import plansfile, service
+from billfold.catalog.catalog import Catalog
+from billfold.catalog.model import to_json
+from billfold.catalog.plansfile import PlansFileError
+from billfold.deps import AdminCall, ReadCall
+from billfold.kit.errors import BillfoldError, FieldError
+from billfold.kit.schemas import Out
+
+router = APIRouter(tags=["catalog"])
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+
+
+class InvalidPlans(BillfoldError):
+    status = 422
+    code = "invalid_plans"
+    title = "The plans document is not valid"
+
+
+class FeatureOut(Out):
+    key: str
+    type: str
+    description: str | None
+
+
+class PlanOut(Out):
+    key: str
+    name: str
+    version: int
+    default: bool
+    features: dict[str, bool | int | str | list[str]]
+    created_at: datetime | None = None
+
+
+class CatalogOut(Out):
+    revision: int
+    features: list[FeatureOut]
+    plans: list[PlanOut]
+
+
+class ApplyOut(Out):
+    applied: bool
+    revision: int
+    changes: list[str]
+
+
+def catalog_out(catalog: Catalog) -> CatalogOut:
+    plans = []
+    for plan in catalog.plans.values():
+        version = catalog.current_version(plan.key)
+        if version is None:
+            continue
+        plans.append(
+            PlanOut(
+                key=plan.key,
+                name=version.name,
+                version=version.version,
+                default=plan.is_default,
+                features={k: to_json(v) for k, v in version.features.items()},
+            )
+        )
+    return CatalogOut(
+        revision=catalog.revision,
+        features=[
+            FeatureOut(key=f.key, type=f.type.value, description=f.description)
+            for f in catalog.features.values()
+        ],
+        plans=plans,
+    )
+
+
+@router.get("/v1/catalog")
+async def get_catalog(call: ReadCall) -> CatalogOut:
+    """The active features and the current version of every active plan."""
+    return catalog_out(await call.catalog())
+
+
+@router.post(
+    "/v1/catalog",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"type": "object"}},
+                "application/yaml": {"schema": {"type": "string"}},
+            }
+        }
+    },
+)
+async def apply_catalog(
+    request: Request,
+    call: AdminCall,
+    dry_run: Annotated[bool, Query(description="only show what would change")] = False,
+) -> ApplyOut:
+    """Apply a plans document (YAML or JSON). Stores new plan versions only for changes."""
+    raw = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    try:
+        if content_type in YAML_TYPES:
+            spec = plansfile.parse(raw.decode("utf-8", errors="replace"))
+        else:
+            try:
+                document: Any = json.loads(raw or b"null")
+            except json.JSONDecodeError as error:
+                raise PlansFileError(
+                    [f"line {error.lineno}, column {error.colno}: {error.msg}"]
+                ) from None
+            spec = plansfile.validate(document)
+        if dry_run:
+            catalog, archived = await service.stored(call.session, call.ctx.tenant_id)
+            changes = service.diff(catalog, archived, spec)
+            return ApplyOut(
+                applied=False,
+                revision=call.principal.catalog_revision,
+                changes=[line for c in changes.changes for line in c.lines()],
+            )
+        result, revision = await service.apply(call.session, call.ctx, spec)
+    except PlansFileError as error:
+        raise InvalidPlans(
+            f"{len(error.errors)} problem(s) in the plans document",
+            errors=[FieldError(message) for message in error.errors],
+        ) from None
+    return ApplyOut(
+        applied=not result.empty,
+        revision=revision,
+        changes=[line for c in result.changes for line in c.lines()],
+    )

@@ -1,0 +1,115 @@
+"""The catalog as the check path reads it: immutable, cached per catalog revision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.catalog import repository
+from billfold.catalog.model import Feature, FeatureType, FeatureValue, from_json
+
+
+@dataclass(frozen=True)
+class PlanVersion:
+    id: str
+    plan_id: str
+    plan_key: str
+    version: int
+    name: str
+    description: str | None
+    features: dict[str, FeatureValue]
+    digest: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    id: str
+    key: str
+    is_default: bool
+    archived: bool
+    current_version_id: str | None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    revision: int
+    features: dict[str, Feature]
+    plans: dict[str, Plan]
+    versions: dict[str, PlanVersion]
+
+    @property
+    def default_version(self) -> PlanVersion | None:
+        for plan in self.plans.values():
+            if plan.is_default and not plan.archived and plan.current_version_id:
+                return self.versions[plan.current_version_id]
+        return None
+
+    def current_version(self, plan_key: str) -> PlanVersion | None:
+        plan = self.plans.get(plan_key)
+        if plan is None or plan.archived or plan.current_version_id is None:
+            return None
+        return self.versions[plan.current_version_id]
+
+
+async def load(session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
+    features = {
+        row.key: Feature(
+            key=row.key,
+            type=FeatureType(row.type),
+            description=row.description,
+            config=dict(row.config),
+        )
+        for row in await repository.all_features(session, tenant_id)
+        if row.archived_at is None
+    }
+    plans = {
+        row.key: Plan(
+            id=row.id,
+            key=row.key,
+            is_default=bool(row.is_default),
+            archived=row.archived_at is not None,
+            current_version_id=row.current_version_id,
+        )
+        for row in await repository.all_plans(session, tenant_id)
+    }
+    versions = {
+        row.id: PlanVersion(
+            id=row.id,
+            plan_id=row.plan_id,
+            plan_key=row.plan_key,
+            version=row.version,
+            name=row.name,
+            description=row.description,
+            features={
+                key: from_json(features[key].type, raw)
+                for key, raw in row.features.items()
+                if key in features
+            },
+            digest=row.digest,
+        )
+        for row in await repository.all_versions(session, tenant_id)
+    }
+    return Catalog(revision=revision, features=features, plans=plans, versions=versions)
+
+
+class CatalogCache:
+    """One catalog per tenant, reloaded when the tenant's catalog revision moves on.
+
+    Any process learns of a new revision from the API-key lookup every request makes,
+    so a `plans apply` in another process is seen on the next request.
+    """
+
+    def __init__(self, max_tenants: int = 10_000) -> None:
+        self._catalogs: dict[str, Catalog] = {}
+        self._max_tenants = max_tenants
+
+    async def get(self, session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
+        cached = self._catalogs.get(tenant_id)
+        if cached is not None and cached.revision == revision:
+            return cached
+        catalog = await load(session, tenant_id, revision)
+        if len(self._catalogs) >= self._max_tenants:
+            self._catalogs.pop(next(iter(self._catalogs)))
+        self._catalogs[tenant_id] = catalog
+        return catalog

@@ -1,0 +1,58 @@
+"""All SQL for features, plans and plan versions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.catalog.tables import features, plan_versions, plans
+from billfold.kit.db import Record
+
+
+async def all_features(session: AsyncSession, tenant_id: str) -> list[Record]:
+    statement = select(features).where(features.c.tenant_id == tenant_id).order_by(features.c.key)
+    return list((await session.execute(statement)).all())
+
+
+async def all_plans(session: AsyncSession, tenant_id: str) -> list[Record]:
+    statement = select(plans).where(plans.c.tenant_id == tenant_id).order_by(plans.c.key)
+    return list((await session.execute(statement)).all())
+
+
+async def all_versions(session: AsyncSession, tenant_id: str) -> list[Record]:
+    statement = (
+        select(plan_versions, plans.c.key.label("plan_key"))
+        .join(plans, plans.c.id == plan_versions.c.plan_id)
+        .where(plan_versions.c.tenant_id == tenant_id)
+        .order_by(plans.c.key, plan_versions.c.version)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def insert_feature(session: AsyncSession, **values: Any) -> None:
+    await session.execute(insert(features).values(**values))
+
+
+async def update_feature(
+    session: AsyncSession, tenant_id: str, key: str, now: datetime, **values: Any
+) -> None:
+    await session.execute(
+        update(features)
+        .where(features.c.tenant_id == tenant_id, features.c.key == key)
+        .values(updated_at=now, **values)
+    )
+
+
+async def insert_plan(session: AsyncSession, **values: Any) -> None:
+    await session.execute(insert(plans).values(**values))
+
+
+async def update_plan(session: AsyncSession, plan_id: str, **values: Any) -> None:
+    await session.execute(update(plans).where(plans.c.id == plan_id).values(**values))
+
+
+async def insert_version(session: AsyncSession, **values: Any) -> None:
+    await session.execute(insert(plan_versions).values(**values))

@@ -1,0 +1,219 @@
+"""Diff a plans file against the stored catalog, and apply it as new immutable versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.audit import service as audit
+from billfold.catalog import catalog as catalog_reader
+from billfold.catalog import repository
+from billfold.catalog.catalog import Catalog
+from billfold.catalog.model import FeatureType, PlanDefinition, to_json
+from billfold.catalog.plansfile import CatalogSpec, PlansFileError
+from billfold.kit.context import Context
+from billfold.kit.ids import new_id
+from billfold.tenants import repository as tenants_repository
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of a diff: `+ plan pro`, `~ plan pro v1 -> v2`, `- feature x (archived)`."""
+
+    action: str  # "add", "change", "archive", "restore"
+    subject: str  # "feature" or "plan"
+    key: str
+    details: tuple[str, ...] = ()
+
+    def lines(self) -> list[str]:
+        sign = {"add": "+", "change": "~", "archive": "-", "restore": "+"}[self.action]
+        head = f"{sign} {self.subject} {self.key}"
+        if self.action in ("archive", "restore"):
+            head += f" ({self.action}d)"
+        return [head, *(f"    {detail}" for detail in self.details)]
+
+
+@dataclass(frozen=True)
+class Diff:
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def render(self) -> str:
+        if self.empty:
+            return "no changes"
+        return "\n".join(line for change in self.changes for line in change.lines())
+
+
+def plan_digest(plan: PlanDefinition) -> str:
+    body = {
+        "name": plan.name,
+        "description": plan.description,
+        "features": {key: to_json(value) for key, value in sorted(plan.features.items())},
+    }
+    encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+async def stored(session: AsyncSession, tenant_id: str) -> tuple[Catalog, dict[str, Any]]:
+    """The catalog as stored, including archived features (for type-change checks)."""
+    catalog = await catalog_reader.load(session, tenant_id, revision=-1)
+    archived = {
+        row.key: FeatureType(row.type)
+        for row in await repository.all_features(session, tenant_id)
+        if row.archived_at is not None
+    }
+    return catalog, archived
+
+
+def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec) -> Diff:
+    errors: list[str] = []
+    changes: list[Change] = []
+    for key, feature in spec.features.items():
+        current = catalog.features.get(key)
+        old_type = current.type if current is not None else archived_features.get(key)
+        if old_type is not None and old_type is not feature.type:
+            errors.append(
+                f"features.{key}.type: cannot change from {old_type} to {feature.type}; "
+                "declare a new feature key instead"
+            )
+        elif current is None and key in archived_features:
+            changes.append(Change("restore", "feature", key, (f"type {feature.type}",)))
+        elif current is None:
+            changes.append(Change("add", "feature", key, (f"type {feature.type}",)))
+        elif current.description != feature.description:
+            changes.append(Change("change", "feature", key, ("description changed",)))
+    for key in catalog.features:
+        if key not in spec.features:
+            changes.append(Change("archive", "feature", key))
+    if errors:
+        raise PlansFileError(errors)
+
+    for key, plan in spec.plans.items():
+        stored_plan = catalog.plans.get(key)
+        version = (
+            catalog.versions.get(stored_plan.current_version_id or "") if stored_plan else None
+        )
+        if stored_plan is None or version is None:
+            details = tuple(f"{k}: {_show(v)}" for k, v in sorted(plan.features.items()))
+            changes.append(Change("add", "plan", key, ("v1", *details)))
+            continue
+        details_list: list[str] = []
+        if version.digest != plan_digest(plan):
+            details_list.append(f"v{version.version} -> v{version.version + 1}")
+            if version.name != plan.name:
+                details_list.append(f"name: {version.name!r} -> {plan.name!r}")
+            if version.description != plan.description:
+                details_list.append("description changed")
+            for feature_key in sorted(set(version.features) | set(plan.features)):
+                before = version.features.get(feature_key)
+                after = plan.features.get(feature_key)
+                if before != after:
+                    details_list.append(f"{feature_key}: {_show(before)} -> {_show(after)}")
+        if stored_plan.is_default != plan.default:
+            details_list.append(f"default: {stored_plan.is_default} -> {plan.default}")
+        if stored_plan.archived:
+            changes.append(Change("restore", "plan", key, tuple(details_list)))
+        elif details_list:
+            changes.append(Change("change", "plan", key, tuple(details_list)))
+    for key, stored_plan in catalog.plans.items():
+        if key not in spec.plans and not stored_plan.archived:
+            changes.append(Change("archive", "plan", key))
+    return Diff(changes)
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "(unset)"
+    return json.dumps(to_json(value))  # type: ignore[arg-type]
+
+
+async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple[Diff, int]:
+    """Store what changed as new plan versions; returns the diff and the catalog revision.
+
+    Locks the tenant row first, so two applies at once run one after the other.
+    """
+    revision = await tenants_repository.lock_catalog(session, ctx.tenant_id)
+    catalog, archived = await stored(session, ctx.tenant_id)
+    changes = diff(catalog, archived, spec)
+    if changes.empty:
+        return changes, revision
+    revision = await tenants_repository.bump_catalog_revision(session, ctx.tenant_id)
+    now = ctx.now
+    for key, feature in spec.features.items():
+        if key in catalog.features or key in archived:
+            await repository.update_feature(
+                session, ctx.tenant_id, key, now, description=feature.description, archived_at=None
+            )
+        else:
+            await repository.insert_feature(
+                session,
+                id=new_id("fea"),
+                tenant_id=ctx.tenant_id,
+                key=key,
+                type=feature.type.value,
+                description=feature.description,
+                config={},
+                created_at=now,
+                updated_at=now,
+            )
+    for key in catalog.features:
+        if key not in spec.features:
+            await repository.update_feature(session, ctx.tenant_id, key, now, archived_at=now)
+
+    for key, plan in spec.plans.items():
+        stored_plan = catalog.plans.get(key)
+        current = (
+            catalog.versions.get(stored_plan.current_version_id or "") if stored_plan else None
+        )
+        digest = plan_digest(plan)
+        plan_id = stored_plan.id if stored_plan else new_id("pln")
+        if stored_plan is None:
+            await repository.insert_plan(
+                session,
+                id=plan_id,
+                tenant_id=ctx.tenant_id,
+                key=key,
+                is_default=plan.default,
+                current_version_id=None,
+                created_at=now,
+            )
+        version_id = current.id if current else None
+        if current is None or current.digest != digest:
+            version_id = new_id("plv")
+            await repository.insert_version(
+                session,
+                id=version_id,
+                tenant_id=ctx.tenant_id,
+                plan_id=plan_id,
+                version=(current.version + 1) if current else 1,
+                name=plan.name,
+                description=plan.description,
+                features={k: to_json(v) for k, v in sorted(plan.features.items())},
+                digest=digest,
+                created_at=now,
+            )
+        await repository.update_plan(
+            session,
+            plan_id,
+            is_default=plan.default,
+            current_version_id=version_id,
+            archived_at=None,
+        )
+    for key, stored_plan in catalog.plans.items():
+        if key not in spec.plans and not stored_plan.archived:
+            await repository.update_plan(session, stored_plan.id, is_default=False, archived_at=now)
+
+    await audit.record(
+        session,
+        ctx,
+        "CatalogApplied",
+        {"revision": revision, "changes": [line for c in changes.changes for line in c.lines()]},
+    )
+    return changes, revision

@@ -1,0 +1,56 @@
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from billfold.kit.db import JSONDocument, UTCDateTime, metadata
+
+features = Table(
+    "features",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("description", String(500), nullable=True),
+    # Type-specific settings; room for `metered` (meter, reset period, enforcement).
+    Column("config", JSONDocument, nullable=False),
+    Column("archived_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "key"),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("is_default", Boolean, nullable=False),
+    Column("current_version_id", String(40), nullable=True),
+    Column("archived_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "key"),
+)
+
+plan_versions = Table(
+    "plan_versions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("plan_id", String(40), ForeignKey("plans.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", String(500), nullable=True),
+    # feature key -> value, exactly as validated from the plans file; never updated.
+    Column("features", JSONDocument, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("plan_id", "version"),
+)

@@ -1,0 +1,217 @@
+"""Routes: issue claim codes, redeem them, revoke them."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+from pydantic import AwareDatetime, Field
+
+from billfold.claims import service
+from billfold.claims.service import Batch, BatchRequest
+from billfold.customers import service as customers
+from billfold.deps import AdminCall, RedeemCall
+from billfold.entitlements.schemas import GrantOut
+from billfold.kit import ratelimit
+from billfold.kit.errors import BillfoldError
+from billfold.kit.http import problem_for
+from billfold.kit.ids import ID_PATTERN
+from billfold.kit.schemas import Body, Out
+
+router = APIRouter(tags=["claims"])
+BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
+CSV_MEDIA_TYPE = "text/csv"
+CSV_COLUMNS = (
+    "code",
+    "batch_id",
+    "plan",
+    "duration",
+    "max_redemptions",
+    "expires_at",
+    "source",
+    "campaign",
+    "tier",
+)
+
+
+class BatchIn(Body):
+    plan: Annotated[str, Field(min_length=1, max_length=100)]
+    count: Annotated[int, Field(ge=1, le=service.MAX_BATCH_SIZE)]
+    duration: Annotated[str, Field(max_length=20, description='"365d" or "lifetime"')]
+    max_redemptions: Annotated[int, Field(ge=1, le=service.MAX_REDEMPTIONS_PER_CODE)] = 1
+    expires_at: AwareDatetime | None = None
+    source: Annotated[str, Field(pattern=service.SOURCE_LABEL.pattern)] = "claim"
+    campaign: Annotated[str, Field(max_length=200)] | None = None
+    tier: Annotated[str, Field(max_length=200)] | None = None
+
+
+class BatchOut(Out):
+    id: str
+    plan: str
+    count: int
+    duration: str
+    max_redemptions: int
+    expires_at: datetime | None
+    source: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    codes: list[str] = Field(description="shown once; only keyed hashes are stored")
+
+
+class RedeemIn(Body):
+    customer: Annotated[str, Field(min_length=1, max_length=255)]
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class RedemptionOut(Out):
+    customer: str
+    plan: str
+    batch_id: str
+    redeemed_at: datetime
+    replayed: bool = Field(description="true when this customer had redeemed this code before")
+    grant: GrantOut
+
+
+class RevokeCodeIn(Body):
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class RevokedOut(Out):
+    revoked: int
+
+
+def batch_metadata(campaign: str | None, tier: str | None) -> dict[str, Any]:
+    return {k: v for k, v in (("campaign", campaign), ("tier", tier)) if v is not None}
+
+
+def duration_label(days: int | None) -> str:
+    return service.LIFETIME if days is None else f"{days}d"
+
+
+def csv_of(batch: Batch, issued: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for code in issued:
+        writer.writerow(
+            (
+                code,
+                batch.id,
+                batch.plan,
+                duration_label(batch.duration_days),
+                batch.max_redemptions,
+                batch.expires_at.isoformat() if batch.expires_at else "",
+                batch.source,
+                batch.metadata.get("campaign", ""),
+                batch.metadata.get("tier", ""),
+            )
+        )
+    return buffer.getvalue()
+
+
+@router.post(
+    "/v1/claims/batches",
+    status_code=201,
+    response_model=BatchOut,
+    responses={201: {"content": {CSV_MEDIA_TYPE: {}}}},
+)
+async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
+    """Issue claim codes. `Accept: text/csv` answers the same CSV as the CLI."""
+    batch, issued = await service.create_batch(
+        call.session,
+        call.ctx,
+        await call.catalog(),
+        BatchRequest(
+            plan=body.plan,
+            count=body.count,
+            duration_days=service.parse_duration(body.duration),
+            max_redemptions=body.max_redemptions,
+            expires_at=body.expires_at,
+            source=body.source,
+            metadata=batch_metadata(body.campaign, body.tier),
+        ),
+        secret_key=call.services.settings.secret_key,
+    )
+    if CSV_MEDIA_TYPE in request.headers.get("accept", ""):
+        return Response(csv_of(batch, issued), status_code=201, media_type=CSV_MEDIA_TYPE)
+    return BatchOut(
+        id=batch.id,
+        plan=batch.plan,
+        count=batch.count,
+        duration=duration_label(batch.duration_days),
+        max_redemptions=batch.max_redemptions,
+        expires_at=batch.expires_at,
+        source=batch.source,
+        metadata=batch.metadata,
+        created_at=batch.created_at,
+        codes=issued,
+    )
+
+
+@router.post(
+    "/v1/claims/redeem",
+    response_model=RedemptionOut,
+    responses={
+        404: {"description": "claim_code_unknown"},
+        409: {"description": "claim_code_exhausted"},
+        410: {"description": "claim_code_expired or claim_code_revoked"},
+        422: {"description": "claim_code_malformed or invalid_input"},
+        429: {"description": "rate_limited"},
+    },
+)
+async def redeem(body: RedeemIn, call: RedeemCall, request: Request) -> Any:
+    """Redeem a code for a customer. Redeeming it again answers the same, granting nothing."""
+    customers.check_external_id(body.customer, pointer="#/customer")
+    settings = call.services.settings
+    tenant = call.ctx.tenant_id
+    for key, limit in (
+        (f"claims:customer:{tenant}:{body.customer}", settings.claim_attempts_per_customer),
+        (f"claims:address:{tenant}:{call.client_address}", settings.claim_attempts_per_address),
+    ):
+        await ratelimit.hit(
+            call.session,
+            key,
+            limit=limit,
+            window_s=settings.claim_attempt_window_s,
+            now=call.ctx.now,
+        )
+    catalog = await call.catalog()
+    try:
+        async with call.session.begin_nested():
+            redemption = await service.redeem(
+                call.session,
+                call.ctx,
+                catalog,
+                external_id=body.customer,
+                code=body.code,
+                secret_key=settings.secret_key,
+            )
+    except BillfoldError as refusal:
+        # Answer the refusal but keep the attempt counted: the transaction still commits.
+        return problem_for(request, refusal)
+    return RedemptionOut(
+        customer=redemption.customer,
+        plan=redemption.plan,
+        batch_id=redemption.batch_id,
+        redeemed_at=redemption.redeemed_at,
+        replayed=redemption.replayed,
+        grant=GrantOut.of(catalog, redemption.customer, redemption.grant, call.ctx.now),
+    )
+
+
+@router.post("/v1/claims/revoke")
+async def revoke_code(body: RevokeCodeIn, call: AdminCall) -> RevokedOut:
+    """Revoke one code, presented in full (only its hash is stored)."""
+    revoked = await service.revoke_code(
+        call.session, call.ctx, code=body.code, secret_key=call.services.settings.secret_key
+    )
+    return RevokedOut(revoked=revoked)
+
+
+@router.post("/v1/claims/batches/{batch_id}/revoke")
+async def revoke_batch(batch_id: BatchId, call: AdminCall) -> RevokedOut:
+    return RevokedOut(revoked=await service.revoke_batch(call.session, call.ctx, batch_id))

@@ -1,0 +1,347 @@
+"""Claim codes: issue them in batches, redeem them into grants, revoke them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.audit import service as audit
+from billfold.catalog.catalog import Catalog
+from billfold.claims import codes, repository
+from billfold.customers import service as customers
+from billfold.entitlements import repository as grants_repository
+from billfold.entitlements import service as entitlements
+from billfold.entitlements.rules import Grant
+from billfold.entitlements.service import Window
+from billfold.kit.context import Context
+from billfold.kit.errors import BillfoldError, Conflict, FieldError, Gone, InvalidInput, NotFound
+from billfold.kit.ids import new_id
+from billfold.kit.invariants import invariant
+
+MAX_BATCH_SIZE = 10_000
+MAX_REDEMPTIONS_PER_CODE = 1_000_000
+SOURCE_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+DURATION = re.compile(r"^([1-9][0-9]{0,4})d$")
+LIFETIME = "lifetime"
+
+
+class ClaimCodeMalformed(BillfoldError):
+    status = 422
+    code = "claim_code_malformed"
+    title = "That is not a claim code"
+
+
+class ClaimCodeUnknown(NotFound):
+    code = "claim_code_unknown"
+
+
+class ClaimCodeExpired(Gone):
+    code = "claim_code_expired"
+
+
+class ClaimCodeRevoked(Gone):
+    code = "claim_code_revoked"
+
+
+class ClaimCodeExhausted(Conflict):
+    code = "claim_code_exhausted"
+
+
+class ClaimBatchNotFound(NotFound):
+    code = "claim_batch_not_found"
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    plan: str
+    count: int
+    duration_days: int | None  # None: lifetime
+    max_redemptions: int
+    expires_at: datetime | None
+    source: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: str
+    plan: str
+    count: int
+    duration_days: int | None
+    max_redemptions: int
+    expires_at: datetime | None
+    source: str
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Redemption:
+    customer: str
+    code_id: str
+    batch_id: str
+    plan: str
+    grant: Grant
+    redeemed_at: datetime
+    replayed: bool
+
+
+def parse_duration(text: str, *, pointer: str = "#/duration") -> int | None:
+    """`365d` -> 365 days; `lifetime` -> None."""
+    if text == LIFETIME:
+        return None
+    match = DURATION.match(text)
+    if match is None:
+        raise InvalidInput(
+            f"duration {text!r} is not valid",
+            errors=[
+                FieldError(
+                    'expected a number of days such as "365d", or "lifetime"', pointer=pointer
+                )
+            ],
+        )
+    return int(match.group(1))
+
+
+def check_source(source: str, *, pointer: str = "#/source") -> str:
+    if not SOURCE_LABEL.match(source):
+        raise InvalidInput(
+            f"source {source!r} is not valid",
+            errors=[FieldError("lowercase letters, digits, - and _, at most 40", pointer=pointer)],
+        )
+    return source
+
+
+async def create_batch(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    request: BatchRequest,
+    *,
+    secret_key: bytes,
+) -> tuple[Batch, list[str]]:
+    """Issue `count` fresh codes. The codes are returned once; only their keyed hashes stay."""
+    version = entitlements.plan_version(catalog, request.plan)
+    check_source(request.source)
+    if not 1 <= request.count <= MAX_BATCH_SIZE:
+        raise InvalidInput(
+            "count is out of range",
+            errors=[FieldError(f"between 1 and {MAX_BATCH_SIZE}", pointer="#/count")],
+        )
+    if not 1 <= request.max_redemptions <= MAX_REDEMPTIONS_PER_CODE:
+        raise InvalidInput(
+            "max_redemptions is out of range",
+            errors=[
+                FieldError(f"between 1 and {MAX_REDEMPTIONS_PER_CODE}", pointer="#/max_redemptions")
+            ],
+        )
+    if request.expires_at is not None and request.expires_at <= ctx.now:
+        raise InvalidInput(
+            "the codes would be expired already",
+            errors=[FieldError("must be in the future", pointer="#/expires_at")],
+        )
+    batch = Batch(
+        id=new_id("clb"),
+        plan=request.plan,
+        count=request.count,
+        duration_days=request.duration_days,
+        max_redemptions=request.max_redemptions,
+        expires_at=request.expires_at,
+        source=request.source,
+        metadata=dict(request.metadata),
+        created_at=ctx.now,
+    )
+    await repository.insert_batch(
+        session,
+        id=batch.id,
+        tenant_id=ctx.tenant_id,
+        plan_id=version.plan_id,
+        source=batch.source,
+        duration_days=batch.duration_days,
+        max_redemptions=batch.max_redemptions,
+        expires_at=batch.expires_at,
+        code_count=batch.count,
+        metadata=batch.metadata,
+        created_at=ctx.now,
+    )
+    issued = [codes.generate() for _ in range(request.count)]
+    await repository.insert_codes(
+        session,
+        [
+            {
+                "id": new_id("clm"),
+                "tenant_id": ctx.tenant_id,
+                "batch_id": batch.id,
+                "code_hash": codes.keyed_hash(secret_key, _normalized(code)),
+                "redemption_count": 0,
+                "revoked_at": None,
+                "created_at": ctx.now,
+            }
+            for code in issued
+        ],
+    )
+    await audit.record(
+        session,
+        ctx,
+        "ClaimBatchCreated",
+        {
+            "batch_id": batch.id,
+            "plan": batch.plan,
+            "count": batch.count,
+            "duration_days": batch.duration_days,
+            "max_redemptions": batch.max_redemptions,
+            "expires_at": batch.expires_at.isoformat() if batch.expires_at else None,
+            "source": batch.source,
+            "metadata": batch.metadata,
+        },
+    )
+    return batch, issued
+
+
+async def redeem(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    *,
+    external_id: str,
+    code: str,
+    secret_key: bytes,
+) -> Redemption:
+    """Turn a code into a grant for a customer. Redeeming the same code again answers the
+    same and grants nothing more; concurrent redemptions never exceed max_redemptions."""
+    normalized = codes.normalize(code)
+    if normalized is None:
+        raise ClaimCodeMalformed(
+            "that is not a claim code: check it for typos",
+            errors=[FieldError("expected a code like 7KQM-X2HD-9TWP-R4CE-NV3B", pointer="#/code")],
+        )
+    row = await repository.code_by_hash(
+        session, ctx.tenant_id, codes.keyed_hash(secret_key, normalized)
+    )
+    if row is None:
+        raise ClaimCodeUnknown("no such claim code")
+    customer = await customers.ensure(session, ctx, external_id)
+    earlier = await repository.redemption_of(session, row.id, customer.id)
+    if earlier is not None:
+        return await _replay(session, ctx, catalog, row, earlier, external_id)
+    if row.revoked_at is not None:
+        raise ClaimCodeRevoked("this claim code has been revoked")
+    if row.expires_at is not None and row.expires_at <= ctx.now:
+        raise ClaimCodeExpired(f"this claim code expired at {row.expires_at.isoformat()}")
+    version = entitlements.plan_version(catalog, row.plan_key, pointer="#/code")
+    ends_at = None if row.duration_days is None else ctx.now + timedelta(days=row.duration_days)
+    try:
+        async with session.begin_nested():
+            if not await repository.take_redemption(session, row.id, row.max_redemptions):
+                raise ClaimCodeExhausted("this claim code has been redeemed as often as it may")
+            grant = await entitlements.grant_plan(
+                session,
+                ctx,
+                customer,
+                version,
+                Window(ctx.now, ends_at),
+                source=row.source,
+                metadata={**row.metadata, "claim_batch_id": row.batch_id, "claim_code_id": row.id},
+            )
+            await repository.insert_redemption(
+                session,
+                id=new_id("red"),
+                tenant_id=ctx.tenant_id,
+                code_id=row.id,
+                customer_id=customer.id,
+                grant_id=grant.id,
+                created_at=ctx.now,
+            )
+    except IntegrityError:
+        # The same customer redeemed the same code concurrently, and that one committed.
+        earlier = await repository.redemption_of(session, row.id, customer.id)
+        if earlier is None:
+            raise
+        return await _replay(session, ctx, catalog, row, earlier, external_id)
+    except ClaimCodeExhausted:
+        fresh = await repository.code_by_hash(
+            session, ctx.tenant_id, codes.keyed_hash(secret_key, normalized)
+        )
+        if fresh is not None and fresh.revoked_at is not None:
+            raise ClaimCodeRevoked("this claim code has been revoked") from None
+        raise
+    await audit.record(
+        session,
+        ctx,
+        "ClaimCodeRedeemed",
+        {"claim_code_id": row.id, "batch_id": row.batch_id, "grant_id": grant.id},
+        customer_id=customer.id,
+    )
+    return Redemption(
+        customer=external_id,
+        code_id=row.id,
+        batch_id=row.batch_id,
+        plan=row.plan_key,
+        grant=grant,
+        redeemed_at=ctx.now,
+        replayed=False,
+    )
+
+
+async def _replay(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    code_row: Any,
+    redemption: Any,
+    external_id: str,
+) -> Redemption:
+    grant_row = await grants_repository.by_id(session, ctx.tenant_id, redemption.grant_id)
+    invariant(grant_row is not None, "a redemption's grant exists")
+    assert grant_row is not None  # for the type checker
+    return Redemption(
+        customer=external_id,
+        code_id=code_row.id,
+        batch_id=code_row.batch_id,
+        plan=code_row.plan_key,
+        grant=entitlements.grant_from_row(catalog, grant_row),
+        redeemed_at=redemption.created_at,
+        replayed=True,
+    )
+
+
+async def revoke_code(session: AsyncSession, ctx: Context, *, code: str, secret_key: bytes) -> int:
+    normalized = codes.normalize(code)
+    if normalized is None:
+        raise ClaimCodeMalformed(
+            "that is not a claim code", errors=[FieldError("check it for typos", pointer="#/code")]
+        )
+    row = await repository.code_by_hash(
+        session, ctx.tenant_id, codes.keyed_hash(secret_key, normalized)
+    )
+    if row is None:
+        raise ClaimCodeUnknown("no such claim code")
+    revoked = await repository.revoke_code(session, ctx.tenant_id, row.id, ctx.now)
+    if revoked:
+        await audit.record(
+            session, ctx, "ClaimCodesRevoked", {"claim_code_id": row.id, "batch_id": row.batch_id}
+        )
+    return revoked
+
+
+async def revoke_batch(session: AsyncSession, ctx: Context, batch_id: str) -> int:
+    if await repository.batch_by_id(session, ctx.tenant_id, batch_id) is None:
+        raise ClaimBatchNotFound(f"no claim batch {batch_id!r}")
+    revoked = await repository.revoke_batch(session, ctx.tenant_id, batch_id, ctx.now)
+    if revoked:
+        await audit.record(
+            session, ctx, "ClaimCodesRevoked", {"batch_id": batch_id, "codes": revoked}
+        )
+    return revoked
+
+
+def _normalized(code: str) -> str:
+    normalized = codes.normalize(code)
+    invariant(normalized is not None, "a generated code normalizes")
+    assert normalized is not None  # for the type checker
+    return normalized

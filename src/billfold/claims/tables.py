@@ -1,0 +1,52 @@
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from billfold.kit.db import JSONDocument, UTCDateTime, metadata
+
+claim_batches = Table(
+    "claim_batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("plan_id", String(40), ForeignKey("plans.id"), nullable=False),
+    Column("source", String(40), nullable=False),
+    # Days of entitlement a redemption grants; NULL means lifetime.
+    Column("duration_days", Integer, nullable=True),
+    Column("max_redemptions", Integer, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("code_count", Integer, nullable=False),
+    Column("metadata", JSONDocument, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+claim_codes = Table(
+    "claim_codes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("batch_id", String(40), ForeignKey("claim_batches.id"), nullable=False),
+    # HMAC-SHA256 of the normalised code under the deployment's secret key.
+    Column("code_hash", String(64), nullable=False),
+    Column("redemption_count", Integer, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "code_hash"),
+)
+
+claim_redemptions = Table(
+    "claim_redemptions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("code_id", String(40), ForeignKey("claim_codes.id"), nullable=False),
+    Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
+    Column("grant_id", String(40), ForeignKey("grants.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("code_id", "customer_id"),
+)

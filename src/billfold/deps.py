@@ -1,0 +1,109 @@
+"""What every route receives: an authorised call with its session, context and services.
+
+`authorize(Permission.X)` is the one place a route states who may call it. The app reads
+the permission back from each route to publish it in the OpenAPI document, and a test
+walks every route with every scope against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.catalog.catalog import Catalog, CatalogCache
+from billfold.kit.clock import Clock
+from billfold.kit.context import Actor, Context
+from billfold.kit.db import Database
+from billfold.kit.errors import AgentForbidden, InsufficientScope, Unauthenticated
+from billfold.kit.http import Metrics, correlation_id
+from billfold.settings import Settings
+from billfold.tenants import service as tenants
+from billfold.tenants.scopes import GRANTED, Permission, Scope
+from billfold.tenants.service import Principal
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Bearer bfk_...`")
+
+
+@dataclass(frozen=True)
+class Services:
+    """Built once by `create_app` and shared by every request."""
+
+    settings: Settings
+    database: Database
+    clock: Clock
+    catalogs: CatalogCache
+    metrics: Metrics
+
+
+@dataclass(frozen=True)
+class Call:
+    session: AsyncSession
+    ctx: Context
+    principal: Principal
+    services: Services
+    client_address: str
+
+    async def catalog(self) -> Catalog:
+        return await self.services.catalogs.get(
+            self.session, self.ctx.tenant_id, self.principal.catalog_revision
+        )
+
+
+def client_address(request: Request, settings: Settings) -> str:
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "")
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first[:64]
+    return request.client.host if request.client else "unknown"
+
+
+def authorize(permission: Permission) -> Any:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> AsyncIterator[Call]:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthenticated(
+                "send an API key as `Authorization: Bearer bfk_...`",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        services: Services = request.app.state.services
+        async with services.database.transaction(write=permission.changes_state) as session:
+            principal = await tenants.authenticate(session, credentials.credentials)
+            if permission not in GRANTED[principal.scope]:
+                if principal.scope is Scope.AGENT and permission.changes_state:
+                    raise AgentForbidden(
+                        "agent keys may read and propose, never change state; "
+                        "a human admin must do this"
+                    )
+                raise InsufficientScope(
+                    f"a {principal.scope} key may not do this (needs {permission} permission)"
+                )
+            ctx = Context(
+                tenant_id=principal.tenant_id,
+                actor=Actor(kind="api_key", id=principal.key_id, scope=principal.scope.value),
+                correlation_id=correlation_id(request),
+                now=services.clock.now(),
+            )
+            yield Call(
+                session=session,
+                ctx=ctx,
+                principal=principal,
+                services=services,
+                client_address=client_address(request, services.settings),
+            )
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return Depends(dependency, scope="function")
+
+
+ReadCall = Annotated[Call, authorize(Permission.READ)]
+CheckCall = Annotated[Call, authorize(Permission.CHECK)]
+RedeemCall = Annotated[Call, authorize(Permission.REDEEM)]
+AdminCall = Annotated[Call, authorize(Permission.ADMIN)]

@@ -1,0 +1,396 @@
+"""Grants in, entitlements out: granting, revoking, resolving and checking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.audit import service as audit
+from billfold.catalog.catalog import Catalog, PlanVersion
+from billfold.catalog.model import (
+    FeatureType,
+    FeatureValue,
+    LimitValue,
+    Unlimited,
+    from_json,
+    parse_value,
+    to_json,
+)
+from billfold.customers import service as customers
+from billfold.customers.service import Customer, CustomerNotFound
+from billfold.entitlements import repository, rules
+from billfold.entitlements.rules import Contribution, Entitlement, Grant
+from billfold.kit.context import Context
+from billfold.kit.db import Record
+from billfold.kit.errors import FieldError, InvalidInput, NotFound
+from billfold.kit.ids import new_id
+from billfold.kit.invariants import invariant
+
+
+class FeatureNotFound(NotFound):
+    code = "feature_not_found"
+
+
+class PlanNotFound(NotFound):
+    code = "plan_not_found"
+
+
+class GrantNotFound(NotFound):
+    code = "grant_not_found"
+
+
+@dataclass(frozen=True)
+class Window:
+    starts_at: datetime
+    ends_at: datetime | None
+
+    def __post_init__(self) -> None:
+        if self.ends_at is not None and self.ends_at <= self.starts_at:
+            raise InvalidInput(
+                "a grant must end after it starts",
+                errors=[FieldError("must be later than starts_at", pointer="#/ends_at")],
+            )
+
+
+@dataclass(frozen=True)
+class CustomerEntitlements:
+    external_id: str
+    known: bool
+    moment: datetime
+    entitlements: dict[str, Entitlement]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    feature: str
+    type: FeatureType
+    allowed: bool
+    value: FeatureValue
+    remaining: LimitValue | None
+    reason: str
+    source: Contribution | None
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+async def entitlements_of(
+    session: AsyncSession, catalog: Catalog, tenant_id: str, external_id: str, moment: datetime
+) -> CustomerEntitlements:
+    """What a customer may do at `moment`. Unknown customers get the default plan, if any."""
+    customer_id, rows = await repository.customer_with_live_grants(
+        session, tenant_id, external_id, moment
+    )
+    if customer_id is None and catalog.default_version is None:
+        raise CustomerNotFound(
+            f"no customer {external_id!r}, and the catalog has no default plan for unknown ones"
+        )
+    grants = [grant_from_row(catalog, row) for row in rows]
+    return CustomerEntitlements(
+        external_id=external_id,
+        known=customer_id is not None,
+        moment=moment,
+        entitlements=rules.resolve(catalog, grants, moment),
+    )
+
+
+async def check(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    external_id: str,
+    feature_key: str,
+    *,
+    requested: int | str | None,
+    current: int | None,
+    moment: datetime,
+) -> CheckResult:
+    """Answer `may this customer do this now?`. A denial is an answer, not an error."""
+    feature = catalog.features.get(feature_key)
+    if feature is None:
+        raise FeatureNotFound(
+            f"no feature {feature_key!r} in the catalog",
+            errors=[FieldError("not a feature of the catalog", pointer="#/feature")],
+        )
+    _check_arguments(feature.type, requested, current)
+    resolved = await entitlements_of(session, catalog, tenant_id, external_id, moment)
+    entitlement = resolved.entitlements[feature_key]
+    return decide(entitlement, requested=requested, current=current)
+
+
+def decide(
+    entitlement: Entitlement, *, requested: int | str | None, current: int | None
+) -> CheckResult:
+    feature = entitlement.feature
+    value = entitlement.value
+    if feature.type is FeatureType.BOOLEAN:
+        allowed = value is True
+        reason = "enabled" if allowed else "not_enabled"
+        return CheckResult(
+            feature.key, feature.type, allowed, value, None, reason, entitlement.source
+        )
+    if feature.type is FeatureType.LIMIT:
+        invariant(isinstance(value, int | Unlimited) and current is not None, "limit check")
+        assert isinstance(value, int | Unlimited)  # for the type checker
+        assert current is not None
+        amount = requested if isinstance(requested, int) else 1
+        left = rules.remaining(value, current)
+        if isinstance(value, Unlimited):
+            allowed, reason = True, "unlimited"
+        else:
+            allowed = current + amount <= value
+            reason = "within_limit" if allowed else "limit_reached"
+        return CheckResult(
+            feature.key, feature.type, allowed, value, left, reason, entitlement.source
+        )
+    invariant(isinstance(requested, str), "pattern check needs a name")
+    assert isinstance(requested, str)  # for the type checker
+    match = rules.matching_pattern(entitlement, requested)
+    if match is None:
+        return CheckResult(
+            feature.key, feature.type, False, value, None, "no_matching_pattern", None
+        )
+    return CheckResult(feature.key, feature.type, True, value, None, "pattern_matched", match[1])
+
+
+def _check_arguments(
+    feature_type: FeatureType, requested: int | str | None, current: int | None
+) -> None:
+    if feature_type is FeatureType.LIMIT:
+        if current is None:
+            raise InvalidInput(
+                "a limit feature needs `current`: how many the customer holds now",
+                errors=[FieldError("required for a limit feature", pointer="#/current")],
+            )
+        if requested is not None and (not isinstance(requested, int) or requested < 1):
+            raise InvalidInput(
+                "`requested` is how many more the customer wants: a positive integer",
+                errors=[FieldError("expected a positive integer", pointer="#/requested")],
+            )
+    elif feature_type is FeatureType.PATTERN:
+        if not isinstance(requested, str) or not requested:
+            raise InvalidInput(
+                "a pattern feature needs `requested`: the name to test, e.g. a plugin",
+                errors=[FieldError("expected the name to test", pointer="#/requested")],
+            )
+    elif requested is not None and not isinstance(requested, int):
+        raise InvalidInput(
+            "a boolean feature takes no `requested` name",
+            errors=[FieldError("not used by a boolean feature", pointer="#/requested")],
+        )
+
+
+async def grants_of(
+    session: AsyncSession, catalog: Catalog, ctx: Context, external_id: str, *, live_only: bool
+) -> list[Grant]:
+    customer = await customers.get(session, ctx.tenant_id, external_id)
+    rows = await repository.of_customer(
+        session, ctx.tenant_id, customer.id, live_at=ctx.now if live_only else None
+    )
+    return [grant_from_row(catalog, row) for row in rows]
+
+
+# --- changing --------------------------------------------------------------------------
+
+
+def plan_version(catalog: Catalog, plan_key: str, *, pointer: str = "#/plan") -> PlanVersion:
+    version = catalog.current_version(plan_key)
+    if version is None:
+        raise PlanNotFound(
+            f"no active plan {plan_key!r} in the catalog",
+            errors=[FieldError("not an active plan of the catalog", pointer=pointer)],
+        )
+    return version
+
+
+async def grant_plan(
+    session: AsyncSession,
+    ctx: Context,
+    customer: Customer,
+    version: PlanVersion,
+    window: Window,
+    *,
+    source: str,
+    priority: int = 0,
+    metadata: dict[str, Any] | None = None,
+    subscription_id: str | None = None,
+) -> Grant:
+    grant = Grant(
+        id=new_id("grt"),
+        customer_id=customer.id,
+        source=source,
+        plan_version_id=version.id,
+        feature_key=None,
+        value=None,
+        priority=priority,
+        starts_at=window.starts_at,
+        ends_at=window.ends_at,
+        revoked_at=None,
+        subscription_id=subscription_id,
+        metadata=dict(metadata or {}),
+        created_at=ctx.now,
+    )
+    await _store(session, ctx, grant)
+    for key, value in version.features.items():
+        await audit.record(
+            session,
+            ctx,
+            "EntitlementGranted",
+            _granted(grant, key, value, plan=f"{version.plan_key}@v{version.version}"),
+            customer_id=customer.id,
+        )
+    return grant
+
+
+async def grant_feature(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    customer: Customer,
+    feature_key: str,
+    raw_value: Any,
+    window: Window,
+    *,
+    source: str,
+    priority: int = 0,
+    metadata: dict[str, Any] | None = None,
+) -> Grant:
+    feature = catalog.features.get(feature_key)
+    if feature is None:
+        raise FeatureNotFound(
+            f"no feature {feature_key!r} in the catalog",
+            errors=[FieldError("not a feature of the catalog", pointer="#/feature")],
+        )
+    value = parse_value(feature.type, raw_value)
+    if isinstance(value, str):
+        raise InvalidInput(
+            f"not a value for {feature.type} feature {feature_key!r}",
+            errors=[FieldError(value, pointer="#/value")],
+        )
+    grant = Grant(
+        id=new_id("grt"),
+        customer_id=customer.id,
+        source=source,
+        plan_version_id=None,
+        feature_key=feature_key,
+        value=value,
+        priority=priority,
+        starts_at=window.starts_at,
+        ends_at=window.ends_at,
+        revoked_at=None,
+        subscription_id=None,
+        metadata=dict(metadata or {}),
+        created_at=ctx.now,
+    )
+    await _store(session, ctx, grant)
+    await audit.record(
+        session,
+        ctx,
+        "EntitlementGranted",
+        _granted(grant, feature_key, value, plan=None),
+        customer_id=customer.id,
+    )
+    return grant
+
+
+async def revoke(
+    session: AsyncSession, ctx: Context, catalog: Catalog, grant_id: str, *, reason: str | None
+) -> Grant:
+    """End a grant now. Revoking an ended or revoked grant changes nothing and says so."""
+    if await repository.revoke(session, ctx.tenant_id, grant_id, ctx.now):
+        row = await repository.by_id(session, ctx.tenant_id, grant_id)
+        invariant(row is not None, "a revoked grant exists")
+        assert row is not None  # for the type checker
+        grant = grant_from_row(catalog, row)
+        await _record_revoked(session, ctx, catalog, grant, reason)
+        return grant
+    row = await repository.by_id(session, ctx.tenant_id, grant_id)
+    if row is None:
+        raise GrantNotFound(f"no grant {grant_id!r}")
+    return grant_from_row(catalog, row)
+
+
+async def _record_revoked(
+    session: AsyncSession, ctx: Context, catalog: Catalog, grant: Grant, reason: str | None
+) -> None:
+    keys: list[str]
+    if grant.plan_version_id is not None:
+        version = catalog.versions.get(grant.plan_version_id)
+        keys = list(version.features) if version is not None else []
+    else:
+        keys = [grant.feature_key] if grant.feature_key else []
+    for key in keys:
+        await audit.record(
+            session,
+            ctx,
+            "EntitlementRevoked",
+            {"grant_id": grant.id, "key": key, "source": grant.source, "reason": reason},
+            customer_id=grant.customer_id,
+        )
+
+
+async def revoke_subscription_grants(
+    session: AsyncSession, ctx: Context, catalog: Catalog, subscription_id: str, *, reason: str
+) -> None:
+    for row in await repository.of_subscription(session, ctx.tenant_id, subscription_id):
+        if await repository.revoke(session, ctx.tenant_id, row.id, ctx.now):
+            grant = grant_from_row(catalog, row)
+            await _record_revoked(session, ctx, catalog, grant, reason)
+
+
+async def _store(session: AsyncSession, ctx: Context, grant: Grant) -> None:
+    await repository.insert_grant(
+        session,
+        id=grant.id,
+        tenant_id=ctx.tenant_id,
+        customer_id=grant.customer_id,
+        source=grant.source,
+        plan_version_id=grant.plan_version_id,
+        feature_key=grant.feature_key,
+        value=None if grant.value is None else to_json(grant.value),
+        priority=grant.priority,
+        starts_at=grant.starts_at,
+        ends_at=grant.ends_at,
+        revoked_at=None,
+        subscription_id=grant.subscription_id,
+        metadata=grant.metadata,
+        created_at=grant.created_at,
+    )
+
+
+def _granted(grant: Grant, key: str, value: FeatureValue, *, plan: str | None) -> dict[str, Any]:
+    return {
+        "grant_id": grant.id,
+        "key": key,
+        "value": to_json(value),
+        "source": grant.source,
+        "plan": plan,
+        "starts_at": grant.starts_at.isoformat(),
+        "ends_at": grant.ends_at.isoformat() if grant.ends_at else None,
+    }
+
+
+def grant_from_row(catalog: Catalog, row: Record) -> Grant:
+    value: FeatureValue | None = None
+    if row.feature_key is not None and row.value is not None:
+        feature = catalog.features.get(row.feature_key)
+        if feature is not None:  # an archived feature's grants no longer count
+            value = from_json(feature.type, row.value)
+    return Grant(
+        id=row.id,
+        customer_id=row.customer_id,
+        source=row.source,
+        plan_version_id=row.plan_version_id,
+        feature_key=row.feature_key,
+        value=value,
+        priority=row.priority,
+        starts_at=row.starts_at,
+        ends_at=row.ends_at,
+        revoked_at=row.revoked_at,
+        subscription_id=row.subscription_id,
+        metadata=dict(row.metadata),
+        created_at=row.created_at,
+    )

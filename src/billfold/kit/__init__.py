@@ -1,0 +1,1 @@
+"""Shared building blocks: clock, errors, ids, database, money-safe helpers."""

@@ -1,0 +1,249 @@
+"""The HTTP edge shared by every router: RFC 9457 problems, request guard, metrics.
+
+Every error leaves as `application/problem+json` with a stable `code`, including the
+framework's own 404, 405 and 422. A refusal is never a 500; an unexpected failure is a
+500 that is logged with its correlation id and counted in `/metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billfold.kit.errors import BillfoldError, FieldError, PayloadTooLarge
+
+log = logging.getLogger("billfold.http")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://billfold.dev/problems/"
+CORRELATION_HEADER = "x-correlation-id"
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+class Metrics:
+    """The service's counters, on a registry of its own (one per app instance)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "billfold_http_requests",
+            "HTTP requests answered, by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "billfold_http_request_duration_seconds",
+            "Time to answer a request, by route template",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+        )
+        self.problems = Counter(
+            "billfold_problems",
+            "Problem responses sent, by stable code",
+            ["code", "status"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "billfold_unhandled_errors",
+            "Requests that failed with an unexpected error (HTTP 500)",
+            ["route"],
+            registry=self.registry,
+        )
+
+
+def correlation_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("correlation_id", "")) or uuid.uuid4().hex
+
+
+def problem(
+    request: Request | None,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if request is not None:
+        body["instance"] = request.url.path
+        body["correlation_id"] = correlation_id(request)
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.problems.labels(code=code, status=str(status)).inc()
+    if errors:
+        body["errors"] = [error.as_dict() for error in errors]
+    if extra:
+        body.update({k: v for k, v in extra.items() if k not in body})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def problem_for(request: Request, exc: BillfoldError) -> JSONResponse:
+    return problem(
+        request,
+        status=exc.status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        errors=exc.errors,
+        extra=exc.extra,
+        headers=exc.headers,
+    )
+
+
+def _pointer(location: tuple[Any, ...]) -> FieldError:
+    kind, *rest = location or ("body",)
+    path = "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in rest)
+    if kind == "body":
+        return FieldError("", pointer="#/" + path if path else "#")
+    return FieldError("", parameter=str(rest[0]) if rest else str(kind))
+
+
+def _validation_errors(exc: RequestValidationError) -> tuple[int, str, str, list[FieldError]]:
+    errors: list[FieldError] = []
+    for item in exc.errors():
+        place = _pointer(tuple(item.get("loc", ())))
+        kind = item.get("type", "")
+        if kind == "json_invalid":
+            message = (
+                f"the body is not valid JSON: {item.get('ctx', {}).get('error', 'parse error')}"
+            )
+            return 400, "malformed_json", message, [FieldError(message, pointer="#")]
+        message = {
+            "extra_forbidden": "unknown field",
+            "missing": "required",
+        }.get(kind, str(item.get("msg", "invalid")))
+        errors.append(FieldError(message, pointer=place.pointer, parameter=place.parameter))
+    return 422, "invalid_input", "the request is not valid", errors
+
+
+def install(app: FastAPI, metrics: Metrics) -> None:
+    app.state.metrics = metrics
+
+    @app.exception_handler(BillfoldError)
+    async def _billfold(request: Request, exc: BillfoldError) -> JSONResponse:
+        return problem_for(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, detail, errors = _validation_errors(exc)
+        title = "The body is not valid JSON" if status == 400 else "The request is not valid"
+        return problem(request, status=status, code=code, title=title, detail=detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = {
+            404: ("route_not_found", "No such route"),
+            405: ("method_not_allowed", "Method not allowed on this route"),
+        }.get(exc.status_code, (f"http_{exc.status_code}", "HTTP error"))
+        return problem(
+            request,
+            status=exc.status_code,
+            code=code,
+            title=title,
+            detail=str(exc.detail),
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.failures.labels(route=route).inc()
+        log.exception(
+            "unhandled error on %s %s (correlation id %s)",
+            request.method,
+            request.url.path,
+            correlation_id(request),
+        )
+        return problem(
+            request,
+            status=500,
+            code="internal_error",
+            title="Internal error",
+            detail="the request failed unexpectedly; it was logged under its correlation id",
+        )
+
+
+class RequestGuard:
+    """Pure ASGI middleware: correlation ids, the body size limit, and request metrics."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        supplied = headers.get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
+        correlation = supplied if _CORRELATION.match(supplied) else uuid.uuid4().hex
+        scope.setdefault("state", {})["correlation_id"] = correlation
+        status_holder = {"status": 500}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"].append((CORRELATION_HEADER.encode(), correlation.encode()))
+            await send(message)
+
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            await self._too_large(scope, send_with_headers)
+        else:
+            await self.app(scope, self._limited(receive), send_with_headers)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.requests.labels(scope["method"], route, str(status_holder["status"])).inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    raise PayloadTooLarge(f"the body is larger than {self.max_body_bytes} bytes")
+            return message
+
+        return limited
+
+    async def _too_large(self, scope: Scope, send: Callable[[Message], Awaitable[None]]) -> None:
+        response = problem(
+            None,
+            status=413,
+            code="payload_too_large",
+            title=PayloadTooLarge.title,
+            detail=f"the body is larger than {self.max_body_bytes} bytes",
+        )
+        self.metrics.problems.labels(code="payload_too_large", status="413").inc()
+
+        async def drain() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, drain, send)

@@ -1,0 +1,121 @@
+"""Routes: activate, renew and cancel subscriptions (admin, entitlement-first)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from pydantic import AwareDatetime, Field
+
+from billfold.customers import service as customers
+from billfold.deps import AdminCall, ReadCall
+from billfold.kit.ids import ID_PATTERN
+from billfold.kit.schemas import Body, Metadata, Out
+from billfold.subscriptions import service
+from billfold.subscriptions.service import Subscription
+
+router = APIRouter(tags=["subscriptions"])
+ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
+SubscriptionId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
+
+
+class ActivateIn(Body):
+    plan: Annotated[str, Field(min_length=1, max_length=100)]
+    starts_at: AwareDatetime | None = None
+    period_ends_at: AwareDatetime | None = None
+    metadata: Metadata = Field(default_factory=dict)
+
+
+class RenewIn(Body):
+    period_ends_at: AwareDatetime
+
+
+class CancelIn(Body):
+    at_period_end: bool = False
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class SubscriptionOut(Out):
+    id: str
+    customer: str
+    plan: str
+    plan_version: int | None
+    status: str
+    started_at: datetime
+    current_period_ends_at: datetime | None
+    canceled_at: datetime | None
+    ends_at: datetime | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class SubscriptionsOut(Out):
+    customer: str
+    subscriptions: list[SubscriptionOut]
+
+
+async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> SubscriptionOut:
+    version = (await call.catalog()).versions.get(subscription.plan_version_id)
+    fields = {k: v for k, v in subscription.__dict__.items() if k != "plan_version_id"}
+    return SubscriptionOut(plan_version=version.version if version else None, **fields)
+
+
+@router.post("/v1/customers/{external_id}/subscriptions", status_code=201)
+async def activate(external_id: ExternalId, body: ActivateIn, call: AdminCall) -> SubscriptionOut:
+    """Activate a plan for a customer; the plan's grant follows the subscription."""
+    customers.check_external_id(external_id)
+    subscription = await service.activate(
+        call.session,
+        call.ctx,
+        await call.catalog(),
+        external_id,
+        body.plan,
+        starts_at=body.starts_at,
+        period_ends_at=body.period_ends_at,
+        metadata=body.metadata,
+    )
+    return await _out(call, subscription)
+
+
+@router.get("/v1/customers/{external_id}/subscriptions")
+async def customer_subscriptions(external_id: ExternalId, call: ReadCall) -> SubscriptionsOut:
+    customers.check_external_id(external_id)
+    found = await service.of_customer(call.session, call.ctx.tenant_id, external_id)
+    return SubscriptionsOut(
+        customer=external_id, subscriptions=[await _out(call, s) for s in found]
+    )
+
+
+@router.get("/v1/subscriptions/{subscription_id}")
+async def get_subscription(subscription_id: SubscriptionId, call: ReadCall) -> SubscriptionOut:
+    return await _out(call, await service.get(call.session, call.ctx.tenant_id, subscription_id))
+
+
+@router.post("/v1/subscriptions/{subscription_id}/renew")
+async def renew(subscription_id: SubscriptionId, body: RenewIn, call: AdminCall) -> SubscriptionOut:
+    subscription = await service.renew(
+        call.session,
+        call.ctx,
+        await call.catalog(),
+        subscription_id,
+        period_ends_at=body.period_ends_at,
+    )
+    return await _out(call, subscription)
+
+
+@router.post("/v1/subscriptions/{subscription_id}/cancel")
+async def cancel(
+    subscription_id: SubscriptionId, call: AdminCall, body: CancelIn | None = None
+) -> SubscriptionOut:
+    body = body or CancelIn()
+    subscription = await service.cancel(
+        call.session,
+        call.ctx,
+        await call.catalog(),
+        subscription_id,
+        at_period_end=body.at_period_end,
+        reason=body.reason,
+    )
+    return await _out(call, subscription)

@@ -1,0 +1,69 @@
+"""Routes: API keys of the caller's tenant."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import Field
+
+from billfold.deps import AdminCall, ReadCall
+from billfold.kit.ids import ID_PATTERN
+from billfold.kit.schemas import Body, Out
+from billfold.tenants import service
+from billfold.tenants.scopes import Scope
+from billfold.tenants.service import ApiKey
+
+router = APIRouter(tags=["api keys"])
+
+
+class KeyIn(Body):
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    scope: Scope
+
+
+class KeyOut(Out):
+    id: str
+    name: str
+    scope: Scope
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyOut:
+        return cls(
+            id=key.id,
+            name=key.name,
+            scope=key.scope,
+            created_at=key.created_at,
+            revoked_at=key.revoked_at,
+        )
+
+
+class NewKeyOut(KeyOut):
+    token: str = Field(description="shown once; store it now")
+
+
+class KeysOut(Out):
+    keys: list[KeyOut]
+
+
+@router.post("/v1/keys", status_code=201)
+async def create_key(body: KeyIn, call: AdminCall) -> NewKeyOut:
+    key, token = await service.create_key(call.session, call.ctx, name=body.name, scope=body.scope)
+    return NewKeyOut(token=token, **KeyOut.of(key).model_dump())
+
+
+@router.get("/v1/keys")
+async def list_keys(call: ReadCall) -> KeysOut:
+    return KeysOut(
+        keys=[KeyOut.of(k) for k in await service.list_keys(call.session, call.ctx.tenant_id)]
+    )
+
+
+@router.post("/v1/keys/{key_id}/revoke")
+async def revoke_key(
+    key_id: Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)], call: AdminCall
+) -> KeyOut:
+    return KeyOut.of(await service.revoke_key(call.session, call.ctx, key_id))
