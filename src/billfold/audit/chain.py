@@ -1,4 +1,9 @@
-"""How an event-log entry is hashed into its tenant's chain."""
+"""How an event-log entry is hashed into its tenant's chain.
+
+An entry's hash covers its previous entry's hash and its own fields, so an edit breaks
+the entry itself, and a move or a deletion breaks the link of the entry after it. The
+sequence number is left out of the hash on purpose: order is what the links prove.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,6 @@ def entry_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
 def hashed_fields(
     *,
     tenant_id: str,
-    seq: int,
     type: str,
     customer_id: str | None,
     data: Mapping[str, Any],
@@ -36,7 +40,6 @@ def hashed_fields(
 ) -> dict[str, Any]:
     return {
         "tenant_id": tenant_id,
-        "seq": seq,
         "type": type,
         "customer_id": customer_id,
         "data": dict(data),

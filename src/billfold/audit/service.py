@@ -41,7 +41,6 @@ async def record(
     seq += 1
     fields = hashed_fields(
         tenant_id=ctx.tenant_id,
-        seq=seq,
         type=type,
         customer_id=customer_id,
         data=data,
@@ -52,6 +51,7 @@ async def record(
         occurred_at=ctx.now,
     )
     values = dict(fields)
+    values["seq"] = seq
     values["occurred_at"] = ctx.now
     values["prev_hash"] = prev_hash
     values["hash"] = entry_hash(prev_hash, fields)
@@ -75,14 +75,19 @@ class Verification:
 
 
 async def verify(session: AsyncSession, tenant_id: str) -> Verification:
-    """Walk the tenant's chain and name the first entry that was edited, deleted or moved."""
+    """Walk the tenant's chain and name the first entry that was edited, deleted or moved.
+
+    - edited: the entry's content no longer matches its own hash;
+    - deleted: a sequence number is missing, or an entry links to a hash no entry has;
+    - reordered: an entry links to an entry that exists but is not the one before it.
+    """
+    known_hashes = {row.hash async for row in repository.iterate(session, tenant_id)}
     expected_seq = 1
     prev_hash = GENESIS_HASH
     count = 0
     async for row in repository.iterate(session, tenant_id):
         fields = hashed_fields(
             tenant_id=row.tenant_id,
-            seq=row.seq,
             type=row.type,
             customer_id=row.customer_id,
             data=row.data,
@@ -92,19 +97,19 @@ async def verify(session: AsyncSession, tenant_id: str) -> Verification:
             correlation_id=row.correlation_id,
             occurred_at=row.occurred_at,
         )
-        self_consistent = entry_hash(row.prev_hash, fields) == row.hash
-        if not self_consistent:
+        if entry_hash(row.prev_hash, fields) != row.hash:
             return _broken(count, row, "edited: its content no longer matches its hash")
         if row.seq != expected_seq:
             return Verification(
                 ok=False,
                 entries=count,
-                problem=f"deleted: entry {expected_seq} is missing before this one",
+                problem=f"deleted: entry {expected_seq} is missing before entry {row.seq}",
                 seq=expected_seq,
-                entry_id=None,
             )
         if row.prev_hash != prev_hash:
-            return _broken(count, row, "reordered: it does not follow the entry before it")
+            if row.prev_hash in known_hashes or row.prev_hash == GENESIS_HASH:
+                return _broken(count, row, "reordered: it does not follow the entry before it")
+            return _broken(count, row, "deleted: the entry it follows is missing")
         prev_hash = row.hash
         expected_seq += 1
         count += 1
@@ -113,7 +118,7 @@ async def verify(session: AsyncSession, tenant_id: str) -> Verification:
         return Verification(
             ok=False,
             entries=count,
-            problem=f"deleted: the chain head is at {head_seq} but the log ends at {count}",
+            problem=f"deleted: the chain head is at entry {head_seq} but the log ends at {count}",
             seq=count + 1,
         )
     return Verification(ok=True, entries=count)

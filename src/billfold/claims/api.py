@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from billfold.claims import service
 from billfold.claims.service import Batch, BatchRequest
@@ -20,7 +20,7 @@ from billfold.kit import ratelimit
 from billfold.kit.errors import BillfoldError
 from billfold.kit.http import problem_for
 from billfold.kit.ids import ID_PATTERN
-from billfold.kit.schemas import Body, Out
+from billfold.kit.schemas import Body, Instant, Out
 
 router = APIRouter(tags=["claims"])
 BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
@@ -43,7 +43,7 @@ class BatchIn(Body):
     count: Annotated[int, Field(ge=1, le=service.MAX_BATCH_SIZE)]
     duration: Annotated[str, Field(max_length=20, description='"365d" or "lifetime"')]
     max_redemptions: Annotated[int, Field(ge=1, le=service.MAX_REDEMPTIONS_PER_CODE)] = 1
-    expires_at: AwareDatetime | None = None
+    expires_at: Instant | None = None
     source: Annotated[str, Field(pattern=service.SOURCE_LABEL.pattern)] = "claim"
     campaign: Annotated[str, Field(max_length=200)] | None = None
     tier: Annotated[str, Field(max_length=200)] | None = None

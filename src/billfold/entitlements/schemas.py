@@ -3,13 +3,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.model import to_json
 from billfold.entitlements.rules import Contribution, Entitlement, Grant
 from billfold.entitlements.service import CheckResult
-from billfold.kit.schemas import Body, Metadata, Out
+from billfold.kit.schemas import Body, Instant, Metadata, Out
 
 FeatureValueOut = bool | int | str | list[str]
 SourceLabel = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
@@ -106,8 +106,8 @@ class GrantIn(Body):
     plan: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     feature: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     value: bool | int | str | list[str] | None = None
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
+    starts_at: Instant | None = None
+    ends_at: Instant | None = None
     duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
     source: SourceLabel = "admin"
     priority: Annotated[int, Field(ge=-1000, le=1000)] = 0

@@ -6,12 +6,12 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from billfold.customers import service as customers
 from billfold.deps import AdminCall, ReadCall
 from billfold.kit.ids import ID_PATTERN
-from billfold.kit.schemas import Body, Metadata, Out
+from billfold.kit.schemas import Body, Instant, Metadata, Out
 from billfold.subscriptions import service
 from billfold.subscriptions.service import Subscription
 
@@ -22,13 +22,13 @@ SubscriptionId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
 
 class ActivateIn(Body):
     plan: Annotated[str, Field(min_length=1, max_length=100)]
-    starts_at: AwareDatetime | None = None
-    period_ends_at: AwareDatetime | None = None
+    starts_at: Instant | None = None
+    period_ends_at: Instant | None = None
     metadata: Metadata = Field(default_factory=dict)
 
 
 class RenewIn(Body):
-    period_ends_at: AwareDatetime
+    period_ends_at: Instant
 
 
 class CancelIn(Body):

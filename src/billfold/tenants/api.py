@@ -20,7 +20,7 @@ router = APIRouter(tags=["api keys"])
 
 class KeyIn(Body):
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    scope: Scope
+    scope: Annotated[Scope, Field(strict=False)]  # JSON sends the scope's name
 
 
 class KeyOut(Out):

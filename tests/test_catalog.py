@@ -1,0 +1,138 @@
+"""Plans as configuration: validation with paths, diffs, immutable versions."""
+
+from __future__ import annotations
+
+import pytest
+
+from billfold.catalog import plansfile
+from billfold.catalog.plansfile import PlansFileError
+from tests.conftest import EXAMPLE_PLANS, Harness
+
+pytestmark = pytest.mark.anyio
+YAML = {"Content-Type": "application/yaml"}
+
+
+def errors_of(document: str) -> list[str]:
+    with pytest.raises(PlansFileError) as caught:
+        plansfile.parse(document)
+    return caught.value.errors
+
+
+def test_example_plans_are_the_sot_plans() -> None:
+    spec = plansfile.load(EXAMPLE_PLANS)
+    assert list(spec.plans) == ["free", "beta_tester", "pro", "studio"]
+    assert spec.default_plan == "free"
+    assert set(spec.features) == {
+        "spaces.max",
+        "share.enabled",
+        "share.readonly_links.max",
+        "collab.max_members_per_space",
+        "rag.enabled",
+        "devmode.enabled",
+        "plugins",
+    }
+
+
+def test_every_error_is_reported_with_its_path() -> None:
+    errors = errors_of(
+        """
+version: 1
+colour: blue
+features:
+  spaces.max: {type: limit}
+  share.enabled: {type: boolean}
+  plugins: {type: pattern}
+  Bad-Key: {type: boolean}
+  gauge: {type: counter}
+plans:
+  pro:
+    features:
+      spaces.max: lots
+      share.enabled: "yes please"
+      plugins: basic_*
+      ghost: 1
+  free: {default: true, features: {spaces.max: -1}}
+  studio: {default: true, features: {spaces.max: true}}
+"""
+    )
+    assert errors == [
+        "colour: unknown key (expected one of version, features, plans)",
+        "features.Bad-Key: feature keys are dotted lowercase words, e.g. spaces.max",
+        "features.gauge.type: expected one of boolean, limit, pattern",
+        'plans.pro.features.spaces.max: expected an integer or "unlimited"',
+        "plans.pro.features.share.enabled: expected true or false",
+        'plans.pro.features.plugins: expected a list of glob patterns, e.g. ["basic_*"]',
+        "plans.pro.features.ghost: unknown feature (declare it under features)",
+        'plans.free.features.spaces.max: expected a non-negative integer or "unlimited"',
+        'plans.studio.features.spaces.max: expected an integer or "unlimited"',
+        "plans: only one plan may be the default, found free, studio",
+    ]
+
+
+def test_duplicate_keys_and_yaml_syntax_errors_are_reported() -> None:
+    duplicate = errors_of("version: 1\nfeatures: {}\nplans: {}\nplans: {}\n")
+    assert len(duplicate) == 1
+    assert "duplicate key 'plans'" in duplicate[0]
+    assert duplicate[0].startswith("line 4")
+    broken = errors_of("version: 1\nfeatures: [unclosed\n")
+    assert broken[0].startswith("line ")
+
+
+async def test_apply_stores_versions_only_for_changes(harness: Harness) -> None:
+    text = EXAMPLE_PLANS.read_text()
+    unchanged = await harness.post("/v1/catalog", content=text, headers={**harness.admin, **YAML})
+    assert unchanged.json() == {"applied": False, "revision": 1, "changes": []}
+
+    edited = text.replace("spaces.max: 50", "spaces.max: 60")
+    preview = await harness.client.post(
+        "/v1/catalog?dry_run=true", content=edited, headers={**harness.admin, **YAML}
+    )
+    assert preview.json()["changes"] == ["~ plan pro", "    v1 -> v2", "    spaces.max: 50 -> 60"]
+    assert preview.json()["applied"] is False
+
+    applied = await harness.client.post(
+        "/v1/catalog", content=edited, headers={**harness.admin, **YAML}
+    )
+    assert applied.json()["applied"] is True
+    assert applied.json()["revision"] == 2
+    catalog = (await harness.get("/v1/catalog")).json()
+    pro = next(plan for plan in catalog["plans"] if plan["key"] == "pro")
+    assert (pro["version"], pro["features"]["spaces.max"]) == (2, 60)
+
+
+async def test_existing_grants_keep_their_plan_version(harness: Harness) -> None:
+    await harness.post("/v1/customers/old/grants", {"plan": "pro"})
+    edited = EXAMPLE_PLANS.read_text().replace("spaces.max: 50", "spaces.max: 60")
+    await harness.client.post("/v1/catalog", content=edited, headers={**harness.admin, **YAML})
+    await harness.post("/v1/customers/new/grants", {"plan": "pro"})
+    old = (await harness.get("/v1/customers/old/entitlements")).json()["entitlements"]
+    new = (await harness.get("/v1/customers/new/entitlements")).json()["entitlements"]
+    assert (old["spaces.max"]["value"], old["spaces.max"]["source"]["plan_version"]) == (50, 1)
+    assert (new["spaces.max"]["value"], new["spaces.max"]["source"]["plan_version"]) == (60, 2)
+
+
+async def test_a_feature_type_cannot_change(harness: Harness) -> None:
+    document = {
+        "version": 1,
+        "features": {"rag.enabled": {"type": "limit"}},
+        "plans": {"free": {"default": True, "features": {"rag.enabled": 5}}},
+    }
+    response = await harness.post("/v1/catalog", document)
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_plans"
+    assert response.json()["errors"][0]["detail"].startswith(
+        "features.rag.enabled.type: cannot change from boolean to limit"
+    )
+
+
+async def test_json_documents_are_accepted_and_validated(harness: Harness) -> None:
+    response = await harness.post(
+        "/v1/catalog",
+        {"version": 1, "features": {"x.y": {"type": "limit"}}, "plans": {"p": {"features": {}}}},
+    )
+    assert response.status_code == 200, response.text
+    assert "+ feature x.y" in response.json()["changes"]
+    assert "- plan pro (archived)" in response.json()["changes"]
+    bad = await harness.post("/v1/catalog", {"version": 2})
+    assert bad.status_code == 422
+    assert {"detail": "version: expected 1"} in bad.json()["errors"]
