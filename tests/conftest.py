@@ -61,7 +61,7 @@ def postgres_url() -> Iterator[str]:
     name = f"billfold_test_{secrets.token_hex(4)}"
     try:
         asyncio.run(_admin_execute(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # noqa: BLE001 (any connection failure means "no PostgreSQL")
+    except Exception as error:
         if REQUIRE_POSTGRES:
             pytest.fail(f"PostgreSQL is required (BILLFOLD_REQUIRE_POSTGRES=1): {error}")
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}; ran the SQLite half only")

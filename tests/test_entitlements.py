@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -181,3 +182,34 @@ async def test_grants_of_a_renamed_or_archived_plan_keep_their_values(harness: H
     assert result["source"]["plan"] == "pro"  # type: ignore[index]
     refused = await harness.post("/v1/customers/lea/grants", {"plan": "pro"})
     assert (refused.status_code, refused.json()["code"]) == (404, "plan_not_found")
+
+
+async def test_idempotency_key_replays_the_first_answer(harness: Harness) -> None:
+    headers = {**harness.admin, "Idempotency-Key": "grant-mo-1"}
+    body = {"feature": "spaces.max", "value": 12}
+    first = await harness.post("/v1/customers/mo/grants", body, headers=headers)
+    retry = await harness.post("/v1/customers/mo/grants", body, headers=headers)
+    assert (first.status_code, retry.status_code) == (201, 201)
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert retry.json() == first.json()
+    grants = (await harness.get("/v1/customers/mo/grants")).json()["grants"]
+    assert [g["id"] for g in grants] == [first.json()["id"]]
+    other = await harness.post(
+        "/v1/customers/mo/grants", {"feature": "spaces.max", "value": 13}, headers=headers
+    )
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+
+
+async def test_parallel_retries_with_one_idempotency_key_grant_once(harness: Harness) -> None:
+    headers = {**harness.admin, "Idempotency-Key": "activate-no-1"}
+    responses = await asyncio.gather(
+        *(
+            harness.post("/v1/customers/no/subscriptions", {"plan": "pro"}, headers=headers)
+            for _ in range(12)
+        )
+    )
+    assert {r.status_code for r in responses} == {201}, [r.text for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 11
+    grants = (await harness.get("/v1/customers/no/grants")).json()["grants"]
+    assert len(grants) == 1

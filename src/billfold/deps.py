@@ -7,15 +7,18 @@ walks every route with every scope against it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog, CatalogCache
+from billfold.kit import idempotency
 from billfold.kit.clock import Clock
 from billfold.kit.context import Actor, Context
 from billfold.kit.db import Database
@@ -47,6 +50,8 @@ class Call:
     principal: Principal
     services: Services
     client_address: str
+    # (key, status code) when the request carries an Idempotency-Key for a replayable route
+    idempotency: tuple[str, int] | None = None
 
     async def catalog(self) -> Catalog:
         return await self.services.catalogs.get(
@@ -97,10 +102,47 @@ def authorize(permission: Permission) -> Any:
                 principal=principal,
                 services=services,
                 client_address=client_address(request, services.settings),
+                idempotency=await _claim_idempotency_key(request, session, ctx),
             )
 
     dependency.permission = permission  # type: ignore[attr-defined]
     return Depends(dependency, scope="function")
+
+
+async def _claim_idempotency_key(
+    request: Request, session: AsyncSession, ctx: Context
+) -> tuple[str, int] | None:
+    key = request.headers.get(idempotency.HEADER)
+    route = request.scope.get("route")
+    if key is None or not getattr(getattr(route, "endpoint", None), "idempotent", False):
+        return None
+    idempotency.check_key(key)
+    print_ = idempotency.fingerprint(request.method, request.url.path, await request.body())
+    await idempotency.claim(session, ctx.tenant_id, key, print_, ctx.now)
+    return key, int(getattr(route, "status_code", None) or 200)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def idempotent(endpoint: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Make a creating route replayable under `Idempotency-Key`: its answer is stored in
+    the same transaction as its effect."""
+
+    @functools.wraps(endpoint)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        result = await endpoint(*args, **kwargs)
+        call = next((value for value in kwargs.values() if isinstance(value, Call)), None)
+        if call is not None and call.idempotency is not None:
+            key, status_code = call.idempotency
+            await idempotency.remember(
+                call.session, call.ctx.tenant_id, key, status_code, jsonable_encoder(result)
+            )
+        return result
+
+    wrapper.idempotent = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 ReadCall = Annotated[Call, authorize(Permission.READ)]

@@ -5,6 +5,7 @@ from billfold.catalog.tables import features, plan_versions, plans
 from billfold.claims.tables import claim_batches, claim_codes, claim_redemptions
 from billfold.customers.tables import customers
 from billfold.entitlements.tables import grants
+from billfold.kit.idempotency_tables import idempotency_keys
 from billfold.kit.ratelimit_tables import rate_limit_counters
 from billfold.subscriptions.tables import subscriptions
 from billfold.tenants.tables import api_keys, tenants
@@ -19,6 +20,7 @@ __all__ = [
     "event_log",
     "features",
     "grants",
+    "idempotency_keys",
     "plan_versions",
     "plans",
     "rate_limit_counters",

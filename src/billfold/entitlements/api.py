@@ -10,7 +10,7 @@ from pydantic import AwareDatetime
 
 from billfold.catalog.model import FeatureType
 from billfold.customers import service as customers
-from billfold.deps import AdminCall, CheckCall, ReadCall
+from billfold.deps import AdminCall, CheckCall, ReadCall, idempotent
 from billfold.entitlements import repository, rules, service
 from billfold.entitlements.schemas import (
     CheckIn,
@@ -102,6 +102,7 @@ async def plugin_access(
 
 
 @router.post("/v1/customers/{external_id}/grants", status_code=201)
+@idempotent
 async def create_grant(external_id: ExternalId, body: GrantIn, call: AdminCall) -> GrantOut:
     """Grant a plan or a single feature to a customer, for a window or open-ended."""
     customers.check_external_id(external_id)

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.kit.errors import BillfoldError, FieldError, PayloadTooLarge
+from billfold.kit.idempotency import Replay
 
 log = logging.getLogger("billfold.http")
 
@@ -143,6 +144,12 @@ def install(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(BillfoldError)
     async def _billfold(request: Request, exc: BillfoldError) -> JSONResponse:
         return problem_for(request, exc)
+
+    @app.exception_handler(Replay)
+    async def _replay(request: Request, exc: Replay) -> JSONResponse:
+        return JSONResponse(
+            exc.body, status_code=exc.status_code, headers={"Idempotent-Replayed": "true"}
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import Field
 
 from billfold.customers import service as customers
-from billfold.deps import AdminCall, ReadCall
+from billfold.deps import AdminCall, ReadCall, idempotent
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Metadata, Out
 from billfold.subscriptions import service
@@ -63,6 +63,7 @@ async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> Subscr
 
 
 @router.post("/v1/customers/{external_id}/subscriptions", status_code=201)
+@idempotent
 async def activate(external_id: ExternalId, body: ActivateIn, call: AdminCall) -> SubscriptionOut:
     """Activate a plan for a customer; the plan's grant follows the subscription."""
     customers.check_external_id(external_id)
