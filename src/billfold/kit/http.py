@@ -135,7 +135,10 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, str, str, list
             "missing": "required",
         }.get(kind, str(item.get("msg", "invalid")))
         errors.append(FieldError(message, pointer=place.pointer, parameter=place.parameter))
-    return 422, "invalid_input", "the request is not valid", errors
+    first = errors[0] if errors else FieldError("invalid")
+    where = first.pointer or first.parameter or "request"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return 422, "invalid_input", f"{where}: {first.detail}{more}", errors
 
 
 def install(app: FastAPI, metrics: Metrics) -> None:
