@@ -112,7 +112,7 @@ async def without_guard(session: AsyncSession, backend: str, statements: list[st
     ("statements", "seq", "problem"),
     [
         (
-            ["UPDATE event_log SET data = '{\"key\": \"forged\"}' WHERE tenant_id = :t AND seq = 3"],
+            ['UPDATE event_log SET data = \'{"key": "forged"}\' WHERE tenant_id = :t AND seq = 3'],
             3,
             "edited",
         ),

@@ -18,7 +18,7 @@ def test_the_alphabet_leaves_out_characters_people_confuse() -> None:
     assert len(set(codes.ALPHABET)) == len(codes.ALPHABET) == 30
     for char in AMBIGUOUS + "U":
         assert char not in codes.ALPHABET
-    assert codes.ALPHABET == codes.ALPHABET.upper()
+    assert codes.ALPHABET.upper() == codes.ALPHABET
 
 
 def test_generated_codes_are_grouped_and_use_only_the_alphabet() -> None:

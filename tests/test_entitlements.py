@@ -27,7 +27,11 @@ async def check(harness: Harness, **body: object) -> dict[str, object]:
 async def test_free_customer_is_limited_to_three_spaces(harness: Harness) -> None:
     allowed = await check(harness, customer="ada", feature="spaces.max", current=2)
     denied = await check(harness, customer="ada", feature="spaces.max", current=3)
-    assert (allowed["allowed"], allowed["remaining"], allowed["reason"]) == (True, 1, "within_limit")
+    assert (allowed["allowed"], allowed["remaining"], allowed["reason"]) == (
+        True,
+        1,
+        "within_limit",
+    )
     assert (denied["allowed"], denied["remaining"], denied["reason"]) == (False, 0, "limit_reached")
     assert denied["source"] == {
         "grant_id": None,
@@ -108,9 +112,7 @@ async def test_entitlements_at_a_past_moment(harness: Harness) -> None:
     harness.clock.advance(timedelta(hours=1))
     await harness.post(f"/v1/grants/{grant['id']}/revoke", {"reason": "test"})
     now = await entitlements(harness, "fay")
-    then = await harness.get(
-        "/v1/customers/fay/entitlements", params={"at": before.isoformat()}
-    )
+    then = await harness.get("/v1/customers/fay/entitlements", params={"at": before.isoformat()})
     assert now["spaces.max"]["value"] == 3  # type: ignore[index]
     assert then.json()["entitlements"]["spaces.max"]["value"] == 50
 

@@ -93,9 +93,7 @@ async def test_cancel_at_period_end_keeps_access_until_then(harness: Harness) ->
             {"plan": "studio", "period_ends_at": period_end.isoformat()},
         )
     ).json()
-    cancelled = await harness.post(
-        f"/v1/subscriptions/{sub['id']}/cancel", {"at_period_end": True}
-    )
+    cancelled = await harness.post(f"/v1/subscriptions/{sub['id']}/cancel", {"at_period_end": True})
     assert cancelled.json()["ends_at"] == period_end.isoformat().replace("+00:00", "Z")
     assert await spaces(harness, "dee") == "unlimited"
     harness.clock.travel_to(period_end)

@@ -11,6 +11,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import Response
+from starlette.routing import Route
 
 from billfold import __version__
 from billfold.audit.api import router as audit_router
@@ -87,7 +88,7 @@ def create_app(
         """An authenticated request that does nothing else: the benchmark's baseline."""
         return PingOut(ok=True, tenant_id=call.ctx.tenant_id, scope=call.principal.scope.value)
 
-    for router in (
+    routers = (
         tenants_router,
         catalog_router,
         customers_router,
@@ -95,10 +96,16 @@ def create_app(
         subscriptions_router,
         claims_router,
         audit_router,
-    ):
+    )
+    for router in routers:
         _publish_permissions(router.routes)
         app.include_router(router)
     _publish_permissions(app.routes)
+    app.state.route_methods = [
+        (route.path_regex, frozenset(route.methods or ()))
+        for route in [*app.routes, *(r for rt in routers for r in rt.routes)]
+        if isinstance(route, Route)
+    ]
     return app
 
 

@@ -23,7 +23,7 @@ from billfold.catalog import service as catalog_service
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.plansfile import PlansFileError
 from billfold.claims import service as claims
-from billfold.claims.api import batch_metadata, csv_of
+from billfold.claims.export import batch_metadata, csv_of
 from billfold.customers import service as customers
 from billfold.entitlements import service as entitlements
 from billfold.entitlements.service import Window

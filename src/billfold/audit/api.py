@@ -58,7 +58,7 @@ async def list_events(
         )
     customer_id: str | None = None
     if customer is not None:
-        customers.check_external_id(customer)
+        customers.check_external_id(customer, parameter="customer")
         found = await customers.find(call.session, call.ctx.tenant_id, customer)
         if found is None:
             return EventsOut(events=[], next_cursor=None)

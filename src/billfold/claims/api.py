@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,7 +10,8 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from billfold.claims import service
-from billfold.claims.service import Batch, BatchRequest
+from billfold.claims.export import CSV_MEDIA_TYPE, batch_metadata, csv_of, duration_label
+from billfold.claims.service import BatchRequest
 from billfold.customers import service as customers
 from billfold.deps import AdminCall, RedeemCall
 from billfold.entitlements.schemas import GrantOut
@@ -24,18 +23,6 @@ from billfold.kit.schemas import Body, Instant, Out
 
 router = APIRouter(tags=["claims"])
 BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
-CSV_MEDIA_TYPE = "text/csv"
-CSV_COLUMNS = (
-    "code",
-    "batch_id",
-    "plan",
-    "duration",
-    "max_redemptions",
-    "expires_at",
-    "source",
-    "campaign",
-    "tier",
-)
 
 
 class BatchIn(Body):
@@ -82,35 +69,6 @@ class RevokeCodeIn(Body):
 
 class RevokedOut(Out):
     revoked: int
-
-
-def batch_metadata(campaign: str | None, tier: str | None) -> dict[str, Any]:
-    return {k: v for k, v in (("campaign", campaign), ("tier", tier)) if v is not None}
-
-
-def duration_label(days: int | None) -> str:
-    return service.LIFETIME if days is None else f"{days}d"
-
-
-def csv_of(batch: Batch, issued: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for code in issued:
-        writer.writerow(
-            (
-                code,
-                batch.id,
-                batch.plan,
-                duration_label(batch.duration_days),
-                batch.max_redemptions,
-                batch.expires_at.isoformat() if batch.expires_at else "",
-                batch.source,
-                batch.metadata.get("campaign", ""),
-                batch.metadata.get("tier", ""),
-            )
-        )
-    return buffer.getvalue()
 
 
 @router.post(

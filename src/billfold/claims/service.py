@@ -264,6 +264,10 @@ async def redeem(
             raise
         return await _replay(session, ctx, catalog, row, earlier, external_id)
     except ClaimCodeExhausted:
+        # The same customer may have taken the last redemption concurrently: answer that.
+        earlier = await repository.redemption_of(session, row.id, customer.id)
+        if earlier is not None:
+            return await _replay(session, ctx, catalog, row, earlier, external_id)
         fresh = await repository.code_by_hash(
             session, ctx.tenant_id, codes.keyed_hash(secret_key, normalized)
         )

@@ -33,13 +33,15 @@ class Customer:
     updated_at: datetime
 
 
-def check_external_id(external_id: str, *, pointer: str | None = None) -> str:
+def check_external_id(
+    external_id: str, *, pointer: str | None = None, parameter: str = "external_id"
+) -> str:
     """Refuse ids that cannot round-trip through a URL path segment."""
     if not EXTERNAL_ID.match(external_id):
         where = FieldError(
             "1 to 255 characters, without spaces, slashes, ?, #, % or control characters",
             pointer=pointer,
-            parameter=None if pointer else "external_id",
+            parameter=None if pointer else parameter,
         )
         raise InvalidInput("the customer id is not valid", errors=[where])
     return external_id

@@ -76,6 +76,11 @@ class Unauthenticated(BillfoldError):
     code = "unauthenticated"
     title = "Authentication required"
 
+    def __init__(self, detail: str, **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        # RFC 9110 15.5.2: every 401 names the scheme that would work.
+        self.headers.setdefault("WWW-Authenticate", "Bearer")
+
 
 class Forbidden(BillfoldError):
     status = 403

@@ -165,14 +165,27 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         code, title = {
             404: ("route_not_found", "No such route"),
             405: ("method_not_allowed", "Method not allowed on this route"),
+            413: ("payload_too_large", PayloadTooLarge.title),
         }.get(exc.status_code, (f"http_{exc.status_code}", "HTTP error"))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; RFC 9110 wants all.
+            path = request.scope.get("path", "")
+            allowed = {
+                method
+                for regex, methods in getattr(request.app.state, "route_methods", ())
+                if regex.match(path)
+                for method in methods
+            }
+            if allowed:
+                headers["Allow"] = ", ".join(sorted(allowed))
         return problem(
             request,
             status=exc.status_code,
             code=code,
             title=title,
             detail=str(exc.detail),
-            headers=exc.headers,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
@@ -191,6 +204,8 @@ def install(app: FastAPI, metrics: Metrics) -> None:
             code="internal_error",
             title="Internal error",
             detail="the request failed unexpectedly; it was logged under its correlation id",
+            # ServerErrorMiddleware sends this response outside RequestGuard's `send`.
+            headers={CORRELATION_HEADER: correlation_id(request)},
         )
 
 
@@ -224,9 +239,16 @@ class RequestGuard:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
             await self._too_large(scope, send_with_headers)
         else:
-            await self.app(scope, self._limited(receive), send_with_headers)
+            try:
+                await self.app(scope, self._limited(receive), send_with_headers)
+            finally:  # an unhandled error propagates from here; count its 500 too
+                self._observe(scope, status_holder["status"], started)
+            return
+        self._observe(scope, status_holder["status"], started)
+
+    def _observe(self, scope: Scope, status: int, started: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.requests.labels(scope["method"], route, str(status_holder["status"])).inc()
+        self.metrics.requests.labels(scope["method"], route, str(status)).inc()
         self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
     def _limited(self, receive: Receive) -> Receive:
@@ -238,7 +260,11 @@ class RequestGuard:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
-                    raise PayloadTooLarge(f"the body is larger than {self.max_body_bytes} bytes")
+                    # FastAPI turns any other exception raised while it reads a body into
+                    # a 400; it lets HTTPException through, and `_http` maps it below.
+                    raise StarletteHTTPException(
+                        413, detail=f"the body is larger than {self.max_body_bytes} bytes"
+                    )
             return message
 
         return limited

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from billfold.kit.errors import FieldError, InvalidInput
 
 MAX_PAGE_SIZE = 500
 # Request bodies are strict, but JSON has no datetime type: instants come as ISO 8601
 # strings and must carry a time zone.
-Instant = Annotated[AwareDatetime, Field(strict=False)]
+Instant = Annotated[
+    AwareDatetime, Field(strict=False), AfterValidator(lambda moment: moment.astimezone(UTC))
+]
 Metadata = Annotated[dict[str, Any], Field(max_length=50)]
 
 

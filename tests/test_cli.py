@@ -1,0 +1,420 @@
+"""The `billfold` command, run as a real subprocess against a fresh SQLite file.
+
+`billfold init` runs once per module; every test works on its own copy of that database,
+so the tests are independent and the module stays quick."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import re
+import sqlite3
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from billfold.app import create_app
+from billfold.claims import codes
+from billfold.kit.db import Database
+from billfold.settings import Settings
+from tests.conftest import EXAMPLE_PLANS, ROOT
+
+BILLFOLD = ROOT / ".venv" / "bin" / "billfold"
+SECRET = "cli-test-secret-0123456789abcdefghijklmnop"  # 42 characters
+TOKEN = re.compile(r"\bbfk_[A-Za-z0-9_-]{20,}")
+CSV_HEADER = [
+    "code",
+    "batch_id",
+    "plan",
+    "duration",
+    "max_redemptions",
+    "expires_at",
+    "source",
+    "campaign",
+    "tier",
+]
+
+
+@dataclass
+class Cli:
+    """`billfold` with its environment pointing at one SQLite file."""
+
+    folder: Path
+    database: Path
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.database}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BILLFOLD_")}
+        env["BILLFOLD_DATABASE_URL"] = self.url
+        env["BILLFOLD_SECRET_KEY"] = SECRET
+        return env
+
+    def run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 (our own console script, fixed arguments)
+            [str(BILLFOLD), *map(str, args)],
+            cwd=self.folder,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def sql(self, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        connection = sqlite3.connect(self.database)
+        try:
+            with connection:
+                return connection.execute(statement, params).fetchall()
+        finally:
+            connection.close()
+
+    def api(self, method: str, path: str, token: str, body: Any = None) -> httpx.Response:
+        """One request to the HTTP API over the same database, in this process."""
+
+        async def call() -> httpx.Response:
+            settings = Settings(database_url=self.url, secret_key=SECRET.encode())
+            database = Database(self.url)
+            app = create_app(settings, database=database)
+            transport = httpx.ASGITransport(app=app)
+            try:
+                async with httpx.AsyncClient(transport=transport, base_url="http://cli") as client:
+                    return await client.request(
+                        method, path, json=body, headers={"Authorization": f"Bearer {token}"}
+                    )
+            finally:
+                await database.dispose()
+
+        return asyncio.run(call())
+
+
+@dataclass
+class Template:
+    cli: Cli
+    init: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
+    folder = tmp_path_factory.mktemp("billfold-cli")
+    cli = Cli(folder, folder / "b.db")
+    first = cli.run("init", "--plans", EXAMPLE_PLANS)
+    assert first.returncode == 0, first.stderr
+    return Template(cli, first)
+
+
+@pytest.fixture
+def cli(template: Template, tmp_path: Path) -> Cli:
+    """A copy of the initialised database, for this test alone."""
+    copy = Cli(tmp_path, tmp_path / "b.db")
+    source = sqlite3.connect(template.cli.database)
+    target = sqlite3.connect(copy.database)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return copy
+
+
+def admin_token(template: Template) -> str:
+    found = TOKEN.findall(template.init.stdout)
+    assert len(found) == 1, template.init.stdout
+    return found[0]
+
+
+def plans_text(**replacements: str) -> str:
+    text = EXAMPLE_PLANS.read_text(encoding="utf-8")
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def next_year() -> str:
+    return (datetime.now(UTC) + timedelta(days=365)).date().isoformat()
+
+
+# --- init and keys ---------------------------------------------------------------------
+
+
+def test_init_prints_an_admin_key_once(template: Template, cli: Cli) -> None:
+    first = template.init
+    assert "created tenant 'default'" in first.stdout
+    assert "shown once" in first.stdout
+    token = admin_token(template)
+    assert "plans: applied revision 1" in first.stdout
+
+    # The key works, and the database holds only its hash.
+    response = cli.api("GET", "/v1/customers/someone/entitlements", token)
+    assert response.status_code == 200, response.text
+    assert response.json()["entitlements"]["spaces.max"]["value"] == 3
+    stored = cli.sql("SELECT * FROM api_keys")
+    assert len(stored) == 1
+    assert not any(token in str(value) or token[-20:] in str(value) for value in stored[0])
+
+    second = cli.run("init", "--plans", EXAMPLE_PLANS)
+    assert second.returncode == 0, second.stderr
+    assert "tenant 'default' exists" in second.stdout
+    assert "plans: no changes" in second.stdout
+    assert TOKEN.search(second.stdout + second.stderr) is None
+    assert cli.sql("SELECT count(*) FROM api_keys") == [(1,)]
+
+
+def test_keys_create_prints_a_working_token(template: Template, cli: Cli) -> None:
+    result = cli.run("keys", "create", "--tenant", "default", "--scope", "service")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    token = lines[0]
+    assert TOKEN.fullmatch(token), token
+    assert token != admin_token(template)
+    assert re.search(r"created service key key_\w+", result.stderr)
+    assert cli.sql("SELECT scope FROM api_keys ORDER BY created_at") == [("admin",), ("service",)]
+
+    # A service key reads and checks but does not administer.
+    read = cli.api("GET", "/v1/customers/someone/entitlements", token)
+    assert read.status_code == 200, read.text
+    batch = cli.api(
+        "POST",
+        "/v1/claims/batches",
+        token,
+        {"plan": "beta_tester", "count": 1, "duration": "30d"},
+    )
+    assert batch.status_code == 403, batch.text
+    assert batch.json()["code"] == "insufficient_scope"
+
+
+# --- plans -----------------------------------------------------------------------------
+
+
+def test_plans_validate_accepts_the_example(template: Template) -> None:
+    result = template.cli.run("plans", "validate", EXAMPLE_PLANS)
+    assert result.returncode == 0, result.stderr
+    assert "ok (7 features, 4 plans)" in result.stdout
+
+
+def test_plans_validate_reports_every_error_with_its_path(
+    tmp_path: Path, template: Template
+) -> None:
+    broken = plans_text(
+        **{
+            "      spaces.max: 50\n": "      spaces.max: lots\n",
+            "      share.enabled: false\n": "      share.enabled: maybe\n",
+            '      plugins: ["basic_*", "beta_*"]\n': '      plugins: "beta_*"\n',
+            '      devmode.enabled: true\n      plugins: ["*"]\n': (
+                '      devmode.enabled: true\n      teleport.enabled: true\n      plugins: ["*"]\n'
+            ),
+            "  plugins:\n    type: pattern\n": (
+                "  plugins:\n    type: pattern\n  beta.flag:\n    type: toggle\n"
+            ),
+        }
+    )
+    path = write(tmp_path, "broken.yaml", broken)
+    result = template.cli.run("plans", "validate", path)
+    assert result.returncode != 0
+    errors = result.stderr.splitlines()
+    expected = [
+        "features.beta.flag.type: expected one of boolean, limit, pattern",
+        "plans.free.features.share.enabled: expected true or false",
+        'plans.beta_tester.features.plugins: expected a list of glob patterns, e.g. ["basic_*"]',
+        'plans.pro.features.spaces.max: expected an integer or "unlimited"',
+        "plans.studio.features.teleport.enabled: unknown feature (declare it under features)",
+    ]
+    for line in expected:
+        assert line in errors, (line, errors)
+    assert f"{path}: {len(expected)} problem(s)" in errors
+    assert "ok" not in result.stdout
+
+
+def test_plans_validate_reports_duplicate_keys(tmp_path: Path, template: Template) -> None:
+    """YAML would silently keep the last of two equal keys; a plans file refuses them."""
+    text = plans_text(**{"      spaces.max: 20\n": "      spaces.max: 20\n      spaces.max: 25\n"})
+    path = write(tmp_path, "duplicate.yaml", text)
+    line = text.splitlines().index("      spaces.max: 25") + 1
+    result = template.cli.run("plans", "validate", path)
+    assert result.returncode != 0
+    assert f"line {line}, column 7: duplicate key 'spaces.max'" in result.stderr
+    assert "ok" not in result.stdout
+
+
+def test_plans_diff_shows_the_change_and_apply_stores_it_once(tmp_path: Path, cli: Cli) -> None:
+    path = write(
+        tmp_path, "plans.yaml", plans_text(**{"      spaces.max: 50\n": "      spaces.max: 60\n"})
+    )
+
+    diff = cli.run("plans", "diff", path)
+    assert diff.returncode == 0, diff.stderr
+    lines = [line.strip() for line in diff.stdout.splitlines()]
+    assert lines == ["~ plan pro", "v1 -> v2", "spaces.max: 50 -> 60"]
+
+    applied = cli.run("plans", "apply", path)
+    assert applied.returncode == 0, applied.stderr
+    assert "~ plan pro" in applied.stdout
+    assert "spaces.max: 50 -> 60" in applied.stdout
+    assert "applied: catalog revision 2" in applied.stdout
+
+    again = cli.run("plans", "apply", path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "no changes"
+
+    versions = cli.sql(
+        "SELECT v.version, v.features FROM plan_versions v JOIN plans p ON p.id = v.plan_id "
+        "WHERE p.key = 'pro' ORDER BY v.version"
+    )
+    assert [(v, json.loads(f)["spaces.max"]) for v, f in versions] == [(1, 50), (2, 60)]
+    assert cli.sql("SELECT count(*) FROM plan_versions") == [(5,)]
+    assert cli.sql("SELECT catalog_revision FROM tenants") == [(2,)]
+
+
+def test_changing_a_feature_type_is_refused(tmp_path: Path, cli: Cli) -> None:
+    text = plans_text(
+        **{"  rag.enabled:\n    type: boolean\n": "  rag.enabled:\n    type: limit\n"}
+    )
+    text = text.replace("rag.enabled: false", "rag.enabled: 0").replace(
+        "rag.enabled: true", "rag.enabled: 5"
+    )
+    path = write(tmp_path, "retyped.yaml", text)
+    message = "features.rag.enabled.type: cannot change from boolean to limit"
+    before = cli.sql("SELECT count(*) FROM plan_versions")
+
+    applied = cli.run("plans", "apply", path)
+    assert applied.returncode != 0
+    assert message in applied.stderr
+    assert "applied" not in applied.stdout
+    assert cli.sql("SELECT type FROM features WHERE key = 'rag.enabled'") == [("boolean",)]
+    assert cli.sql("SELECT count(*) FROM plan_versions") == before
+    assert cli.sql("SELECT catalog_revision FROM tenants") == [(1,)]
+
+
+# --- claim codes -----------------------------------------------------------------------
+
+
+def test_claims_create_writes_csv(template: Template, cli: Cli, tmp_path: Path) -> None:
+    expires = next_year()
+    arguments = [
+        "claims",
+        "create",
+        "--plan",
+        "beta_tester",
+        "--count",
+        "5",
+        "--duration",
+        "365d",
+        "--max-redemptions",
+        "1",
+        "--expires",
+        expires,
+        "--source",
+        "kickstarter",
+        "--campaign",
+        "C",
+        "--tier",
+        "T",
+    ]
+    result = cli.run(*arguments)
+    assert result.returncode == 0, result.stderr
+    header, *rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert header == CSV_HEADER
+    assert len(rows) == 5
+    records = [dict(zip(header, row, strict=True)) for row in rows]
+    # `--expires` names the last day a code may be redeemed: it expires as that day ends.
+    last_day_ends = datetime.fromisoformat(expires).replace(tzinfo=UTC) + timedelta(days=1)
+    for record in records:
+        assert codes.normalize(record["code"]) is not None
+        assert record["batch_id"].startswith("clb_")
+        assert record["plan"] == "beta_tester"
+        assert record["duration"] == "365d"
+        assert record["max_redemptions"] == "1"
+        assert datetime.fromisoformat(record["expires_at"]) == last_day_ends
+        assert (record["source"], record["campaign"], record["tier"]) == ("kickstarter", "C", "T")
+    assert len({record["code"] for record in records}) == 5
+    assert cli.sql("SELECT count(*) FROM claim_codes") == [(5,)]
+
+    output = tmp_path / "codes.csv"
+    to_file = cli.run(*arguments, "--output", output)
+    assert to_file.returncode == 0, to_file.stderr
+    assert to_file.stdout == ""
+    assert f"wrote 5 codes to {output}" in to_file.stderr
+    header, *rows = list(csv.reader(io.StringIO(output.read_text(encoding="utf-8"))))
+    assert header == CSV_HEADER
+    assert len(rows) == 5
+    assert {row[0] for row in rows}.isdisjoint(record["code"] for record in records)
+
+    # The codes are real: the API redeems one into a kickstarter grant.
+    redeemed = cli.api(
+        "POST",
+        "/v1/claims/redeem",
+        admin_token(template),
+        {"customer": "backer", "code": rows[0][0]},
+    )
+    assert redeemed.status_code == 200, redeemed.text
+    grant = redeemed.json()["grant"]
+    assert grant["source"] == "kickstarter"
+    assert grant["plan"] == "beta_tester"
+    assert (grant["metadata"]["campaign"], grant["metadata"]["tier"]) == ("C", "T")
+
+
+# --- the event log ---------------------------------------------------------------------
+
+
+def test_the_event_log_refuses_update_and_delete(cli: Cli) -> None:
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        cli.sql("UPDATE event_log SET type = 'Forged' WHERE seq = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        cli.sql("DELETE FROM event_log WHERE seq = 1")
+    assert cli.sql("SELECT seq, type FROM event_log ORDER BY seq") == [
+        (1, "ApiKeyCreated"),
+        (2, "CatalogApplied"),
+    ]
+
+
+def add_an_entry(template: Template, cli: Cli) -> None:
+    """A third event-log entry (EntitlementGranted), so that seq 2 is in the middle."""
+    granted = cli.api(
+        "POST",
+        "/v1/customers/audited/grants",
+        admin_token(template),
+        {"feature": "spaces.max", "value": 5},
+    )
+    assert granted.status_code == 201, granted.text
+
+
+def test_audit_verify_names_an_edited_entry(template: Template, cli: Cli) -> None:
+    add_an_entry(template, cli)
+    ok = cli.run("audit", "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "ok: 3 entries, chain intact"
+
+    cli.sql("DROP TRIGGER event_log_no_update")
+    cli.sql("UPDATE event_log SET data = json_set(data, '$.revision', 7) WHERE seq = 2")
+    broken = cli.run("audit", "verify")
+    assert broken.returncode != 0
+    assert "BROKEN at entry seq 2" in broken.stdout
+    assert "edited" in broken.stdout
+
+
+def test_audit_verify_names_a_deleted_entry(template: Template, cli: Cli) -> None:
+    add_an_entry(template, cli)
+    cli.sql("DROP TRIGGER event_log_no_delete")
+    cli.sql("DELETE FROM event_log WHERE seq = 2")
+    broken = cli.run("audit", "verify")
+    assert broken.returncode != 0
+    assert "BROKEN at entry seq 2" in broken.stdout
+    assert "deleted" in broken.stdout
