@@ -20,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from billfold.catalog.catalog import Catalog, PlanVersion
@@ -34,7 +34,7 @@ from billfold.catalog.model import (
 )
 
 DEFAULT_SOURCE = "default"
-_EPOCH_TIMESTAMP = float("-inf")
+_BEFORE_EVERYTHING = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,8 @@ class Contribution:
     starts_at: datetime | None
     ends_at: datetime | None
 
-    def sort_key(self) -> tuple[int, float, str]:
-        started = self.starts_at.timestamp() if self.starts_at else _EPOCH_TIMESTAMP
-        return (-self.priority, started, self.grant_id or "")
+    def sort_key(self) -> tuple[int, datetime, str]:
+        return (-self.priority, self.starts_at or _BEFORE_EVERYTHING, self.grant_id or "")
 
 
 @dataclass(frozen=True)

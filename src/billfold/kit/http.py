@@ -221,7 +221,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        started_s = time.perf_counter()
         headers = dict(scope.get("headers") or [])
         supplied = headers.get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
         correlation = supplied if _CORRELATION.match(supplied) else uuid.uuid4().hex
@@ -242,14 +242,14 @@ class RequestGuard:
             try:
                 await self.app(scope, self._limited(receive), send_with_headers)
             finally:  # an unhandled error propagates from here; count its 500 too
-                self._observe(scope, status_holder["status"], started)
+                self._observe(scope, status_holder["status"], started_s)
             return
-        self._observe(scope, status_holder["status"], started)
+        self._observe(scope, status_holder["status"], started_s)
 
-    def _observe(self, scope: Scope, status: int, started: float) -> None:
+    def _observe(self, scope: Scope, status: int, started_s: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
         self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        self.metrics.latency.labels(route).observe(time.perf_counter() - started_s)
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
