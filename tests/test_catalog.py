@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from billfold.catalog import plansfile
@@ -136,3 +138,18 @@ async def test_json_documents_are_accepted_and_validated(harness: Harness) -> No
     bad = await harness.post("/v1/catalog", {"version": 2})
     assert bad.status_code == 422
     assert {"detail": "version: expected 1"} in bad.json()["errors"]
+
+
+async def test_parallel_applies_store_one_new_version(harness: Harness) -> None:
+    edited = EXAMPLE_PLANS.read_text().replace("spaces.max: 50", "spaces.max: 70")
+    responses = await asyncio.gather(
+        *(
+            harness.client.post("/v1/catalog", content=edited, headers={**harness.admin, **YAML})
+            for _ in range(6)
+        )
+    )
+    assert {r.status_code for r in responses} == {200}, [r.text for r in responses]
+    assert sorted(r.json()["applied"] for r in responses) == [False] * 5 + [True]
+    catalog = (await harness.get("/v1/catalog")).json()
+    pro = next(plan for plan in catalog["plans"] if plan["key"] == "pro")
+    assert (catalog["revision"], pro["version"]) == (2, 2)

@@ -215,3 +215,16 @@ async def test_parallel_retries_with_one_idempotency_key_grant_once(harness: Har
     assert sum(r.headers.get("idempotent-replayed") == "true" for r in responses) == 11
     grants = (await harness.get("/v1/customers/no/grants")).json()["grants"]
     assert len(grants) == 1
+
+
+async def test_parallel_revokes_record_the_revocation_once(harness: Harness) -> None:
+    grant = (await harness.post("/v1/customers/pat/grants", {"plan": "pro"})).json()
+    responses = await asyncio.gather(
+        *(harness.post(f"/v1/grants/{grant['id']}/revoke") for _ in range(8))
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["revoked_at"] for r in responses}) == 1
+    events = await harness.get(
+        "/v1/events", params={"customer": "pat", "type": "EntitlementRevoked", "limit": 500}
+    )
+    assert len(events.json()["events"]) == 7  # one per feature of pro, once
