@@ -6,15 +6,19 @@ asyncpg, aiosqlite, psycopg[binary], uvicorn, uvloop, httptools, httpx. Each var
 uvicorn process (1 worker, uvloop + httptools) on 127.0.0.1, loaded by `wrk -t2 -c32 --latency`.
 Modes: async = `async def` endpoint + connection/auth dependencies; sync = the same shape in plain
 `def` (threadpool: each sync dependency is a hop); sync1 (extra) = one `def` endpoint, one hop.
-Scratch database `sva_bench` and the temporary SQLite file are removed at the end.
+The box may be shared: each combo waits (bounded) for a quiet machine and is redone, at most twice,
+when other processes used >25% of a core during it ("foreign CPU"). Scratch database `sva_bench`
+and the temporary SQLite file are removed at the end.
 """
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 PG_DB = "sva_bench"
 TENANTS, PER_TENANT, FEATURES = 10, 1_000, 8  # 10,000 customers, ~25,000 grants
-POOL: dict[str, Any] = {"pool_size": 10, "max_overflow": 10}
+POOL: dict[str, Any] = {"pool_size": 20, "max_overflow": 0}  # overflow = connection churn
 WRK = ["wrk", "-t2", "-c32", "--latency"]
 
 md, C, T = sa.MetaData(), sa.Column, sa.Text
@@ -256,12 +260,36 @@ class Result(NamedTuple):
     p50: float  # ms
     p99: float  # ms
     bad: int  # non-2xx responses + socket errors
-    cpu: float  # server process CPU (all threads) during the run, % of one core
+    srv: float  # CPU of the uvicorn process (all threads), % of one core
+    db: float  # CPU of this server's PostgreSQL backends, % of one core
+    foreign: float  # rest of the machine minus wrk: other sessions' load = noise, % of one core
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def proc_cpu(pids: list[int]) -> float:
+    """Seconds of CPU (user + system) used so far by these processes."""
+    ticks = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(f[11]) + int(f[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> float:
+    """Seconds of non-idle CPU so far, over all cores."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(limit_s: float = 120) -> float:
+    """Bounded wait until the (shared) machine is nearly idle; returns the last busy %."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        b0 = machine_busy()
+        time.sleep(1)
+        busy = (machine_busy() - b0) * 100
+        if busy < 20 or time.monotonic() > deadline:
+            return busy
 
 
 def to_ms(v: str) -> float:
@@ -269,18 +297,24 @@ def to_ms(v: str) -> float:
     return float(num) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
 
 
-def wrk(pid: int, port: int, secs: int, lua: Path | None = None) -> Result:
+def wrk(srv: int, db: list[int], port: int, secs: int, lua: Path | None = None) -> Result:
     """GET /empty, or with the Lua script POST /v1/check for random keys and customers."""
     url = f"http://127.0.0.1:{port}/empty"
     lua_args = ["-s", str(lua), url, "--", str(TENANTS), str(PER_TENANT), str(FEATURES)]
-    t0, c0 = time.monotonic(), cpu_ticks(pid)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = (time.monotonic(), proc_cpu([srv]), proc_cpu(db), machine_busy(),
+              child.ru_utime + child.ru_stime)  # fmt: skip
     out = subprocess.run([*WRK, f"-d{secs}s", *(lua_args if lua else [url])], check=True,
                          capture_output=True, text=True, timeout=secs + 60).stdout  # fmt: skip
-    cpu = (cpu_ticks(pid) - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0) * 100
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)  # now includes this wrk
+    after = (time.monotonic(), proc_cpu([srv]), proc_cpu(db), machine_busy(),
+             child.ru_utime + child.ru_stime)  # fmt: skip
+    wall, s, d, busy, w = (a - b for a, b in zip(after, before, strict=True))
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
     errs = re.findall(r"(?:Non-2xx or 3xx responses:|connect|read|write|timeout) (\d+)", out)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return Result(rps, to_ms(lat["50"]), to_ms(lat["99"]), sum(map(int, errs)), cpu)
+    pct = [100 * x / wall for x in (s, d, busy - s - d - w)]
+    return Result(rps, to_ms(lat["50"]), to_ms(lat["99"]), sum(map(int, errs)), *pct)
 
 
 def start_server(mode: str, url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -316,9 +350,23 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def pg_admin(sql: str) -> None:
+def pg_admin(sql: str) -> list[Any]:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql)
+        cur = conn.execute(sql)
+        return [r[0] for r in cur.fetchall()] if cur.description else []
+
+
+def measure(mode: str, url: str, port: int, tmp: Path, secs: int) -> tuple[Result, Result]:
+    """One combo: fresh server, warmup, then /empty and /v1/check for `secs` seconds each."""
+    proc = start_server(mode, url, port, tmp / "server.log")
+    try:
+        wrk(proc.pid, [], port, 3, tmp / "check.lua")  # warmup: pool, prepared statements
+        wrk(proc.pid, [], port, 2)
+        db = pg_admin(f"SELECT pid FROM pg_stat_activity WHERE datname = '{PG_DB}'")
+        db = db if url.startswith("postgresql") else []  # pool is fixed-size: no churn
+        return wrk(proc.pid, db, port, secs, tmp / "check.lua"), wrk(proc.pid, db, port, secs)
+    finally:
+        stop(proc)
 
 
 def main() -> None:
@@ -339,7 +387,7 @@ def main() -> None:
         ("async pg     psycopg", "async", pg.format("psycopg"), False),
     ]
     combos = [c for c in combos if c[3] or not args.core_only]
-    (lua := tmp / "check.lua").write_text(LUA)
+    (tmp / "check.lua").write_text(LUA)
     results: dict[str, list[tuple[Result, Result]]] = {c[0]: [] for c in combos}
     try:
         pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
@@ -348,36 +396,37 @@ def main() -> None:
         seed(f"sqlite+pysqlite:///{lite}")
         for rnd in range(args.rounds):
             for label, mode, url, _ in combos:
-                port = 8700 + rnd
-                proc = start_server(mode, url, port, tmp / "server.log")
-                try:
-                    wrk(proc.pid, port, 3, lua)  # warmup: pool, prepared statements
-                    wrk(proc.pid, port, 2)
-                    empty = wrk(proc.pid, port, args.duration)
-                    check = wrk(proc.pid, port, args.duration, lua)
-                finally:
-                    stop(proc)
+                for attempt in range(3):  # redo (bounded) when other sessions loaded the box
+                    wait_quiet()
+                    check, empty = measure(mode, url, 8700 + rnd, tmp, args.duration)
+                    noise = max(check.foreign, empty.foreign)
+                    print(f"round {rnd + 1}.{attempt}: {label:22} check {check.rps:5.0f} rps,"
+                          f" empty {empty.rps:5.0f} rps, foreign CPU {noise:3.0f}%",
+                          flush=True)  # fmt: skip
+                    if noise < 25:
+                        break
                 results[label].append((check, empty))
-                print(f"round {rnd + 1}: {label:23} check {check.rps:6.0f} rps, "
-                      f"empty {empty.rps:6.0f} rps", flush=True)  # fmt: skip
     finally:
         pg_admin(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(results)
 
 
+def med(runs: list[tuple[Result, Result]], field: str, which: int = 0) -> float:
+    return statistics.median(float(getattr(r[which], field)) for r in runs)
+
+
 def print_table(results: dict[str, list[tuple[Result, Result]]]) -> None:
     """Medians over rounds; each round's check rps in brackets when there were several."""
-    head = ["mode db driver", "check rps", "p50 ms", "p99 ms", "srv CPU%", "empty rps",
-            "check/empty", "errors"]  # fmt: skip
+    head = ["mode db driver", "check rps", "p50 ms", "p99 ms", "app CPU%", "PG CPU%",
+            "foreign CPU%", "empty rps", "check/empty", "errors"]  # fmt: skip
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    med = statistics.median
     for label, runs in results.items():
         each = f" ({', '.join(f'{c.rps:.0f}' for c, _ in runs)})" if len(runs) > 1 else ""
-        cells = [label, f"{med(c.rps for c, _ in runs):.0f}{each}",
-                 f"{med(c.p50 for c, _ in runs):.1f}", f"{med(c.p99 for c, _ in runs):.1f}",
-                 f"{med(c.cpu for c, _ in runs):.0f}", f"{med(e.rps for _, e in runs):.0f}",
-                 f"{med(c.rps / e.rps for c, e in runs):.2f}",
+        cells = [label, f"{med(runs, 'rps'):.0f}{each}", f"{med(runs, 'p50'):.1f}",
+                 f"{med(runs, 'p99'):.1f}", f"{med(runs, 'srv'):.0f}", f"{med(runs, 'db'):.0f}",
+                 f"{med(runs, 'foreign'):.0f}", f"{med(runs, 'rps', 1):.0f}",
+                 f"{statistics.median(c.rps / e.rps for c, e in runs):.2f}",
                  str(sum(c.bad + e.bad for c, e in runs))]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
 
