@@ -21,13 +21,16 @@ from billfold.claims.api import router as claims_router
 from billfold.customers.api import router as customers_router
 from billfold.deps import ReadCall, Services
 from billfold.entitlements.api import router as entitlements_router
+from billfold.entitlements.snapshot import SnapshotCache
 from billfold.kit import http
+from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock, SystemClock
 from billfold.kit.db import Database
 from billfold.kit.schemas import Out
 from billfold.settings import Settings
 from billfold.subscriptions.api import router as subscriptions_router
 from billfold.tenants.api import router as tenants_router
+from billfold.tenants.cache import PrincipalCache
 
 PERMISSION_EXTENSION = "x-billfold-permission"
 
@@ -49,11 +52,18 @@ def create_app(
         clock=clock or SystemClock(),
         catalogs=CatalogCache(),
         metrics=metrics,
+        changes=ChangeFeed(settings.database_url, metrics.registry),
+        principals=PrincipalCache(),
+        snapshots=SnapshotCache(),
     )
+    services.changes.subscribe(services.principals.on_change, services.principals.reset)
+    services.changes.subscribe(services.snapshots.on_change, services.snapshots.reset)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await services.changes.start()
         yield
+        await services.changes.stop()
         await database.dispose()
 
     app = FastAPI(

@@ -18,7 +18,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog, CatalogCache
-from billfold.kit import idempotency
+from billfold.entitlements.snapshot import SnapshotCache
+from billfold.kit import changes, idempotency
+from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock
 from billfold.kit.context import Actor, Context
 from billfold.kit.db import Database
@@ -26,6 +28,7 @@ from billfold.kit.errors import AgentForbidden, InsufficientScope, Unauthenticat
 from billfold.kit.http import Metrics, correlation_id
 from billfold.settings import Settings
 from billfold.tenants import service as tenants
+from billfold.tenants.cache import PrincipalCache
 from billfold.tenants.scopes import GRANTED, Permission, Scope
 from billfold.tenants.service import Principal
 
@@ -41,6 +44,9 @@ class Services:
     clock: Clock
     catalogs: CatalogCache
     metrics: Metrics
+    changes: ChangeFeed
+    principals: PrincipalCache
+    snapshots: SnapshotCache
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,11 @@ class Call:
         return await self.services.catalogs.get(
             self.session, self.ctx.tenant_id, self.principal.catalog_revision
         )
+
+    @property
+    def snapshots(self) -> SnapshotCache | None:
+        """The entitlement snapshots, while the change stream keeps them correct."""
+        return self.services.snapshots if self.services.changes.live else None
 
 
 def client_address(request: Request, settings: Settings) -> str:
@@ -80,7 +91,7 @@ def authorize(permission: Permission) -> Any:
             )
         services: Services = request.app.state.services
         async with services.database.transaction(write=permission.changes_state) as session:
-            principal = await tenants.authenticate(session, credentials.credentials)
+            principal = await _authenticate(services, session, credentials.credentials)
             if permission not in GRANTED[principal.scope]:
                 if principal.scope is Scope.AGENT and permission.changes_state:
                     raise AgentForbidden(
@@ -104,9 +115,25 @@ def authorize(permission: Permission) -> Any:
                 client_address=client_address(request, services.settings),
                 idempotency=await _claim_idempotency_key(request, session, ctx),
             )
+            committed = session
+        # Committed: this process sees its own changes at once; others hear of them
+        # through the change stream.
+        services.changes.apply(changes.pending(committed))
 
     dependency.permission = permission  # type: ignore[attr-defined]
     return Depends(dependency, scope="function")
+
+
+async def _authenticate(services: Services, session: AsyncSession, token: str) -> Principal:
+    if not services.changes.live:
+        return await tenants.authenticate(session, token)
+    fingerprint = services.principals.fingerprint(token)
+    principal = services.principals.get(fingerprint)
+    if principal is None:
+        stamp = services.principals.stamp()
+        principal = await tenants.authenticate(session, token)
+        services.principals.store(fingerprint, principal, stamp)
+    return principal
 
 
 async def _claim_idempotency_key(

@@ -15,6 +15,7 @@ from billfold.catalog import repository
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.model import FeatureType, PlanDefinition, to_json
 from billfold.catalog.plansfile import CatalogSpec, PlansFileError
+from billfold.kit.changes import publish
 from billfold.kit.context import Context
 from billfold.kit.ids import new_id
 from billfold.tenants import repository as tenants_repository
@@ -145,6 +146,7 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
     if changes.empty:
         return changes, revision
     revision = await tenants_repository.bump_catalog_revision(session, ctx.tenant_id)
+    await publish(session, f"catalog:{ctx.tenant_id}")
     now = ctx.now
     for key, feature in spec.features.items():
         if key in catalog.features or key in archived:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers import repository
+from billfold.kit import changes
 from billfold.kit.context import Context
 from billfold.kit.db import Record
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
@@ -31,6 +32,11 @@ class Customer:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+
+def change_topic(tenant_id: str, external_id: str) -> str:
+    """The change-stream topic for a customer's existence and grants."""
+    return f"customer:{tenant_id}:{external_id}"
 
 
 def check_external_id(
@@ -72,6 +78,7 @@ async def ensure(session: AsyncSession, ctx: Context, external_id: str) -> Custo
     existing = await find(session, ctx.tenant_id, external_id)
     if existing is not None:
         return existing
+    await changes.publish(session, change_topic(ctx.tenant_id, external_id))
     await repository.insert_if_absent(
         session,
         id=new_id("cus"),

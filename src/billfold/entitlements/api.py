@@ -44,7 +44,12 @@ async def customer_entitlements(
     """`limits(userId)`: every feature's effective value and the grants it came from."""
     customers.check_external_id(external_id)
     resolved = await service.entitlements_of(
-        call.session, await call.catalog(), call.ctx.tenant_id, external_id, at or call.ctx.now
+        call.session,
+        await call.catalog(),
+        call.ctx.tenant_id,
+        external_id,
+        at or call.ctx.now,
+        snapshots=call.snapshots if at is None else None,
     )
     return EntitlementsOut(
         customer=external_id,
@@ -67,6 +72,7 @@ async def check(body: CheckIn, call: CheckCall) -> CheckOut:
         requested=body.requested,
         current=body.current,
         moment=call.ctx.now,
+        snapshots=call.snapshots,
     )
     return CheckOut.of(body.customer, result)
 
@@ -88,7 +94,12 @@ async def plugin_access(
             errors=[FieldError("expected a pattern feature", parameter="feature")],
         )
     resolved = await service.entitlements_of(
-        call.session, catalog, call.ctx.tenant_id, external_id, call.ctx.now
+        call.session,
+        catalog,
+        call.ctx.tenant_id,
+        external_id,
+        call.ctx.now,
+        snapshots=call.snapshots,
     )
     match = rules.matching_pattern(resolved.entitlements[feature], name)
     return PluginOut(

@@ -13,22 +13,26 @@ from billfold.entitlements.tables import grants
 from billfold.kit.db import Record
 
 
-def _live(moment: datetime) -> Any:
+def _not_ended(moment: datetime) -> Any:
     return and_(
-        grants.c.starts_at <= moment,
         or_(grants.c.ends_at.is_(None), grants.c.ends_at > moment),
         or_(grants.c.revoked_at.is_(None), grants.c.revoked_at > moment),
     )
 
 
-async def customer_with_live_grants(
+def _live(moment: datetime) -> Any:
+    return and_(grants.c.starts_at <= moment, _not_ended(moment))
+
+
+async def customer_with_current_grants(
     session: AsyncSession, tenant_id: str, external_id: str, moment: datetime
 ) -> tuple[str | None, list[Record]]:
-    """The customer's id and its live grants in one round trip: (None, []) if unknown."""
+    """The customer's id and its grants that have not ended by `moment` (live ones and
+    ones that start later), in one round trip: (None, []) if the customer is unknown."""
     statement = (
         select(customers.c.id.label("customer_pk"), grants)
         .select_from(customers)
-        .outerjoin(grants, and_(grants.c.customer_id == customers.c.id, _live(moment)))
+        .outerjoin(grants, and_(grants.c.customer_id == customers.c.id, _not_ended(moment)))
         .where(customers.c.tenant_id == tenant_id, customers.c.external_id == external_id)
     )
     rows = (await session.execute(statement)).all()

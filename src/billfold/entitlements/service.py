@@ -23,6 +23,8 @@ from billfold.customers import service as customers
 from billfold.customers.service import Customer, CustomerNotFound
 from billfold.entitlements import repository, rules
 from billfold.entitlements.rules import Contribution, Entitlement, Grant
+from billfold.entitlements.snapshot import Snapshot, SnapshotCache
+from billfold.kit import changes
 from billfold.kit.context import Context
 from billfold.kit.db import Record
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
@@ -78,23 +80,55 @@ class CheckResult:
 
 
 async def entitlements_of(
-    session: AsyncSession, catalog: Catalog, tenant_id: str, external_id: str, moment: datetime
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    external_id: str,
+    moment: datetime,
+    *,
+    snapshots: SnapshotCache | None = None,
 ) -> CustomerEntitlements:
-    """What a customer may do at `moment`. Unknown customers get the default plan, if any."""
-    customer_id, rows = await repository.customer_with_live_grants(
-        session, tenant_id, external_id, moment
-    )
-    if customer_id is None and catalog.default_version is None:
+    """What a customer may do at `moment`. Unknown customers get the default plan, if any.
+
+    Pass `snapshots` only when `moment` is the present: a snapshot leaves out grants that
+    have already ended."""
+    snapshot = await _snapshot(session, catalog, tenant_id, external_id, moment, snapshots)
+    if snapshot.customer_id is None and catalog.default_version is None:
         raise CustomerNotFound(
             f"no customer {external_id!r}, and the catalog has no default plan for unknown ones"
         )
-    grants = [grant_from_row(catalog, row) for row in rows]
     return CustomerEntitlements(
         external_id=external_id,
-        known=customer_id is not None,
+        known=snapshot.customer_id is not None,
         moment=moment,
-        entitlements=rules.resolve(catalog, grants, moment),
+        entitlements=rules.resolve(catalog, snapshot.grants, moment),
     )
+
+
+async def _snapshot(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    external_id: str,
+    moment: datetime,
+    snapshots: SnapshotCache | None,
+) -> Snapshot:
+    if snapshots is not None:
+        cached = snapshots.get(tenant_id, external_id, catalog.revision)
+        if cached is not None:
+            return cached
+        stamp = snapshots.stamp(tenant_id, external_id)
+    customer_id, rows = await repository.customer_with_current_grants(
+        session, tenant_id, external_id, moment
+    )
+    snapshot = Snapshot(
+        customer_id=customer_id,
+        catalog_revision=catalog.revision,
+        grants=tuple(grant_from_row(catalog, row) for row in rows),
+    )
+    if snapshots is not None:
+        snapshots.store(tenant_id, external_id, snapshot, stamp)
+    return snapshot
 
 
 async def check(
@@ -107,6 +141,7 @@ async def check(
     requested: int | str | None,
     current: int | None,
     moment: datetime,
+    snapshots: SnapshotCache | None = None,
 ) -> CheckResult:
     """Answer `may this customer do this now?`. A denial is an answer, not an error."""
     feature = catalog.features.get(feature_key)
@@ -116,7 +151,9 @@ async def check(
             errors=[FieldError("not a feature of the catalog", pointer="#/feature")],
         )
     _check_arguments(feature.type, requested, current)
-    resolved = await entitlements_of(session, catalog, tenant_id, external_id, moment)
+    resolved = await entitlements_of(
+        session, catalog, tenant_id, external_id, moment, snapshots=snapshots
+    )
     entitlement = resolved.entitlements[feature_key]
     return decide(entitlement, requested=requested, current=current)
 
@@ -233,7 +270,7 @@ async def grant_plan(
         metadata=dict(metadata or {}),
         created_at=ctx.now,
     )
-    await _store(session, ctx, grant)
+    await _store(session, ctx, grant, customer.external_id)
     for key, value in version.features.items():
         await audit.record(
             session,
@@ -285,7 +322,7 @@ async def grant_feature(
         metadata=dict(metadata or {}),
         created_at=ctx.now,
     )
-    await _store(session, ctx, grant)
+    await _store(session, ctx, grant, customer.external_id)
     await audit.record(
         session,
         ctx,
@@ -316,6 +353,8 @@ async def revoke(
 async def _record_revoked(
     session: AsyncSession, ctx: Context, catalog: Catalog, grant: Grant, reason: str | None
 ) -> None:
+    external_id = await customers.external_id_of(session, ctx.tenant_id, grant.customer_id)
+    await changes.publish(session, customers.change_topic(ctx.tenant_id, external_id))
     keys: list[str]
     if grant.plan_version_id is not None:
         version = catalog.versions.get(grant.plan_version_id)
@@ -341,7 +380,8 @@ async def revoke_subscription_grants(
             await _record_revoked(session, ctx, catalog, grant, reason)
 
 
-async def _store(session: AsyncSession, ctx: Context, grant: Grant) -> None:
+async def _store(session: AsyncSession, ctx: Context, grant: Grant, external_id: str) -> None:
+    await changes.publish(session, customers.change_topic(ctx.tenant_id, external_id))
     await repository.insert_grant(
         session,
         id=grant.id,

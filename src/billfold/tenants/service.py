@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.audit import repository as audit_repository
 from billfold.audit import service as audit
+from billfold.kit import changes
 from billfold.kit.context import Context
 from billfold.kit.db import Record
 from billfold.kit.errors import Conflict, InvalidInput, NotFound, Unauthenticated
@@ -117,6 +118,7 @@ async def list_keys(session: AsyncSession, tenant_id: str) -> list[ApiKey]:
 async def revoke_key(session: AsyncSession, ctx: Context, key_id: str) -> ApiKey:
     """Revoke a key; revoking a revoked key answers the same and records nothing new."""
     if await repository.revoke_key(session, ctx.tenant_id, key_id, ctx.now):
+        await changes.publish(session, f"key:{key_id}")
         await audit.record(session, ctx, "ApiKeyRevoked", {"key_id": key_id})
     row = await repository.key_in_tenant(session, ctx.tenant_id, key_id)
     if row is None:
