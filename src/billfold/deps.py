@@ -23,7 +23,7 @@ from billfold.kit import changes, idempotency
 from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock
 from billfold.kit.context import Actor, Context
-from billfold.kit.db import Database
+from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.errors import AgentForbidden, InsufficientScope, Unauthenticated
 from billfold.kit.http import Metrics, correlation_id
 from billfold.settings import Settings
@@ -51,13 +51,18 @@ class Services:
 
 @dataclass(frozen=True)
 class Call:
-    session: AsyncSession
+    unit: UnitOfWork
     ctx: Context
     principal: Principal
     services: Services
     client_address: str
     # (key, status code) when the request carries an Idempotency-Key for a replayable route
     idempotency: tuple[str, int] | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        """The request's session, opened on first use; committed once, by `authorize`."""
+        return self.unit.session
 
     async def catalog(self) -> Catalog:
         return await self.services.catalogs.get(
@@ -90,8 +95,9 @@ def authorize(permission: Permission) -> Any:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         services: Services = request.app.state.services
-        async with services.database.transaction(write=permission.changes_state) as session:
-            principal = await _authenticate(services, session, credentials.credentials)
+        unit = services.database.unit(write=permission.changes_state)
+        try:
+            principal = await _authenticate(services, unit, credentials.credentials)
             if permission not in GRANTED[principal.scope]:
                 if principal.scope is Scope.AGENT and permission.changes_state:
                     raise AgentForbidden(
@@ -108,36 +114,42 @@ def authorize(permission: Permission) -> Any:
                 now=services.clock.now(),
             )
             yield Call(
-                session=session,
+                unit=unit,
                 ctx=ctx,
                 principal=principal,
                 services=services,
                 client_address=client_address(request, services.settings),
-                idempotency=await _claim_idempotency_key(request, session, ctx),
+                idempotency=await _claim_idempotency_key(request, unit, ctx),
             )
-            committed = session
-        # Committed: this process sees its own changes at once; others hear of them
-        # through the change stream.
-        services.changes.apply(changes.pending(committed))
+            await unit.commit()
+            if unit.opened:
+                # Committed: this process sees its own changes at once; the others hear
+                # of them through the change stream.
+                services.changes.apply(changes.pending(unit.session))
+        except BaseException:
+            await unit.rollback()
+            raise
+        finally:
+            await unit.close()
 
     dependency.permission = permission  # type: ignore[attr-defined]
     return Depends(dependency, scope="function")
 
 
-async def _authenticate(services: Services, session: AsyncSession, token: str) -> Principal:
+async def _authenticate(services: Services, unit: UnitOfWork, token: str) -> Principal:
     if not services.changes.live:
-        return await tenants.authenticate(session, token)
+        return await tenants.authenticate(unit.session, token)
     fingerprint = services.principals.fingerprint(token)
     principal = services.principals.get(fingerprint)
     if principal is None:
         stamp = services.principals.stamp()
-        principal = await tenants.authenticate(session, token)
+        principal = await tenants.authenticate(unit.session, token)
         services.principals.store(fingerprint, principal, stamp)
     return principal
 
 
 async def _claim_idempotency_key(
-    request: Request, session: AsyncSession, ctx: Context
+    request: Request, unit: UnitOfWork, ctx: Context
 ) -> tuple[str, int] | None:
     key = request.headers.get(idempotency.HEADER)
     route = request.scope.get("route")
@@ -145,7 +157,7 @@ async def _claim_idempotency_key(
         return None
     idempotency.check_key(key)
     print_ = idempotency.fingerprint(request.method, request.url.path, await request.body())
-    await idempotency.claim(session, ctx.tenant_id, key, print_, ctx.now)
+    await idempotency.claim(unit.session, ctx.tenant_id, key, print_, ctx.now)
     return key, int(getattr(route, "status_code", None) or 200)
 
 

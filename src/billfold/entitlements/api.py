@@ -100,6 +100,7 @@ async def plugin_access(
         external_id,
         call.ctx.now,
         snapshots=call.snapshots,
+        keys=[feature],
     )
     match = rules.matching_pattern(resolved.entitlements[feature], name)
     return PluginOut(

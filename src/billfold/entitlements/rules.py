@@ -95,10 +95,11 @@ class Entitlement:
 
 
 def contributions(
-    catalog: Catalog, grants: Iterable[Grant], moment: datetime
+    catalog: Catalog, grants: Iterable[Grant], moment: datetime, keys: Iterable[str] | None = None
 ) -> dict[str, list[Contribution]]:
-    """Every live grant's value for every feature it mentions, default plan first."""
-    by_feature: dict[str, list[Contribution]] = {key: [] for key in catalog.features}
+    """Every live grant's value for every feature it mentions (or only for `keys`)."""
+    wanted = catalog.features if keys is None else [k for k in keys if k in catalog.features]
+    by_feature: dict[str, list[Contribution]] = {key: [] for key in wanted}
     default = catalog.default_version
     if default is not None:
         _add_plan(by_feature, default, None, DEFAULT_SOURCE, 0, None, None)
@@ -158,8 +159,10 @@ def _add_plan(
             )
 
 
-def resolve(catalog: Catalog, grants: Iterable[Grant], moment: datetime) -> dict[str, Entitlement]:
-    by_feature = contributions(catalog, grants, moment)
+def resolve(
+    catalog: Catalog, grants: Iterable[Grant], moment: datetime, keys: Iterable[str] | None = None
+) -> dict[str, Entitlement]:
+    by_feature = contributions(catalog, grants, moment, keys)
     return {
         key: _combine(catalog.features[key], sorted(items, key=Contribution.sort_key))
         for key, items in by_feature.items()

@@ -87,6 +87,7 @@ async def entitlements_of(
     moment: datetime,
     *,
     snapshots: SnapshotCache | None = None,
+    keys: list[str] | None = None,
 ) -> CustomerEntitlements:
     """What a customer may do at `moment`. Unknown customers get the default plan, if any.
 
@@ -101,7 +102,7 @@ async def entitlements_of(
         external_id=external_id,
         known=snapshot.customer_id is not None,
         moment=moment,
-        entitlements=rules.resolve(catalog, snapshot.grants, moment),
+        entitlements=rules.resolve(catalog, snapshot.grants, moment, keys),
     )
 
 
@@ -152,7 +153,7 @@ async def check(
         )
     _check_arguments(feature.type, requested, current)
     resolved = await entitlements_of(
-        session, catalog, tenant_id, external_id, moment, snapshots=snapshots
+        session, catalog, tenant_id, external_id, moment, snapshots=snapshots, keys=[feature_key]
     )
     entitlement = resolved.entitlements[feature_key]
     return decide(entitlement, requested=requested, current=current)

@@ -112,6 +112,10 @@ class Database:
     def is_postgres(self) -> bool:
         return self.backend == "postgresql"
 
+    def unit(self, *, write: bool) -> UnitOfWork:
+        """A request's unit of work; it opens a session only if the request needs one."""
+        return UnitOfWork(self._write if write else self._read)
+
     @asynccontextmanager
     async def transaction(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """A session whose work commits when the block ends, or rolls back on error."""
@@ -126,6 +130,38 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class UnitOfWork:
+    """One request's transaction, begun lazily: a request answered from memory (a warm
+    entitlement check) never checks out a connection. The owner commits or rolls back
+    exactly once, at the end."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
+        self._factory = factory
+        self._session: AsyncSession | None = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            self._session = self._factory()
+        return self._session
+
+    @property
+    def opened(self) -> bool:
+        return self._session is not None
+
+    async def commit(self) -> None:
+        if self._session is not None and self._session.in_transaction():
+            await self._session.commit()
+
+    async def rollback(self) -> None:
+        if self._session is not None and self._session.in_transaction():
+            await self._session.rollback()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -56,12 +56,26 @@ class Metrics:
             ["code", "status"],
             registry=self.registry,
         )
+        # Label lookups cost more than the increments; keep the children at hand.
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
         self.failures = Counter(
             "billfold_unhandled_errors",
             "Requests that failed with an unexpected error (HTTP 500)",
             ["route"],
             registry=self.registry,
         )
+
+    def observe(self, method: str, route: str, status: int, duration_s: float) -> None:
+        key = (method, route, str(status))
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(*key)
+        counter.inc()
+        histogram = self._latency_children.get(route)
+        if histogram is None:
+            histogram = self._latency_children[route] = self.latency.labels(route)
+        histogram.observe(duration_s)
 
 
 def correlation_id(request: Request) -> str:
@@ -248,8 +262,7 @@ class RequestGuard:
 
     def _observe(self, scope: Scope, status: int, started_s: float) -> None:
         route = getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-        self.metrics.latency.labels(route).observe(time.perf_counter() - started_s)
+        self.metrics.observe(scope["method"], route, status, time.perf_counter() - started_s)
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
