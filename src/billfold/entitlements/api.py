@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import AwareDatetime
 
 from billfold.catalog.model import FeatureType
@@ -26,6 +26,7 @@ from billfold.entitlements.schemas import (
 )
 from billfold.entitlements.service import FeatureNotFound, GrantNotFound, Window
 from billfold.kit.errors import FieldError, InvalidInput
+from billfold.kit.http import json_response
 from billfold.kit.ids import ID_PATTERN
 
 router = APIRouter(tags=["entitlements"])
@@ -59,8 +60,8 @@ async def customer_entitlements(
     )
 
 
-@router.post("/v1/entitlements/check")
-async def check(body: CheckIn, call: CheckCall) -> CheckOut:
+@router.post("/v1/entitlements/check", response_model=CheckOut)
+async def check(body: CheckIn, call: CheckCall) -> Response:
     """`hasEntitlement(userId, key)`. A denial is a normal answer: `allowed: false`."""
     customers.check_external_id(body.customer, pointer="#/customer")
     result = await service.check(
@@ -74,16 +75,16 @@ async def check(body: CheckIn, call: CheckCall) -> CheckOut:
         moment=call.ctx.now,
         snapshots=call.snapshots,
     )
-    return CheckOut.of(body.customer, result)
+    return json_response(CheckOut.of(body.customer, result))
 
 
-@router.get("/v1/customers/{external_id}/plugins/{name}")
+@router.get("/v1/customers/{external_id}/plugins/{name}", response_model=PluginOut)
 async def plugin_access(
     external_id: ExternalId,
     name: Annotated[str, Path(min_length=1, max_length=200)],
     call: CheckCall,
     feature: Annotated[str, Query(max_length=100)] = PLUGIN_FEATURE,
-) -> PluginOut:
+) -> Response:
     """`is_plugin_accessible(user, plugin)`, answered from a `pattern` feature."""
     customers.check_external_id(external_id)
     catalog = await call.catalog()
@@ -103,13 +104,15 @@ async def plugin_access(
         keys=[feature],
     )
     match = rules.matching_pattern(resolved.entitlements[feature], name)
-    return PluginOut(
-        customer=external_id,
-        plugin=name,
-        feature=feature,
-        allowed=match is not None,
-        matched_pattern=match[0] if match else None,
-        source=SourceOut.of(match[1]) if match else None,
+    return json_response(
+        PluginOut(
+            customer=external_id,
+            plugin=name,
+            feature=feature,
+            allowed=match is not None,
+            matched_pattern=match[0] if match else None,
+            source=SourceOut.of(match[1]) if match else None,
+        )
     )
 
 
