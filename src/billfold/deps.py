@@ -65,9 +65,11 @@ class Call:
         return self.unit.session
 
     async def catalog(self) -> Catalog:
-        return await self.services.catalogs.get(
-            self.session, self.ctx.tenant_id, self.principal.catalog_revision
-        )
+        tenant_id, revision = self.ctx.tenant_id, self.principal.catalog_revision
+        cached = self.services.catalogs.cached(tenant_id, revision)
+        if cached is not None:
+            return cached
+        return await self.services.catalogs.get(self.session, tenant_id, revision)
 
     @property
     def snapshots(self) -> SnapshotCache | None:

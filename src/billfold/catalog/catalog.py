@@ -104,9 +104,13 @@ class CatalogCache:
         self._catalogs: dict[str, Catalog] = {}
         self._max_tenants = max_tenants
 
-    async def get(self, session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
+    def cached(self, tenant_id: str, revision: int) -> Catalog | None:
         cached = self._catalogs.get(tenant_id)
-        if cached is not None and cached.revision == revision:
+        return cached if cached is not None and cached.revision == revision else None
+
+    async def get(self, session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
+        cached = self.cached(tenant_id, revision)
+        if cached is not None:
             return cached
         catalog = await load(session, tenant_id, revision)
         if len(self._catalogs) >= self._max_tenants:

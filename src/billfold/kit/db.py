@@ -140,6 +140,7 @@ class UnitOfWork:
     def __init__(self, factory: async_sessionmaker[AsyncSession]) -> None:
         self._factory = factory
         self._session: AsyncSession | None = None
+        self._began = False
 
     @property
     def session(self) -> AsyncSession:
@@ -153,14 +154,17 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         if self._session is not None and self._session.in_transaction():
+            self._began = True
             await self._session.commit()
 
     async def rollback(self) -> None:
         if self._session is not None and self._session.in_transaction():
+            self._began = True
             await self._session.rollback()
 
     async def close(self) -> None:
-        if self._session is not None:
+        # A session that never began a transaction holds no connection: nothing to close.
+        if self._session is not None and (self._began or self._session.in_transaction()):
             await self._session.close()
 
 
