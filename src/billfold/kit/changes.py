@@ -37,9 +37,9 @@ MAX_BACKOFF_S = 30.0
 async def publish(session: AsyncSession, topic: str) -> None:
     """Announce, as part of the caller's transaction, that `topic` changed."""
     pending: set[str] = session.info.setdefault(_PENDING, set())
-    if topic in pending:
-        return
     pending.add(topic)
+    # Notify every time, even for a topic already announced: an earlier announcement may
+    # have been rolled back with a savepoint. PostgreSQL folds duplicates at commit.
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(select(func.pg_notify(CHANNEL, topic)))
 
