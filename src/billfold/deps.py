@@ -14,7 +14,6 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog, CatalogCache
@@ -25,14 +24,12 @@ from billfold.kit.clock import Clock
 from billfold.kit.context import Actor, Context
 from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.errors import AgentForbidden, InsufficientScope, Unauthenticated
-from billfold.kit.http import Metrics, correlation_id
+from billfold.kit.http import UNIT_STATE_KEY, Metrics, correlation_id
 from billfold.settings import Settings
 from billfold.tenants import service as tenants
 from billfold.tenants.cache import PrincipalCache
 from billfold.tenants.scopes import GRANTED, Permission, Scope
 from billfold.tenants.service import Principal
-
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Bearer bfk_...`")
 
 
 @dataclass(frozen=True)
@@ -87,55 +84,73 @@ def client_address(request: Request, settings: Settings) -> str:
 
 
 def authorize(permission: Permission) -> Any:
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> AsyncIterator[Call]:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise Unauthenticated(
-                "send an API key as `Authorization: Bearer bfk_...`",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        services: Services = request.app.state.services
-        unit = services.database.unit(write=permission.changes_state)
-        try:
-            principal = await _authenticate(services, unit, credentials.credentials)
-            if permission not in GRANTED[principal.scope]:
-                if principal.scope is Scope.AGENT and permission.changes_state:
-                    raise AgentForbidden(
-                        "agent keys may read and propose, never change state; "
-                        "a human admin must do this"
-                    )
-                raise InsufficientScope(
-                    f"a {principal.scope} key may not do this (needs {permission} permission)"
-                )
-            ctx = Context(
-                tenant_id=principal.tenant_id,
-                actor=Actor(kind="api_key", id=principal.key_id, scope=principal.scope.value),
-                correlation_id=correlation_id(request),
-                now=services.clock.now(),
-            )
-            yield Call(
-                unit=unit,
-                ctx=ctx,
-                principal=principal,
-                services=services,
-                client_address=client_address(request, services.settings),
-                idempotency=await _claim_idempotency_key(request, unit, ctx),
-            )
-            await unit.commit()
-            if unit.opened:
-                # Committed: this process sees its own changes at once; the others hear
-                # of them through the change stream.
-                services.changes.apply(changes.pending(unit.session))
-        except BaseException:
-            await unit.rollback()
-            raise
-        finally:
-            await unit.close()
+    """The dependency that authenticates a request and gives it its `Call`.
 
-    dependency.permission = permission  # type: ignore[attr-defined]
-    return Depends(dependency, scope="function")
+    A state-changing route gets a generator dependency that commits before the response
+    is sent. A read-only route gets a plain one. Its unit of work, if it opened a session
+    at all, is rolled back and closed by the request guard once the answer is out, which
+    spares the hot read paths FastAPI's exit-stack machinery.
+    """
+    if permission.changes_state:
+
+        async def write_dependency(request: Request) -> AsyncIterator[Call]:
+            services: Services = request.app.state.services
+            unit = services.database.unit(write=True)
+            try:
+                yield await _open_call(request, services, unit, permission)
+                await unit.commit()
+                if unit.opened:
+                    # Committed: this process sees its own changes at once; the others
+                    # hear of them through the change stream.
+                    services.changes.apply(changes.pending(unit.session))
+            except BaseException:
+                await unit.rollback()
+                raise
+            finally:
+                await unit.close()
+
+        write_dependency.permission = permission  # type: ignore[attr-defined]
+        return Depends(write_dependency, scope="function")
+
+    async def read_dependency(request: Request) -> Call:
+        services: Services = request.app.state.services
+        unit = services.database.unit(write=False)
+        request.scope.setdefault("state", {})[UNIT_STATE_KEY] = unit
+        return await _open_call(request, services, unit, permission)
+
+    read_dependency.permission = permission  # type: ignore[attr-defined]
+    return Depends(read_dependency)
+
+
+async def _open_call(
+    request: Request, services: Services, unit: UnitOfWork, permission: Permission
+) -> Call:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("send an API key as `Authorization: Bearer bfk_...`")
+    principal = await _authenticate(services, unit, token.strip())
+    if permission not in GRANTED[principal.scope]:
+        if principal.scope is Scope.AGENT and permission.changes_state:
+            raise AgentForbidden(
+                "agent keys may read and propose, never change state; a human admin must do this"
+            )
+        raise InsufficientScope(
+            f"a {principal.scope} key may not do this (needs {permission} permission)"
+        )
+    ctx = Context(
+        tenant_id=principal.tenant_id,
+        actor=Actor(kind="api_key", id=principal.key_id, scope=principal.scope.value),
+        correlation_id=correlation_id(request),
+        now=services.clock.now(),
+    )
+    return Call(
+        unit=unit,
+        ctx=ctx,
+        principal=principal,
+        services=services,
+        client_address=client_address(request, services.settings),
+        idempotency=await _claim_idempotency_key(request, unit, ctx),
+    )
 
 
 async def _authenticate(services: Services, unit: UnitOfWork, token: str) -> Principal:

@@ -65,7 +65,7 @@ async def check(body: CheckIn, call: CheckCall) -> Response:
     """`hasEntitlement(userId, key)`. A denial is a normal answer: `allowed: false`."""
     customers.check_external_id(body.customer, pointer="#/customer")
     result = await service.check(
-        call.session,
+        call.unit,
         await call.catalog(),
         call.ctx.tenant_id,
         body.customer,
@@ -95,7 +95,7 @@ async def plugin_access(
             errors=[FieldError("expected a pattern feature", parameter="feature")],
         )
     resolved = await service.entitlements_of(
-        call.session,
+        call.unit,
         catalog,
         call.ctx.tenant_id,
         external_id,

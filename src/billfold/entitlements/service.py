@@ -26,7 +26,7 @@ from billfold.entitlements.rules import Contribution, Entitlement, Grant
 from billfold.entitlements.snapshot import Snapshot, SnapshotCache
 from billfold.kit import changes
 from billfold.kit.context import Context
-from billfold.kit.db import Record
+from billfold.kit.db import Record, UnitOfWork
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
 from billfold.kit.ids import new_id
 from billfold.kit.invariants import invariant
@@ -80,7 +80,7 @@ class CheckResult:
 
 
 async def entitlements_of(
-    session: AsyncSession,
+    session: AsyncSession | UnitOfWork,
     catalog: Catalog,
     tenant_id: str,
     external_id: str,
@@ -92,7 +92,7 @@ async def entitlements_of(
     """What a customer may do at `moment`. Unknown customers get the default plan, if any.
 
     Pass `snapshots` only when `moment` is the present: a snapshot leaves out grants that
-    have already ended."""
+    have already ended. Given a unit of work, a cached answer opens no session."""
     snapshot = await _snapshot(session, catalog, tenant_id, external_id, moment, snapshots)
     if snapshot.customer_id is None and catalog.default_version is None:
         raise CustomerNotFound(
@@ -107,7 +107,7 @@ async def entitlements_of(
 
 
 async def _snapshot(
-    session: AsyncSession,
+    session: AsyncSession | UnitOfWork,
     catalog: Catalog,
     tenant_id: str,
     external_id: str,
@@ -119,6 +119,8 @@ async def _snapshot(
         if cached is not None:
             return cached
         stamp = snapshots.stamp(tenant_id, external_id)
+    if isinstance(session, UnitOfWork):
+        session = session.session
     customer_id, rows = await repository.customer_with_current_grants(
         session, tenant_id, external_id, moment
     )
@@ -133,7 +135,7 @@ async def _snapshot(
 
 
 async def check(
-    session: AsyncSession,
+    session: AsyncSession | UnitOfWork,
     catalog: Catalog,
     tenant_id: str,
     external_id: str,

@@ -30,6 +30,8 @@ log = logging.getLogger("billfold.http")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://billfold.dev/problems/"
 CORRELATION_HEADER = "x-correlation-id"
+# Where a read-only request leaves its unit of work for the guard to close (see deps).
+UNIT_STATE_KEY = "billfold_unit"
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
@@ -266,6 +268,9 @@ class RequestGuard:
             try:
                 await self.app(scope, self._limited(receive), send_with_headers)
             finally:  # an unhandled error propagates from here; count its 500 too
+                unit = scope["state"].get(UNIT_STATE_KEY)
+                if unit is not None:  # a read-only request's unit of work, if it had one
+                    await unit.close()
                 self._observe(scope, status_holder["status"], started_s)
             return
         self._observe(scope, status_holder["status"], started_s)
