@@ -25,7 +25,8 @@ class SourceOut(Out):
 
     @classmethod
     def of(cls, item: Contribution) -> SourceOut:
-        return cls(
+        # Built from values Billfold computed itself: no need to validate them again.
+        return cls.model_construct(
             grant_id=item.grant_id,
             source=item.source,
             plan=item.plan,
@@ -80,7 +81,7 @@ class CheckOut(Out):
 
     @classmethod
     def of(cls, customer: str, result: CheckResult) -> CheckOut:
-        return cls(
+        return cls.model_construct(
             customer=customer,
             feature=result.feature,
             allowed=result.allowed,
