@@ -34,6 +34,8 @@ pytest: install
 test: lint typecheck pytest
 
 bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) \
+		|| { echo "make bench needs wrk (Debian/Ubuntu: apt-get install wrk)"; exit 2; }
 	$(BIN)/python bench/check.py
 
 clean:
