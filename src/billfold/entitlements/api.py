@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime
 
 from billfold.catalog.model import FeatureType
@@ -26,7 +26,7 @@ from billfold.entitlements.schemas import (
 )
 from billfold.entitlements.service import FeatureNotFound, GrantNotFound, Window
 from billfold.kit.errors import FieldError, InvalidInput
-from billfold.kit.http import json_response
+from billfold.kit.http import json_body_schema, json_response, read_json
 from billfold.kit.ids import ID_PATTERN
 
 router = APIRouter(tags=["entitlements"])
@@ -60,9 +60,12 @@ async def customer_entitlements(
     )
 
 
-@router.post("/v1/entitlements/check", response_model=CheckOut)
-async def check(body: CheckIn, call: CheckCall) -> Response:
+@router.post(
+    "/v1/entitlements/check", response_model=CheckOut, openapi_extra=json_body_schema(CheckIn)
+)
+async def check(request: Request, call: CheckCall) -> Response:
     """`hasEntitlement(userId, key)`. A denial is a normal answer: `allowed: false`."""
+    body = await read_json(request, CheckIn)
     customers.check_external_id(body.customer, pointer="#/customer")
     result = await service.check(
         call.unit,

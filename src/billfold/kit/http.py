@@ -12,13 +12,13 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +26,7 @@ from billfold.kit.errors import BillfoldError, FieldError, PayloadTooLarge
 from billfold.kit.idempotency import Replay
 
 log = logging.getLogger("billfold.http")
+M = TypeVar("M", bound=BaseModel)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://billfold.dev/problems/"
@@ -79,6 +80,37 @@ class Metrics:
         if histogram is None:
             histogram = self._latency_children[route] = self.latency.labels(route)
         histogram.observe(duration_s)
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """Parse and validate a JSON body in pydantic's core, for the hot routes.
+
+    FastAPI's own body handling (content-type parsing, `json.loads`, then validation) costs
+    several times more. Errors become the same problems as FastAPI's: `malformed_json`, or
+    `invalid_input` with a pointer per field. Pair it with `json_body_schema` for OpenAPI.
+    """
+    raw = await request.body()
+    if not raw:
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
+        ) from None
+
+
+def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of a route that reads its body with `read_json`."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }
 
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
