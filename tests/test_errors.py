@@ -436,3 +436,35 @@ async def test_problems_are_counted(harness: Harness) -> None:
     metrics = await harness.client.get("/metrics")
     assert metrics.status_code == 200
     assert 'billfold_problems_total{code="invalid_input",status="422"}' in metrics.text
+
+
+async def test_a_client_leaving_mid_body_is_no_server_error(harness: Harness) -> None:
+    """A disconnect while the body is read is answered (to nobody) without a 500."""
+    app: Any = harness.client._transport.app  # type: ignore[attr-defined]
+    token = harness.admin["Authorization"].encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": CHECK,
+        "raw_path": CHECK.encode(),
+        "query_string": b"",
+        "headers": [(b"authorization", token), (b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("billfold.test", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    await app(scope, receive, send)
+    assert messages[0]["status"] == 400
+    metrics = (await harness.client.get("/metrics")).text
+    assert 'billfold_problems_total{code="client_disconnected",status="400"} 1.0' in metrics
+    assert "billfold_unhandled_errors_total{" not in metrics

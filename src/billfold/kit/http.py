@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.kit.errors import BillfoldError, FieldError, PayloadTooLarge
@@ -205,6 +206,18 @@ def install(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(BillfoldError)
     async def _billfold(request: Request, exc: BillfoldError) -> JSONResponse:
         return problem_for(request, exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _exc: ClientDisconnect) -> JSONResponse:
+        # The client left before sending its whole body: nobody will read this answer,
+        # and it is no failure of ours. Counted by code, not as an unhandled error.
+        return problem(
+            request,
+            status=400,
+            code="client_disconnected",
+            title="The client disconnected",
+            detail="the connection closed before the request body was complete",
+        )
 
     @app.exception_handler(Replay)
     async def _replay(request: Request, exc: Replay) -> JSONResponse:
