@@ -865,8 +865,8 @@ def report(result: BackendResult, *, with_goal: bool, connections: int) -> tuple
         m.non_2xx for m in result.light
     ):
         print(
-            "   NOTE: the server logged errors for requests whose client had gone; wrk "
-            "received none, so the figures stand, but the server should not call that a 500"
+            "   NOTE: some requests' clients left before the answer (wrk stopping with requests "
+            "in flight); wrk received none of those answers, so the figures stand"
         )
     return clean, met
 
