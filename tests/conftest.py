@@ -39,6 +39,18 @@ POSTGRES_URL = os.environ.get(
 REQUIRE_POSTGRES = os.environ.get("BILLFOLD_REQUIRE_POSTGRES") == "1"
 SECRET_KEY = b"test-secret-key-0123456789abcdef0123456789"
 START = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+# The claim-code CSV, as the issue specifies it for the CLI and the API alike.
+CSV_HEADER = [
+    "code",
+    "batch_id",
+    "plan",
+    "duration",
+    "max_redemptions",
+    "expires_at",
+    "source",
+    "campaign",
+    "tier",
+]
 
 
 @pytest.fixture(scope="session")

@@ -22,21 +22,10 @@ from billfold.claims import service as claims_service
 from billfold.claims.tables import claim_codes
 from billfold.customers import service as customers_service
 from billfold.tenants import repository as tenants_repository
-from tests.conftest import SECRET_KEY, START, Harness, new_harness
+from tests.conftest import CSV_HEADER, SECRET_KEY, START, Harness, new_harness
 
 pytestmark = pytest.mark.anyio
 
-CSV_HEADER = [
-    "code",
-    "batch_id",
-    "plan",
-    "duration",
-    "max_redemptions",
-    "expires_at",
-    "source",
-    "campaign",
-    "tier",
-]
 BETA_FEATURES = {
     "spaces.max": 20,
     "share.enabled": True,

@@ -25,22 +25,11 @@ from billfold.app import create_app
 from billfold.claims import codes
 from billfold.kit.db import Database
 from billfold.settings import Settings
-from tests.conftest import EXAMPLE_PLANS, ROOT
+from tests.conftest import CSV_HEADER, EXAMPLE_PLANS, ROOT
 
 BILLFOLD = ROOT / ".venv" / "bin" / "billfold"
 SECRET = "cli-test-secret-0123456789abcdefghijklmnop"  # 42 characters
 TOKEN = re.compile(r"\bbfk_[A-Za-z0-9_-]{20,}")
-CSV_HEADER = [
-    "code",
-    "batch_id",
-    "plan",
-    "duration",
-    "max_redemptions",
-    "expires_at",
-    "source",
-    "campaign",
-    "tier",
-]
 
 
 @dataclass
