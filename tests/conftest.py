@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -89,6 +89,15 @@ def sqlite_url() -> Iterator[str]:
         url = f"sqlite:///{folder}/billfold.db"
         upgrade(url)
         yield url
+
+
+T = TypeVar("T")
+
+
+def postgresql_only(test: T) -> T:
+    """Run a test on PostgreSQL only; say why in a comment where it is used."""
+    test.backends = ("postgresql",)  # type: ignore[attr-defined]
+    return test
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -22,7 +22,14 @@ from billfold.claims import service as claims_service
 from billfold.claims.tables import claim_codes
 from billfold.customers import service as customers_service
 from billfold.tenants import repository as tenants_repository
-from tests.conftest import CSV_HEADER, SECRET_KEY, START, Harness, new_harness
+from tests.conftest import (
+    CSV_HEADER,
+    SECRET_KEY,
+    START,
+    Harness,
+    new_harness,
+    postgresql_only,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -586,6 +593,10 @@ async def test_a_trusted_forwarded_address_is_limited_on_its_own(database_url: s
 # --- concurrency -----------------------------------------------------------------------
 
 
+# PostgreSQL only: SQLite starts every write transaction with BEGIN IMMEDIATE, so the
+# requests run one after the other and there is no race to win; the issue asks for this
+# property on PostgreSQL, where the transactions really overlap.
+@postgresql_only
 async def test_fifty_parallel_redemptions_of_a_ten_use_code_grant_exactly_ten(
     database_url: str,
 ) -> None:
@@ -632,13 +643,8 @@ async def test_fifty_parallel_redemptions_of_a_ten_use_code_grant_exactly_ten(
         assert verified.json()["ok"] is True, verified.text
 
 
-fifty_parallel = test_fifty_parallel_redemptions_of_a_ten_use_code_grant_exactly_ten
-# PostgreSQL only: SQLite starts every write transaction with BEGIN IMMEDIATE, so the
-# requests run one after the other and there is no race to win; the issue asks for this
-# property on PostgreSQL, where the transactions really overlap.
-fifty_parallel.backends = ("postgresql",)  # type: ignore[attr-defined]
-
-
+# PostgreSQL only, for the same reason: SQLite runs write transactions one at a time.
+@postgresql_only
 @pytest.mark.parametrize("known_customer", [False, True], ids=["new", "known"])
 @pytest.mark.parametrize("max_redemptions", [1, 10])
 async def test_one_customer_redeeming_in_parallel_gets_one_grant(
@@ -673,10 +679,8 @@ async def test_one_customer_redeeming_in_parallel_gets_one_grant(
         assert [g["id"] for g in listed] == [bodies[0]["grant"]["id"]]
 
 
-one_customer_parallel = test_one_customer_redeeming_in_parallel_gets_one_grant
-one_customer_parallel.backends = ("postgresql",)  # type: ignore[attr-defined]
-
-
+# PostgreSQL only, for the same reason: SQLite runs write transactions one at a time.
+@postgresql_only
 @pytest.mark.parametrize("known_customer", [False, True], ids=["new", "known"])
 @pytest.mark.parametrize("max_redemptions", [1, 10])
 async def test_one_customer_racing_itself_in_the_service_gets_one_grant(
@@ -713,8 +717,3 @@ async def test_one_customer_racing_itself_in_the_service_gets_one_grant(
         assert len({r.grant.id for r in redemptions}) == 1
         assert sum(not r.replayed for r in redemptions) == 1
         assert len(await grants_of(harness, "racing-self")) == 1
-
-
-racing_self = test_one_customer_racing_itself_in_the_service_gets_one_grant
-# PostgreSQL only, for the same reason as above: SQLite runs write transactions one at a time.
-racing_self.backends = ("postgresql",)  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, text
 
 from billfold.deps import Services
-from tests.conftest import Harness, new_harness
+from tests.conftest import Harness, new_harness, postgresql_only
 
 pytestmark = pytest.mark.anyio
 LISTEN_TIMEOUT_S = 10.0
@@ -74,6 +74,7 @@ async def eventually(probe: Callable[[], Any], expected: object) -> None:
     raise AssertionError(f"never became {expected!r}")
 
 
+@postgresql_only
 async def test_warm_checks_touch_no_database(live: Harness) -> None:
     assert await allowed(live, "warm") is False
     with StatementCounter(live) as counter:
@@ -82,9 +83,7 @@ async def test_warm_checks_touch_no_database(live: Harness) -> None:
     assert counter.count == 0
 
 
-test_warm_checks_touch_no_database.backends = ("postgresql",)  # type: ignore[attr-defined]
-
-
+@postgresql_only
 async def test_a_grant_is_seen_by_the_next_check_in_this_process(live: Harness) -> None:
     assert await allowed(live, "rex") is False  # free: 3 spaces
     await live.post("/v1/customers/rex/grants", {"plan": "pro"})
@@ -94,9 +93,7 @@ async def test_a_grant_is_seen_by_the_next_check_in_this_process(live: Harness) 
     assert await allowed(live, "rex") is False
 
 
-test_a_grant_is_seen_by_the_next_check_in_this_process.backends = ("postgresql",)  # type: ignore[attr-defined]
-
-
+@postgresql_only
 async def test_changes_made_by_another_process_reach_the_cache(
     live: Harness, database_url: str
 ) -> None:
@@ -127,9 +124,7 @@ async def test_changes_made_by_another_process_reach_the_cache(
         await other.database.dispose()
 
 
-test_changes_made_by_another_process_reach_the_cache.backends = ("postgresql",)  # type: ignore[attr-defined]
-
-
+@postgresql_only
 async def test_losing_the_listener_drops_the_caches(live: Harness) -> None:
     feed = services_of(live).changes
     assert await allowed(live, "tia") is False
@@ -151,6 +146,3 @@ async def test_losing_the_listener_drops_the_caches(live: Harness) -> None:
         await allowed(live, "tia")
     assert counter.count > 0
     assert await feed.wait_live(LISTEN_TIMEOUT_S)  # and it reconnects by itself
-
-
-test_losing_the_listener_drops_the_caches.backends = ("postgresql",)  # type: ignore[attr-defined]

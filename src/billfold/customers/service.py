@@ -103,14 +103,14 @@ async def upsert(
     metadata: dict[str, Any],
 ) -> tuple[Customer, bool]:
     """Create or update a customer's profile; returns it and whether it was created."""
-    existed = await find(session, ctx.tenant_id, external_id) is not None
-    customer = await ensure(session, ctx, external_id)
+    found = await find(session, ctx.tenant_id, external_id)
+    customer = found or await ensure(session, ctx, external_id)
     if (customer.name, customer.email, customer.metadata) != (name, email, metadata):
         await repository.update_profile(
             session, customer.id, name=name, email=email, metadata=metadata, updated_at=ctx.now
         )
         customer = await get(session, ctx.tenant_id, external_id)
-    return customer, not existed
+    return customer, found is None
 
 
 async def page(

@@ -17,7 +17,3 @@ ID_PATTERN = re.compile(r"^[a-z]{2,5}_[a-z2-7]{26}$")
 def new_id(prefix: str) -> str:
     body = base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
     return f"{prefix}_{body[:_ID_BODY_LENGTH]}"
-
-
-def is_id(value: str, prefix: str) -> bool:
-    return value.startswith(prefix + "_") and ID_PATTERN.match(value) is not None
