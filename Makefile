@@ -37,6 +37,7 @@ bench: install
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) \
 		|| { echo "make bench needs wrk (Debian/Ubuntu: apt-get install wrk)"; exit 2; }
 	$(BIN)/python bench/check.py
+	$(BIN)/python bench/metering.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

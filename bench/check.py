@@ -253,6 +253,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants (`--workers N` serves from children)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    tree, grew = {pid}, True
+    while grew:
+        found = {child for child, parent in parents.items() if parent in tree}
+        grew = not found <= tree
+        tree |= found
+    return sum(cpu_seconds(member) for member in tree)
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds every core has spent not idle since boot (from /proc/stat)."""
     try:
@@ -301,7 +318,7 @@ class Snapshot:
     def take(cls, server_pid: int, postgres: Postgres | None) -> Snapshot:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return cls(
-            server=cpu_seconds(server_pid),
+            server=tree_cpu_seconds(server_pid),
             backends=backends_of(postgres.database) if postgres else {},
             sessions=postgres.sessions() if postgres else None,
             children=usage.ru_utime + usage.ru_stime,
@@ -951,7 +968,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"   wrk {wrk_version(wrk)} -t{load.threads} -c{load.connections} "
-        f"-d{load.duration}s (warm-up {load.warmup}s), server: 1 uvicorn worker on {HOST}"
+        f"-d{load.duration}s (warm-up {load.warmup}s), "
+        f"server: `billfold serve`, 1 uvicorn worker on {HOST}"
     )
     cold = f", every {args.cold_every}th a never-seen customer" if args.cold_every else ""
     print(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -91,6 +92,26 @@ def sqlite_url() -> Iterator[str]:
         yield url
 
 
+NATS_URL = os.environ.get("BILLFOLD_TEST_NATS_URL", "nats://127.0.0.1:4222")
+REQUIRE_NATS = os.environ.get("BILLFOLD_REQUIRE_NATS") == "1"
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    """NATS with JetStream, for the ingest stream's tests (skipped when unreachable)."""
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(NATS_URL)
+    try:
+        socket.create_connection((where.hostname or "127.0.0.1", where.port or 4222), 2).close()
+    except OSError as error:
+        if REQUIRE_NATS:
+            pytest.fail(f"NATS is required (BILLFOLD_REQUIRE_NATS=1): {error}")
+        pytest.skip(f"NATS not reachable at {NATS_URL}")
+    return NATS_URL
+
+
 T = TypeVar("T")
 
 
@@ -123,6 +144,7 @@ class Harness:
     settings: Settings
     tenant_id: str
     admin: dict[str, str]
+    app: FastAPI
 
     @property
     def backend(self) -> str:
@@ -183,6 +205,7 @@ async def new_harness(database_url: str, **settings_overrides: Any) -> Harness:
         settings=settings,
         tenant_id=tenant.id,
         admin={"Authorization": f"Bearer {token}"},
+        app=app,
     )
 
 
@@ -194,3 +217,20 @@ async def harness(backend: str, database_url: str) -> AsyncIterator[Harness]:
     finally:
         await built.client.aclose()
         await built.database.dispose()
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """An RFC 9457 problem with every member, and this status and stable code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    for member in ("type", "title", "status", "detail", "code"):
+        assert member in body, (member, body)
+    assert body["status"] == status
+    assert body["code"] == code, body
+    assert body["type"].endswith("/" + code)
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return body

@@ -31,7 +31,7 @@ async def test_entries_name_actor_customer_correlation_and_time(harness: Harness
         headers={**harness.admin, "X-Correlation-Id": "req-42"},
     )
     assert response.headers["x-correlation-id"] == "req-42"
-    events = (await harness.get("/v1/events", params={"customer": "amy"})).json()["events"]
+    events = (await harness.get("/v1/audit/events", params={"customer": "amy"})).json()["events"]
     assert len(events) == 1
     entry = events[0]
     assert entry["type"] == "EntitlementGranted"
@@ -55,10 +55,10 @@ async def test_entries_name_actor_customer_correlation_and_time(harness: Harness
 async def test_filters_and_cursor_pagination(harness: Harness) -> None:
     start = harness.clock.now()
     await seed(harness)
-    by_type = await harness.get("/v1/events", params={"type": "SubscriptionActivated"})
+    by_type = await harness.get("/v1/audit/events", params={"type": "SubscriptionActivated"})
     assert [e["customer"] for e in by_type.json()["events"]] == ["bo"]
     since = await harness.get(
-        "/v1/events",
+        "/v1/audit/events",
         params={"customer": "amy", "since": (start + timedelta(seconds=30)).isoformat()},
     )
     assert [e["data"]["key"] for e in since.json()["events"]] == ["spaces.max"]
@@ -69,17 +69,17 @@ async def test_filters_and_cursor_pagination(harness: Harness) -> None:
         params: dict[str, str | int] = {"limit": 3}
         if cursor:
             params["cursor"] = cursor
-        page = (await harness.get("/v1/events", params=params)).json()
+        page = (await harness.get("/v1/audit/events", params=params)).json()
         seen += [event["seq"] for event in page["events"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    everything = (await harness.get("/v1/events", params={"limit": 500})).json()["events"]
+    everything = (await harness.get("/v1/audit/events", params={"limit": 500})).json()["events"]
     assert seen == [event["seq"] for event in everything] == list(range(1, len(everything) + 1))
 
 
 async def test_events_of_an_unknown_customer_are_empty(harness: Harness) -> None:
-    response = await harness.get("/v1/events", params={"customer": "ghost"})
+    response = await harness.get("/v1/audit/events", params={"customer": "ghost"})
     assert response.json() == {"events": [], "next_cursor": None}
 
 
@@ -126,7 +126,7 @@ async def without_guard(session: AsyncSession, backend: str, statements: list[st
             2,
             "reordered",
         ),
-        (["DELETE FROM event_log WHERE tenant_id = :t AND seq = 12"], 12, "deleted"),
+        (["DELETE FROM event_log WHERE tenant_id = :t AND seq = 13"], 13, "deleted"),
     ],
     ids=["edited", "deleted", "reordered", "tail-deleted"],
 )
@@ -137,7 +137,7 @@ async def test_verify_names_the_first_broken_entry(
     async with harness.database.transaction(write=False) as session:
         intact = await audit.verify(session, harness.tenant_id)
     # the key, the catalog, 1 grant, 7 grants + 1 activation, 1 grant
-    assert (intact.ok, intact.entries) == (True, 12)
+    assert (intact.ok, intact.entries) == (True, 13)
     async with harness.database.transaction() as session:
         await without_guard(session, harness.backend, statements, harness.tenant_id)
         broken = await audit.verify(session, harness.tenant_id)
@@ -154,11 +154,11 @@ async def test_each_tenant_has_its_own_chain(harness: Harness, database_url: str
     try:
         await seed(harness)
         await other.post("/v1/customers/amy/grants", {"plan": "pro"})
-        mine = (await harness.get("/v1/events/verify")).json()
-        theirs = (await other.get("/v1/events/verify")).json()
-        assert mine == {"ok": True, "entries": 12, "problem": None, "seq": None}
-        assert theirs == {"ok": True, "entries": 9, "problem": None, "seq": None}
-        foreign = (await other.get("/v1/events", params={"customer": "bo"})).json()
+        mine = (await harness.get("/v1/audit/verify")).json()
+        theirs = (await other.get("/v1/audit/verify")).json()
+        assert mine == {"ok": True, "entries": 13, "problem": None, "seq": None}
+        assert theirs == {"ok": True, "entries": 10, "problem": None, "seq": None}
+        foreign = (await other.get("/v1/audit/events", params={"customer": "bo"})).json()
         assert foreign["events"] == []
     finally:
         await other.client.aclose()

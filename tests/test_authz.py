@@ -11,7 +11,7 @@ import pytest
 
 from billfold.app import PERMISSION_EXTENSION
 from billfold.tenants.scopes import GRANTED, Permission, Scope
-from tests.conftest import Harness, new_harness
+from tests.conftest import Harness, assert_problem, new_harness
 
 pytestmark = pytest.mark.anyio
 
@@ -25,18 +25,6 @@ WELL_FORMED_BODY = "abcdefghijklmnopqrstuvwxyz"  # 26 characters of [a-z2-7]
 ID_PREFIXES = {"grant_id": "grt", "subscription_id": "sub", "key_id": "key", "batch_id": "bat"}
 NAMED_VALUES = {"external_id": "walk-user", "name": "basic_x"}
 PARAMETER = re.compile(r"\{([^}]+)\}")
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body = response.json()
-    assert body["status"] == status
-    assert body["code"] == code, body
-    assert body["type"].endswith("/" + code)
-    assert body["title"]
-    assert body["detail"]
-    return body
 
 
 def assert_unauthenticated(response: httpx.Response) -> None:
@@ -278,8 +266,8 @@ async def test_tenants_are_isolated(harness: Harness, database_url: str) -> None
                 stranger,
             )
         same_answer(
-            await other.get(f"/v1/events?customer={customer}"),
-            await other.get(f"/v1/events?customer={stranger}"),
+            await other.get(f"/v1/audit/events?customer={customer}"),
+            await other.get(f"/v1/audit/events?customer={stranger}"),
             customer,
             stranger,
         )
@@ -287,7 +275,7 @@ async def test_tenants_are_isolated(harness: Harness, database_url: str) -> None
         checked = await other.post("/v1/entitlements/check", check)
         assert checked.status_code == 200, checked.text
         assert checked.json()["allowed"] is False
-        events = await other.get("/v1/events")
+        events = await other.get("/v1/audit/events")
         assert events.status_code == 200, events.text
         assert all(event["customer"] != customer for event in events.json()["events"])
         listed = await other.get("/v1/customers")

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from billfold.catalog import plansfile
+from billfold.catalog.model import UNLIMITED
 from billfold.catalog.plansfile import PlansFileError
 from tests.conftest import EXAMPLE_PLANS, Harness
 
@@ -32,6 +33,14 @@ def test_example_plans_are_the_sot_plans() -> None:
         "rag.enabled",
         "devmode.enabled",
         "plugins",
+        "ai.tokens",
+    }
+    # The analysis document's tokens_per_month, as a metered feature.
+    assert {key: plan.features["ai.tokens"] for key, plan in spec.plans.items()} == {
+        "free": 10_000,
+        "beta_tester": 50_000,
+        "pro": 100_000,
+        "studio": UNLIMITED,
     }
 
 
@@ -58,9 +67,9 @@ plans:
 """
     )
     assert errors == [
-        "colour: unknown key (expected one of version, features, plans)",
+        "colour: unknown key (expected one of version, meters, features, plans, ai)",
         "features.Bad-Key: feature keys are dotted lowercase words, e.g. spaces.max",
-        "features.gauge.type: expected one of boolean, limit, pattern",
+        "features.gauge.type: expected one of boolean, limit, pattern, metered",
         'plans.pro.features.spaces.max: expected an integer or "unlimited"',
         "plans.pro.features.share.enabled: expected true or false",
         'plans.pro.features.plugins: expected a list of glob patterns, e.g. ["basic_*"]',
@@ -153,3 +162,123 @@ async def test_parallel_applies_store_one_new_version(harness: Harness) -> None:
     catalog = (await harness.get("/v1/catalog")).json()
     pro = next(plan for plan in catalog["plans"] if plan["key"] == "pro")
     assert (catalog["revision"], pro["version"]) == (2, 2)
+
+
+def test_meter_errors_are_reported_with_their_path() -> None:
+    errors = errors_of(
+        """
+version: 1
+meters:
+  Tokens: {event: ai.tokens, aggregation: sum, property: tokens}
+  no_property: {event: ai.tokens, aggregation: sum}
+  counted: {event: ai.tokens, aggregation: count, property: tokens}
+  odd: {event: "a b", aggregation: median, colour: red}
+  filtered: {event: x, aggregation: count, filters: {model: {like: gpt}}, group_by: [a, a]}
+features:
+  spaces.max: {type: limit}
+plans:
+  free: {features: {spaces.max: 1}}
+"""
+    )
+    assert errors == [
+        "meters.Tokens: meter keys are lowercase words, digits and _, e.g. ai_tokens",
+        "meters.no_property.property: sum needs the property it reads",
+        "meters.counted.property: count reads no property; remove it",
+        "meters.odd.colour: unknown key (expected one of event, aggregation, property, "
+        "filters, group_by, description, subtract)",
+        "meters.odd.event: expected an event type, e.g. ai.tokens",
+        "meters.odd.aggregation: expected one of count, sum, max, unique_count, latest",
+        "meters.filtered.filters.model: expected {equals: value} or {in: [values]}",
+        "meters.filtered.group_by: expected up to 5 distinct property names",
+    ]
+
+
+def without_metering(text: str) -> str:
+    """The plans file without its meters, its metered feature and that feature's values."""
+    text = text[: text.index("meters:")] + text[text.index("features:") :]
+    start = text.index("  ai.tokens:\n")
+    end = text.index("\n\nplans:", start)
+    text = text[:start] + text[end + 1 :]
+    kept = [line for line in text.splitlines() if "ai.tokens:" not in line and "meter:" not in line]
+    return "\n".join(kept) + "\n"
+
+
+async def test_meters_are_diffed_applied_and_archived(harness: Harness) -> None:
+    text = EXAMPLE_PLANS.read_text()
+    catalog = (await harness.get("/v1/catalog")).json()
+    assert [(m["key"], m["aggregation"], m["property"]) for m in catalog["meters"]] == [
+        ("ai_tokens", "sum", "tokens"),
+        ("spaces", "count", None),
+    ]
+    edited = text.replace("group_by: [model, workflow]", "group_by: [model]")
+    applied = await harness.client.post(
+        "/v1/catalog", content=edited, headers={**harness.admin, **YAML}
+    )
+    assert applied.json()["changes"] == [
+        "~ meter ai_tokens",
+        '    group_by: ["model", "workflow"] -> ["model"]',
+    ]
+    meters = (await harness.get("/v1/catalog")).json()["meters"]
+    assert meters[0]["group_by"] == ["model"]
+    events = (await harness.get("/v1/audit/events", params={"type": "CatalogApplied"})).json()
+    assert events["events"][-1]["data"]["changes"][0] == "~ meter ai_tokens"
+
+    removed = without_metering(edited)
+    archived = await harness.client.post(
+        "/v1/catalog", content=removed, headers={**harness.admin, **YAML}
+    )
+    assert "- meter ai_tokens (archived)" in archived.json()["changes"], archived.text
+    assert "- meter spaces (archived)" in archived.json()["changes"]
+    assert "- feature ai.tokens (archived)" in archived.json()["changes"]
+    gone = await harness.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
+    assert gone.status_code == 404
+    restored = await harness.client.post(
+        "/v1/catalog", content=text, headers={**harness.admin, **YAML}
+    )
+    assert "+ meter ai_tokens" in restored.json()["changes"]
+    assert (await harness.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})).is_success
+
+
+def test_quota_and_gauge_errors_are_reported_with_their_path() -> None:
+    errors = errors_of(
+        """
+version: 1
+meters:
+  peak: {event: x, aggregation: max, property: v}
+  net: {event: space.created, subtract: space.deleted, aggregation: count}
+  wrong: {event: a, subtract: b, aggregation: latest, property: v}
+features:
+  tokens.a: {type: metered}
+  tokens.b: {type: metered, meter: peak, reset: fortnight, overage: maybe}
+  tokens.c: {type: metered, meter: net}
+  spaces.max: {type: limit, meter: peak}
+  share.enabled: {type: boolean, meter: net}
+plans:
+  free: {features: {}}
+"""
+    )
+    assert errors == [
+        "meters.wrong.subtract: only count and sum meters can subtract",
+        "features.tokens.a.meter: expected a meter declared under meters",
+        "features.tokens.b.meter: a quota draws on a sum or count meter that never subtracts",
+        "features.tokens.b.reset: expected one of day, week, month, year, never",
+        "features.tokens.b.overage: expected true or false",
+        "features.tokens.c.meter: a quota draws on a sum or count meter that never subtracts",
+        "features.spaces.max.meter: expected a count or sum meter declared under meters",
+        "features.share.enabled.meter: unknown key (expected one of type, description)",
+    ]
+
+
+async def test_removing_a_setting_of_a_feature_is_a_change(harness: Harness) -> None:
+    """Taking `meter: spaces` off spaces.max must be diffed and applied, not ignored."""
+    text = EXAMPLE_PLANS.read_text()
+    line = "    meter: spaces   # check without `current`: Billfold counts created minus deleted\n"
+    assert line in text
+    applied = await harness.client.post(
+        "/v1/catalog", content=text.replace(line, ""), headers={**harness.admin, **YAML}
+    )
+    assert applied.json()["changes"] == ["~ feature spaces.max", '    meter: "spaces" -> null']
+    check = await harness.post(
+        "/v1/entitlements/check", {"customer": "ada", "feature": "spaces.max"}
+    )
+    assert check.status_code == 422  # no gauge any more: `current` is required again

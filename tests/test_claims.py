@@ -27,6 +27,7 @@ from tests.conftest import (
     SECRET_KEY,
     START,
     Harness,
+    assert_problem,
     new_harness,
     postgresql_only,
 )
@@ -41,6 +42,7 @@ BETA_FEATURES = {
     "rag.enabled": True,
     "devmode.enabled": True,
     "plugins": ["basic_*", "beta_*"],
+    "ai.tokens": 50_000,
 }
 # Limits loose enough that only the property under test can refuse an attempt.
 GENEROUS = {
@@ -85,15 +87,6 @@ async def redeem(
     )
 
 
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    assert body["status"] == status
-    return body
-
-
 async def grants_of(harness: Harness, customer: str) -> list[dict[str, Any]]:
     """The customer's grants; a customer that was never created has none."""
     response = await harness.get(f"/v1/customers/{customer}/grants")
@@ -106,7 +99,7 @@ async def grants_of(harness: Harness, customer: str) -> list[dict[str, Any]]:
 
 
 async def events_of(harness: Harness, **params: Any) -> list[dict[str, Any]]:
-    response = await harness.get("/v1/events", params={"limit": 500, **params})
+    response = await harness.get("/v1/audit/events", params={"limit": 500, **params})
     assert response.status_code == 200, response.text
     events: list[dict[str, Any]] = response.json()["events"]
     return events
@@ -499,7 +492,7 @@ async def test_redemption_is_recorded_in_the_event_log(harness: Harness) -> None
     assert [e["data"]["batch_id"] for e in created] == [batch["id"]]
     assert "codes" not in created[0]["data"]
 
-    verified = await harness.get("/v1/events/verify")
+    verified = await harness.get("/v1/audit/verify")
     assert verified.status_code == 200, verified.text
     assert verified.json()["ok"] is True
 
@@ -639,7 +632,7 @@ async def test_fifty_parallel_redemptions_of_a_ten_use_code_grant_exactly_ten(
                 assert listed == [], (customer, listed)
         assert len(grant_ids) == 10
         assert len(await events_of(harness, type="ClaimCodeRedeemed")) == 10
-        verified = await harness.get("/v1/events/verify")
+        verified = await harness.get("/v1/audit/verify")
         assert verified.json()["ok"] is True, verified.text
 
 

@@ -196,7 +196,7 @@ def test_keys_create_prints_a_working_token(template: Template, cli: Cli) -> Non
 def test_plans_validate_accepts_the_example(template: Template) -> None:
     result = template.cli.run("plans", "validate", EXAMPLE_PLANS)
     assert result.returncode == 0, result.stderr
-    assert "ok (7 features, 4 plans)" in result.stdout
+    assert "ok (8 features, 4 plans)" in result.stdout
 
 
 def test_plans_validate_reports_every_error_with_its_path(
@@ -220,7 +220,7 @@ def test_plans_validate_reports_every_error_with_its_path(
     assert result.returncode != 0
     errors = result.stderr.splitlines()
     expected = [
-        "features.beta.flag.type: expected one of boolean, limit, pattern",
+        "features.beta.flag.type: expected one of boolean, limit, pattern, metered",
         "plans.free.features.share.enabled: expected true or false",
         'plans.beta_tester.features.plugins: expected a list of glob patterns, e.g. ["basic_*"]',
         'plans.pro.features.spaces.max: expected an integer or "unlimited"',
@@ -407,3 +407,69 @@ def test_audit_verify_names_a_deleted_entry(template: Template, cli: Cli) -> Non
     assert broken.returncode != 0
     assert "BROKEN at entry seq 2" in broken.stdout
     assert "deleted" in broken.stdout
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_over_http_and_stops_cleanly(template: Template, cli: Cli) -> None:
+    """The real server: startup runs the app's lifespan, a large usage batch
+    fits under the events body limit, and SIGTERM stops it without an error."""
+    import signal
+    import time
+
+    port = free_port()
+    server = subprocess.Popen(  # noqa: S603 (our own console script, fixed arguments)
+        [str(BILLFOLD), "serve", "--port", str(port)],
+        cwd=cli.folder,
+        env=cli.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    headers = {"Authorization": f"Bearer {admin_token(template)}"}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.communicate()[0]
+            assert time.monotonic() < deadline, "the server did not answer within 30 s"
+            time.sleep(0.2)
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            assert client.get("/v1/ping").json()["scope"] == "admin"
+            check = client.post(
+                "/v1/entitlements/check",
+                json={"customer": "ada", "feature": "spaces.max", "current": 3},
+            )
+            assert (check.status_code, check.json()["reason"]) == (200, "limit_reached")
+            batch = [
+                {
+                    "idempotency_key": f"serve-{i}",
+                    "customer": f"c{i % 50}",
+                    "type": "ai.tokens",
+                    "properties": {"tokens": 1, "model": "gpt-4o", "note": "x" * 150},
+                }
+                for i in range(10_000)
+            ]
+            report = client.post("/v1/events", json=batch)
+            assert report.status_code == 200, report.text[:500]
+            assert report.json()["accepted"] == 10_000
+            missing = client.get("/v1/nowhere")
+            assert missing.headers["content-type"].startswith("application/problem+json")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it was stopped by.
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output, output
+    assert "Traceback" not in output, output

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from billfold.entitlements.schemas import CheckOut
 from tests.conftest import EXAMPLE_PLANS, Harness
 
 pytestmark = pytest.mark.anyio
@@ -21,6 +22,7 @@ async def entitlements(harness: Harness, customer: str) -> dict[str, object]:
 async def check(harness: Harness, **body: object) -> dict[str, object]:
     response = await harness.post("/v1/entitlements/check", body)
     assert response.status_code == 200, response.text
+    CheckOut.model_validate_json(response.content)  # the hot path builds plain data
     return dict(response.json())
 
 
@@ -106,6 +108,29 @@ async def test_grant_window_is_half_open(harness: Harness) -> None:
     assert seen == [3, 50, 50, 3]
 
 
+async def test_check_follows_the_clock_across_grant_edges(harness: Harness) -> None:
+    """A cached answer holds only between grant edges, whichever way the clock moves."""
+    starts = harness.clock.now() + timedelta(days=1)
+    ends = starts + timedelta(days=2)
+    await harness.post(
+        "/v1/customers/eli/grants",
+        {"plan": "pro", "starts_at": starts.isoformat(), "ends_at": ends.isoformat()},
+    )
+    seen = []
+    for moment in (
+        starts - timedelta(microseconds=1),
+        starts,
+        ends - timedelta(seconds=1),
+        ends,
+        starts + timedelta(hours=1),  # back in time: still cached per span, not per call
+        starts - timedelta(days=1),
+    ):
+        harness.clock.travel_to(moment)
+        answer = await check(harness, customer="eli", feature="spaces.max", current=10)
+        seen.append((answer["allowed"], answer["value"]))
+    assert seen == [(False, 3), (True, 50), (True, 50), (False, 3), (True, 50), (False, 3)]
+
+
 async def test_entitlements_at_a_past_moment(harness: Harness) -> None:
     grant = (await harness.post("/v1/customers/fay/grants", {"plan": "pro"})).json()
     before = harness.clock.now()
@@ -126,7 +151,7 @@ async def test_revoke_is_idempotent_and_recorded_once(harness: Harness) -> None:
     assert first.status_code == second.status_code == 200
     assert first.json()["revoked_at"] == second.json()["revoked_at"]
     assert first.json()["status"] == "revoked"
-    events = await harness.get("/v1/events", params={"type": "EntitlementRevoked"})
+    events = await harness.get("/v1/audit/events", params={"type": "EntitlementRevoked"})
     revoked = [e for e in events.json()["events"] if e["data"]["grant_id"] == grant["id"]]
     assert [(e["data"]["key"], e["data"]["source"]) for e in revoked] == [("rag.enabled", "admin")]
 
@@ -225,6 +250,6 @@ async def test_parallel_revokes_record_the_revocation_once(harness: Harness) -> 
     assert {r.status_code for r in responses} == {200}
     assert len({r.json()["revoked_at"] for r in responses}) == 1
     events = await harness.get(
-        "/v1/events", params={"customer": "pat", "type": "EntitlementRevoked", "limit": 500}
+        "/v1/audit/events", params={"customer": "pat", "type": "EntitlementRevoked", "limit": 500}
     )
-    assert len(events.json()["events"]) == 7  # one per feature of pro, once
+    assert len(events.json()["events"]) == 8  # one per feature of pro, once

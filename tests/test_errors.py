@@ -11,9 +11,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from fastapi import Request, Response
 
 from billfold.app import create_app
-from tests.conftest import Harness
+from billfold.deps import AdminCall, ReadCall, short_path, short_paths
+from billfold.kit.invariants import InvariantViolation
+from tests.conftest import Harness, assert_problem
 
 pytestmark = pytest.mark.anyio
 
@@ -21,22 +24,6 @@ PROBLEM = "application/problem+json"
 CHECK = "/v1/entitlements/check"
 MIB = 1024 * 1024
 WELL_FORMED_GRANT = "grt_abcdefghijklmnopqrstuvwxyz"
-
-
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith(PROBLEM), response.headers
-    body = response.json()
-    for member in ("type", "title", "status", "detail", "code"):
-        assert member in body, (member, body)
-    assert body["status"] == status
-    assert body["code"] == code, body
-    assert body["type"].endswith("/" + code)
-    assert isinstance(body["title"], str)
-    assert body["title"]
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    return body
 
 
 def field_errors(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -239,9 +226,9 @@ async def test_body_at_the_limit_is_read(harness: Harness) -> None:
         ("/v1/customers?limit=0", "limit"),
         ("/v1/customers?limit=many", "limit"),
         ("/v1/customers?cursor=__8", "cursor"),
-        ("/v1/events?cursor=YWJj", "cursor"),
-        ("/v1/events?since=yesterday", "since"),
-        ("/v1/events?since=2026-06-01T00:00:00", "since"),
+        ("/v1/audit/events?cursor=YWJj", "cursor"),
+        ("/v1/audit/events?since=yesterday", "since"),
+        ("/v1/audit/events?since=2026-06-01T00:00:00", "since"),
         ("/v1/customers/u1/entitlements?at=2026-06-01T00:00:00", "at"),
     ],
 )
@@ -311,7 +298,9 @@ async def test_customer_id_with_a_slash_is_refused(harness: Harness) -> None:
 
 
 async def test_customer_filter_names_its_parameter(harness: Harness) -> None:
-    body = assert_problem(await harness.get("/v1/events?customer=a%20b"), 422, "invalid_input")
+    body = assert_problem(
+        await harness.get("/v1/audit/events?customer=a%20b"), 422, "invalid_input"
+    )
     assert set(parameters(body)) == {"customer"}
 
 
@@ -324,7 +313,9 @@ async def test_check_unknown_feature_is_404(harness: Harness) -> None:
 
 
 async def test_check_limit_without_current_points_at_current(harness: Harness) -> None:
-    response = await harness.post(CHECK, {"customer": "u1", "feature": "spaces.max"})
+    """A limit that no meter counts needs `current` (spaces.max has a gauge; this has not)."""
+    feature = "share.readonly_links.max"
+    response = await harness.post(CHECK, {"customer": "u1", "feature": feature})
     body = assert_problem(response, 422, "invalid_input")
     assert set(pointers(body)) == {"#/current"}
 
@@ -355,12 +346,26 @@ async def boom() -> None:
     raise RuntimeError("something broke that nobody planned for")
 
 
+@short_path
+async def short_boom(request: Request, call: ReadCall) -> Response:
+    raise RuntimeError("something broke that nobody planned for")
+
+
+# The same failure through FastAPI's routing and through a short path (see deps.short_path).
+BOOM_ROUTES = pytest.mark.parametrize("boom_route", ["/test/boom", "/test/short-boom"])
+
+
 def failing_client(harness: Harness) -> httpx.AsyncClient:
-    """A second app on the harness's database, with one route that fails unexpectedly."""
+    """A second app on the harness's database, with routes that fail unexpectedly."""
     app = create_app(harness.settings, clock=harness.clock, database=harness.database)
     app.add_api_route("/test/boom", boom, methods=["GET"])
+    app.add_api_route("/test/short-boom", short_boom, methods=["GET"])
+    app.state.short_paths.update(short_paths(app.routes))
+    assert ("GET", "/test/short-boom") in app.state.short_paths
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    return httpx.AsyncClient(transport=transport, base_url="http://billfold.test")
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://billfold.test", headers=harness.admin
+    )
 
 
 def unhandled_count(metrics: str, route: str) -> float:
@@ -369,38 +374,41 @@ def unhandled_count(metrics: str, route: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+@BOOM_ROUTES
 async def test_unexpected_exception_is_a_counted_500(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+    harness: Harness, caplog: pytest.LogCaptureFixture, boom_route: str
 ) -> None:
     async with failing_client(harness) as client:
-        before = unhandled_count((await client.get("/metrics")).text, "/test/boom")
+        before = unhandled_count((await client.get("/metrics")).text, boom_route)
         assert before == 0
-        response = await client.get("/test/boom", headers={"X-Correlation-Id": "boom-1"})
+        response = await client.get(boom_route, headers={"X-Correlation-Id": "boom-1"})
         body = assert_problem(response, 500, "internal_error")
         assert body["correlation_id"] == "boom-1"
         assert "something broke" not in response.text  # no internals leak
         assert "RuntimeError" not in response.text
-        second = await client.get("/test/boom")
+        second = await client.get(boom_route)
         generated = assert_problem(second, 500, "internal_error")["correlation_id"]
         assert re.fullmatch(r"[0-9a-f]{32}", generated)
         metrics = (await client.get("/metrics")).text
-        assert unhandled_count(metrics, "/test/boom") == 2
+        assert unhandled_count(metrics, boom_route) == 2
         assert 'billfold_problems_total{code="internal_error",status="500"} 2.0' in metrics
     assert any("boom-1" in record.getMessage() for record in caplog.records)
 
 
-async def test_500_is_counted_as_an_answered_request(harness: Harness) -> None:
+@BOOM_ROUTES
+async def test_500_is_counted_as_an_answered_request(harness: Harness, boom_route: str) -> None:
     async with failing_client(harness) as client:
-        assert_problem(await client.get("/test/boom"), 500, "internal_error")
+        assert_problem(await client.get(boom_route), 500, "internal_error")
         metrics = (await client.get("/metrics")).text
-    answered = 'billfold_http_requests_total{method="GET",route="/test/boom",status="500"} 1.0'
+    answered = f'billfold_http_requests_total{{method="GET",route="{boom_route}",status="500"}} 1.0'
     assert answered in metrics
-    assert 'billfold_http_request_duration_seconds_count{route="/test/boom"} 1.0' in metrics
+    assert f'billfold_http_request_duration_seconds_count{{route="{boom_route}"}} 1.0' in metrics
 
 
-async def test_500_echoes_the_correlation_header(harness: Harness) -> None:
+@BOOM_ROUTES
+async def test_500_echoes_the_correlation_header(harness: Harness, boom_route: str) -> None:
     async with failing_client(harness) as client:
-        response = await client.get("/test/boom", headers={"X-Correlation-Id": "boom-2"})
+        response = await client.get(boom_route, headers={"X-Correlation-Id": "boom-2"})
         assert_problem(response, 500, "internal_error")
         assert response.headers["x-correlation-id"] == "boom-2"
 
@@ -468,3 +476,23 @@ async def test_a_client_leaving_mid_body_is_no_server_error(harness: Harness) ->
     metrics = (await harness.client.get("/metrics")).text
     assert 'billfold_problems_total{code="client_disconnected",status="400"} 1.0' in metrics
     assert "billfold_unhandled_errors_total{" not in metrics
+
+
+# Short paths: the hot routes skip FastAPI's routing but answer the same.
+
+
+async def test_the_hot_routes_take_the_short_path(harness: Harness) -> None:
+    app = create_app(harness.settings, clock=harness.clock, database=harness.database)
+    assert set(app.state.short_paths) == {("GET", "/v1/ping"), ("POST", CHECK)}
+
+
+@short_path
+async def short_write(request: Request, call: AdminCall) -> Response:
+    return Response()
+
+
+async def test_a_short_path_must_be_read_only(harness: Harness) -> None:
+    app = create_app(harness.settings, clock=harness.clock, database=harness.database)
+    app.add_api_route("/test/short-write", short_write, methods=["POST"])
+    with pytest.raises(InvariantViolation, match="short path /test/short-write"):
+        short_paths(app.routes)

@@ -18,7 +18,7 @@ async def spaces(harness: Harness, customer: str) -> object:
 
 
 async def event_types(harness: Harness, customer: str) -> list[str]:
-    response = await harness.get("/v1/events", params={"customer": customer, "limit": 500})
+    response = await harness.get("/v1/audit/events", params={"customer": customer, "limit": 500})
     return [event["type"] for event in response.json()["events"]]
 
 
@@ -50,9 +50,9 @@ async def test_activate_renew_cancel_moves_the_plan_grant(harness: Harness) -> N
     assert types.count("SubscriptionRenewed") == 1
     assert types.count("SubscriptionCancelled") == 1
     # One EntitlementGranted per feature of pro, for activation and for the renewal.
-    assert types.count("EntitlementGranted") == 2 * 7
+    assert types.count("EntitlementGranted") == 2 * 8
     # Only the renewal's grant was still live to revoke; the first had run out.
-    assert types.count("EntitlementRevoked") == 7
+    assert types.count("EntitlementRevoked") == 8
 
 
 async def test_renewing_to_the_same_end_is_a_no_op(harness: Harness) -> None:

@@ -49,6 +49,7 @@ grants_app = typer.Typer(help="Grant and revoke plans or single features.", no_a
 subs_app = typer.Typer(help="Activate, renew and cancel subscriptions.", no_args_is_help=True)
 claims_app = typer.Typer(help="Claim codes: issue and revoke.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained event log.", no_args_is_help=True)
+worker_app = typer.Typer(help="Background workers.", no_args_is_help=True)
 for sub, name in (
     (tenants_app, "tenants"),
     (keys_app, "keys"),
@@ -57,6 +58,7 @@ for sub, name in (
     (subs_app, "subscriptions"),
     (claims_app, "claims"),
     (audit_app, "audit"),
+    (worker_app, "worker"),
 ):
     app.add_typer(sub, name=name)
 
@@ -161,7 +163,7 @@ def serve(
     port: Annotated[int, typer.Option()] = 8080,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API (uvicorn, uvloop, httptools; decision 0013)."""
     import uvicorn
 
     _settings()  # fail early on bad configuration
@@ -175,6 +177,40 @@ def serve(
         http="httptools",
         access_log=False,
     )
+
+
+@worker_app.command("ingest")
+def worker_ingest(
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="messages per transaction")] = 100,
+) -> None:
+    """Drain the BILLFOLD_INGEST stream into the store. Run as many as you like.
+
+    SIGTERM or SIGINT stops it after the batch in hand. A worker killed outright leaves
+    its batch unacknowledged; another (or the same, restarted) stores it, exactly once."""
+    import signal
+
+    from billfold.metering.stream import WorkerOptions, run_worker
+
+    settings = _settings()
+    if not settings.ingest_url:
+        _fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker")
+    options = WorkerOptions(
+        url=settings.ingest_url,
+        stream=settings.ingest_stream,
+        batch=batch,
+        late_window=timedelta(seconds=settings.usage_late_window_s),
+    )
+
+    async def work(database: Database) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        typer.echo(f"ingest worker: draining {options.stream} from {options.url}")
+        return await run_worker(database, options, stop)
+
+    stored = _run(work)
+    typer.echo(f"ingest worker: stopped after {stored} messages")
 
 
 @app.command(name="migrate")

@@ -8,23 +8,30 @@ walks every route with every scope against it.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar, cast
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
+from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette import types as asgi
+from starlette.routing import BaseRoute
 
 from billfold.catalog.catalog import Catalog, CatalogCache
 from billfold.entitlements.snapshot import SnapshotCache
 from billfold.kit import changes, idempotency
 from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock
-from billfold.kit.context import Actor, Context
+from billfold.kit.context import Context
 from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.errors import AgentForbidden, InsufficientScope, Unauthenticated
-from billfold.kit.http import UNIT_STATE_KEY, Metrics, correlation_id
+from billfold.kit.http import UNIT_STATE_KEY, Metrics, answer_exception, correlation_id
+from billfold.kit.invariants import InvariantViolation
+from billfold.metering.stream import UsagePublisher
 from billfold.settings import Settings
 from billfold.tenants import service as tenants
 from billfold.tenants.cache import PrincipalCache
@@ -44,6 +51,7 @@ class Services:
     changes: ChangeFeed
     principals: PrincipalCache
     snapshots: SnapshotCache
+    publisher: UsagePublisher | None = None  # BILLFOLD_INGEST: usage goes through NATS
 
 
 @dataclass(frozen=True)
@@ -52,9 +60,13 @@ class Call:
     ctx: Context
     principal: Principal
     services: Services
-    client_address: str
+    request: Request
     # (key, status code) when the request carries an Idempotency-Key for a replayable route
     idempotency: tuple[str, int] | None = None
+
+    @property
+    def client_address(self) -> str:
+        return client_address(self.request, self.services.settings)
 
     @property
     def session(self) -> AsyncSession:
@@ -139,7 +151,7 @@ async def _open_call(
         )
     ctx = Context(
         tenant_id=principal.tenant_id,
-        actor=Actor(kind="api_key", id=principal.key_id, scope=principal.scope.value),
+        actor=principal.actor,
         correlation_id=correlation_id(request),
         now=services.clock.now(),
     )
@@ -148,8 +160,10 @@ async def _open_call(
         ctx=ctx,
         principal=principal,
         services=services,
-        client_address=client_address(request, services.settings),
-        idempotency=await _claim_idempotency_key(request, unit, ctx),
+        request=request,
+        idempotency=(
+            await _claim_idempotency_key(request, unit, ctx) if permission.changes_state else None
+        ),
     )
 
 
@@ -201,7 +215,75 @@ def idempotent(endpoint: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]
     return wrapper
 
 
+def short_path(endpoint: Callable[[Request, Call], Awaitable[Response]]) -> Any:
+    """Let the request guard answer this read-only route itself (`short_paths`).
+
+    The hot routes (the check API, and ping, its benchmark baseline) skip FastAPI's
+    router, exception middleware and dependency solving, which cost more than the check.
+    The endpoint takes exactly `(request, call)` and returns a `Response`; it stays an
+    ordinary FastAPI route too, so OpenAPI, the permission table and its tests are the same.
+    """
+    endpoint.short_path = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def short_paths(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], asgi.ASGIApp]:
+    """The ASGI apps that answer the `@short_path` routes among `routes`, by (method, path)."""
+    paths: dict[tuple[str, str], asgi.ASGIApp] = {}
+    for route in routes:
+        if not (isinstance(route, APIRoute) and getattr(route.endpoint, "short_path", False)):
+            continue
+        permission = permission_of(route.dependant)
+        params = list(inspect.signature(route.endpoint).parameters)
+        if (
+            permission is None
+            or permission.changes_state
+            or route.param_convertors
+            or params != ["request", "call"]
+        ):
+            raise InvariantViolation(
+                f"short path {route.path}: needs a fixed path, a read permission "
+                "and exactly (request, call)"
+            )
+        for method in route.methods or ():
+            paths[(method, route.path)] = _short_path(route, permission)
+    return paths
+
+
+def _short_path(route: APIRoute, permission: Permission) -> asgi.ASGIApp:
+    endpoint = route.endpoint
+
+    async def answer(scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        scope["route"] = route
+        request = Request(scope, receive)
+        services: Services = request.app.state.services
+        unit = services.database.unit(write=False)
+        try:
+            call = await _open_call(request, services, unit, permission)
+            response: Response = await endpoint(request, call)
+        except Exception as exc:
+            response = await answer_exception(request, exc)
+        finally:
+            await unit.close()
+        await response(scope, receive, send)
+
+    return answer
+
+
+def permission_of(dependant: Dependant) -> Permission | None:
+    """The permission a route's `authorize` dependency demands, if it has one."""
+    for sub in dependant.dependencies:
+        permission = getattr(sub.call, "permission", None)
+        if permission is not None:
+            return cast(Permission, permission)
+        found = permission_of(sub)
+        if found is not None:
+            return found
+    return None
+
+
 ReadCall = Annotated[Call, authorize(Permission.READ)]
 CheckCall = Annotated[Call, authorize(Permission.CHECK)]
+ReportCall = Annotated[Call, authorize(Permission.REPORT)]
 RedeemCall = Annotated[Call, authorize(Permission.REDEEM)]
 AdminCall = Annotated[Call, authorize(Permission.ADMIN)]

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from billfold.metering.quota import Enforcement
+
 Mode = Literal["self-hosted", "platform"]
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/billfold.db"
@@ -30,6 +32,16 @@ class Settings:
     claim_attempt_window_s: int = 600
     trust_forwarded_for: bool = False
     database_pool_size: int = 20
+    # Usage events: how old, and how far ahead of the clock, a timestamp may be.
+    usage_late_window_s: int = 7 * 86_400
+    usage_clock_skew_s: int = 300
+    max_events_body_bytes: int = 16 * 1_048_576  # a batch of 10,000 usage events
+    # Quota enforcement unless a feature says otherwise; platform mode always enforces.
+    enforcement: Enforcement = Enforcement.ADVISORY
+    # nats://host:port: usage events go through a NATS JetStream stream to `billfold
+    # worker ingest`; empty: the API writes them to the database itself.
+    ingest_url: str = ""
+    ingest_stream: str = "BILLFOLD_USAGE"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -47,7 +59,33 @@ class Settings:
             claim_attempt_window_s=_int(env, "BILLFOLD_CLAIM_ATTEMPT_WINDOW_S", 600),
             trust_forwarded_for=env.get("BILLFOLD_TRUST_FORWARDED_FOR", "") in ("1", "true"),
             database_pool_size=_int(env, "BILLFOLD_DATABASE_POOL_SIZE", 20),
+            usage_late_window_s=_int(env, "BILLFOLD_USAGE_LATE_WINDOW_S", 7 * 86_400),
+            usage_clock_skew_s=_int(env, "BILLFOLD_USAGE_CLOCK_SKEW_S", 300),
+            max_events_body_bytes=_int(env, "BILLFOLD_MAX_EVENTS_BODY_BYTES", 16 * 1_048_576),
+            enforcement=_enforcement(env, mode),
+            ingest_url=_ingest_url(env),
+            ingest_stream=env.get("BILLFOLD_INGEST_STREAM", "BILLFOLD_USAGE"),
         )
+
+
+def _ingest_url(env: Mapping[str, str]) -> str:
+    raw = env.get("BILLFOLD_INGEST", "")
+    if raw and not raw.startswith(("nats://", "tls://")):
+        raise SettingsError(f"BILLFOLD_INGEST must be a nats:// URL or empty, not {raw!r}")
+    return raw
+
+
+def _enforcement(env: Mapping[str, str], mode: str) -> Enforcement:
+    raw = env.get("BILLFOLD_ENFORCEMENT", "")
+    if mode == "platform":
+        if raw not in ("", Enforcement.ENFORCE):
+            raise SettingsError("platform mode always enforces quotas; unset BILLFOLD_ENFORCEMENT")
+        return Enforcement.ENFORCE
+    if raw == "":
+        return Enforcement.ADVISORY
+    if raw not in {e.value for e in Enforcement}:
+        raise SettingsError(f"BILLFOLD_ENFORCEMENT must be off, advisory or enforce, not {raw!r}")
+    return Enforcement(raw)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

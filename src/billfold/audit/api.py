@@ -40,7 +40,7 @@ class VerificationOut(Out):
     seq: int | None
 
 
-@router.get("/v1/events")
+@router.get("/v1/audit/events")
 async def list_events(
     call: ReadCall,
     customer: Annotated[str | None, Query(max_length=255)] = None,
@@ -99,7 +99,7 @@ async def list_events(
     )
 
 
-@router.get("/v1/events/verify")
+@router.get("/v1/audit/verify")
 async def verify_chain(call: ReadCall) -> VerificationOut:
     """Recompute the tenant's hash chain and name the first broken entry, if any."""
     result = await service.verify(call.session, call.ctx.tenant_id)

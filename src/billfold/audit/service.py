@@ -25,6 +25,7 @@ EventType = Literal[
     "ApiKeyCreated",
     "ApiKeyRevoked",
     "CustomerUpdated",
+    "QuotaExceeded",
 ]
 
 

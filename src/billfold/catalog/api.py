@@ -15,6 +15,7 @@ from billfold.catalog.plansfile import PlansFileError
 from billfold.deps import AdminCall, ReadCall
 from billfold.kit.errors import BillfoldError, FieldError
 from billfold.kit.schemas import Out
+from billfold.metering.schemas import MeterOut
 
 router = APIRouter(tags=["catalog"])
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
@@ -43,6 +44,7 @@ class PlanOut(Out):
 
 class CatalogOut(Out):
     revision: int
+    meters: list[MeterOut]
     features: list[FeatureOut]
     plans: list[PlanOut]
 
@@ -70,6 +72,7 @@ def catalog_out(catalog: Catalog) -> CatalogOut:
         )
     return CatalogOut(
         revision=catalog.revision,
+        meters=[MeterOut(key=m.key, **m.as_json()) for m in catalog.meters.values()],
         features=[
             FeatureOut(key=f.key, type=f.type.value, description=f.description)
             for f in catalog.features.values()
@@ -80,7 +83,7 @@ def catalog_out(catalog: Catalog) -> CatalogOut:
 
 @router.get("/v1/catalog")
 async def get_catalog(call: ReadCall) -> CatalogOut:
-    """The active features and the current version of every active plan."""
+    """The active meters and features, and the current version of every active plan."""
     return catalog_out(await call.catalog())
 
 

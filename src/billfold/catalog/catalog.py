@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog import repository
 from billfold.catalog.model import Feature, FeatureType, FeatureValue, from_json
+from billfold.metering.ai import AiSettings
+from billfold.metering.model import Meter
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class Catalog:
     features: dict[str, Feature]
     plans: dict[str, Plan]
     versions: dict[str, PlanVersion]
+    meters: dict[str, Meter] = field(default_factory=dict)
+    ai: AiSettings = field(default_factory=AiSettings)
 
     @property
     def default_version(self) -> PlanVersion | None:
@@ -90,7 +94,20 @@ async def load(session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
         )
         for row in await repository.all_versions(session, tenant_id)
     }
-    return Catalog(revision=revision, features=features, plans=plans, versions=versions)
+    meters = {
+        row.key: Meter.from_json(row.key, row.definition)
+        for row in await repository.all_meters(session, tenant_id)
+        if row.archived_at is None
+    }
+    documents = await repository.settings_documents(session, tenant_id)
+    return Catalog(
+        revision=revision,
+        features=features,
+        plans=plans,
+        versions=versions,
+        meters=meters,
+        ai=AiSettings.from_json(documents["ai"]) if "ai" in documents else AiSettings(),
+    )
 
 
 class CatalogCache:

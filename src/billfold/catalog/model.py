@@ -22,6 +22,12 @@ class FeatureType(StrEnum):
     BOOLEAN = "boolean"
     LIMIT = "limit"
     PATTERN = "pattern"
+    METERED = "metered"  # a quota per reset period, fed by a meter
+
+    @property
+    def counts(self) -> bool:
+        """Its value is a number (or `unlimited`): limit and metered features."""
+        return self in (FeatureType.LIMIT, FeatureType.METERED)
 
 
 class Unlimited:
@@ -56,7 +62,7 @@ class Feature:
         """The value a customer holds when no live grant gives this feature."""
         if self.type is FeatureType.BOOLEAN:
             return False
-        if self.type is FeatureType.LIMIT:
+        if self.type.counts:
             return 0
         return ()
 
@@ -81,7 +87,7 @@ def to_json(value: FeatureValue) -> Any:
 
 def from_json(feature_type: FeatureType, raw: Any) -> FeatureValue:
     """The inverse of `to_json` for values already validated on the way in."""
-    if feature_type is FeatureType.LIMIT:
+    if feature_type.counts:
         return UNLIMITED if raw == UNLIMITED_WORD else int(raw)
     if feature_type is FeatureType.PATTERN:
         return tuple(str(item) for item in raw)
@@ -92,7 +98,7 @@ def parse_value(feature_type: FeatureType, raw: Any) -> FeatureValue | str:
     """Validate a raw value for a feature type: the value, or an error message."""
     if feature_type is FeatureType.BOOLEAN:
         return raw if isinstance(raw, bool) else "expected true or false"
-    if feature_type is FeatureType.LIMIT:
+    if feature_type.counts:
         if raw == UNLIMITED_WORD:
             return UNLIMITED
         if type(raw) is not int:

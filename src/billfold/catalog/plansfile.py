@@ -13,8 +13,10 @@ plans:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,35 @@ from billfold.catalog.model import (
     PlanDefinition,
     parse_value,
 )
+from billfold.metering import ai
+from billfold.metering.ai import AiSettings
+from billfold.metering.model import (
+    EVENT_TYPE,
+    MAX_FILTER_VALUES,
+    MAX_GROUP_BY,
+    METER_KEY,
+    PROPERTY,
+    Aggregation,
+    FilterValue,
+    Meter,
+)
+from billfold.metering.quota import Anchor, Enforcement, LimitKind, QuotaPolicy, Reset
 
 SUPPORTED_VERSION = 1
 MAX_FILE_BYTES = 1_048_576
-_TOP_KEYS = ("version", "features", "plans")
+_TOP_KEYS = ("version", "meters", "features", "plans", "ai")
+_METER_KEYS = (
+    "event",
+    "aggregation",
+    "property",
+    "filters",
+    "group_by",
+    "description",
+    "subtract",
+)
+_AGGREGATIONS = ", ".join(a.value for a in Aggregation)
 _FEATURE_KEYS = ("type", "description")
+_QUOTA_KEYS = ("meter", "reset", "anchor", "limit", "overage", "enforcement")
 _PLAN_KEYS = ("name", "description", "default", "features")
 _TYPES = ", ".join(t.value for t in FeatureType)
 
@@ -51,6 +77,8 @@ class PlansFileError(Exception):
 class CatalogSpec:
     features: dict[str, Feature]
     plans: dict[str, PlanDefinition]
+    meters: dict[str, Meter] = dataclasses.field(default_factory=dict)
+    ai: AiSettings = dataclasses.field(default_factory=AiSettings)
 
     @property
     def default_plan(self) -> str | None:
@@ -105,17 +133,178 @@ def validate(document: Any) -> CatalogSpec:
             errors.append(f"{key}: unknown key (expected one of {', '.join(_TOP_KEYS)})")
     if document.get("version") != SUPPORTED_VERSION:
         errors.append(f"version: expected {SUPPORTED_VERSION}")
-    features = _features(document.get("features"), errors)
+    meters = _meters(document.get("meters", {}), errors)
+    ai = _ai(document.get("ai", {}), errors)
+    features = _features(document.get("features"), meters, errors)
     plans = _plans(document.get("plans"), features, errors)
     defaults = [key for key, plan in plans.items() if plan.default]
     if len(defaults) > 1:
         errors.append(f"plans: only one plan may be the default, found {', '.join(defaults)}")
     if errors:
         raise PlansFileError(errors)
-    return CatalogSpec(features=features, plans=plans)
+    return CatalogSpec(features=features, plans=plans, meters=meters, ai=ai)
 
 
-def _features(raw: Any, errors: list[str]) -> dict[str, Feature]:
+def _ai(raw: Any, errors: list[str]) -> AiSettings:
+    """`ai: {event: ai.tokens, currency: USD, models: {gpt-4o: {prompt: 250, completion: 1000}}}`
+    Prices are minor units of the currency (cents) per million tokens."""
+    if not isinstance(raw, Mapping):
+        errors.append("ai: expected a mapping with event, currency and models")
+        return AiSettings()
+    for name in raw:
+        if name not in ("event", "currency", "models"):
+            errors.append(f"ai.{name}: unknown key (expected one of event, currency, models)")
+    event = raw.get("event", "ai.tokens")
+    if not isinstance(event, str) or not EVENT_TYPE.match(event):
+        errors.append("ai.event: expected an event type, e.g. ai.tokens")
+        event = "ai.tokens"
+    currency = raw.get("currency", "USD")
+    if not isinstance(currency, str) or not ai.CURRENCY.match(currency):
+        errors.append("ai.currency: expected an ISO 4217 code, e.g. USD")
+        currency = "USD"
+    models: dict[str, ai.Price] = {}
+    raw_models = raw.get("models", {})
+    if not isinstance(raw_models, Mapping):
+        errors.append("ai.models: expected a mapping of model names to prices")
+        raw_models = {}
+    for model, price in raw_models.items():
+        path = f"ai.models.{model}"
+        if not isinstance(model, str) or not ai.MODEL.match(model):
+            errors.append(f"{path}: expected a model name")
+            continue
+        if not isinstance(price, Mapping) or set(price) != {"prompt", "completion"}:
+            errors.append(f"{path}: expected {{prompt: <minor units>, completion: <minor units>}}")
+            continue
+        amounts = [
+            _price(price[side], f"{path}.{side}", errors) for side in ("prompt", "completion")
+        ]
+        if amounts[0] is not None and amounts[1] is not None:
+            models[model] = ai.Price(amounts[0], amounts[1])
+    return AiSettings(event=event, currency=currency, models=models)
+
+
+def _price(raw: Any, path: str, errors: list[str]) -> Decimal | None:
+    """A price as an integer or a decimal string; never a float, which would round."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        errors.append(f'{path}: expected minor units per million tokens, e.g. 250 or "7.5"')
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or value < 0:
+        errors.append(f'{path}: expected a non-negative amount, e.g. 250 or "7.5"')
+        return None
+    return value
+
+
+def _meters(raw: Any, errors: list[str]) -> dict[str, Meter]:
+    if not isinstance(raw, Mapping):
+        errors.append("meters: expected a mapping of meter keys to definitions")
+        return {}
+    meters: dict[str, Meter] = {}
+    for key, body in raw.items():
+        path = f"meters.{key}"
+        if not isinstance(key, str) or not METER_KEY.match(key):
+            errors.append(f"{path}: meter keys are lowercase words, digits and _, e.g. ai_tokens")
+            continue
+        if not isinstance(body, Mapping):
+            errors.append(f"{path}: expected a mapping with event and aggregation")
+            continue
+        before = len(errors)
+        for name in body:
+            if name not in _METER_KEYS:
+                errors.append(
+                    f"{path}.{name}: unknown key (expected one of {', '.join(_METER_KEYS)})"
+                )
+        event = body.get("event")
+        if not isinstance(event, str) or not EVENT_TYPE.match(event):
+            errors.append(f"{path}.event: expected an event type, e.g. ai.tokens")
+        raw_aggregation = body.get("aggregation")
+        aggregation = None
+        if raw_aggregation not in {a.value for a in Aggregation}:
+            errors.append(f"{path}.aggregation: expected one of {_AGGREGATIONS}")
+        else:
+            aggregation = Aggregation(raw_aggregation)
+        prop = body.get("property")
+        if prop is not None and (not isinstance(prop, str) or not PROPERTY.match(prop)):
+            errors.append(f"{path}.property: expected a property name, e.g. tokens")
+        elif aggregation is not None and aggregation.needs_property and prop is None:
+            errors.append(f"{path}.property: {aggregation} needs the property it reads")
+        elif aggregation is Aggregation.COUNT and prop is not None:
+            errors.append(f"{path}.property: count reads no property; remove it")
+        filters = _meter_filters(body.get("filters", {}), f"{path}.filters", errors)
+        group_by = body.get("group_by", [])
+        if isinstance(group_by, str):
+            group_by = [group_by]
+        if (
+            not isinstance(group_by, list)
+            or len(group_by) > MAX_GROUP_BY
+            or not all(isinstance(g, str) and PROPERTY.match(g) for g in group_by)
+            or len(set(group_by)) != len(group_by)
+        ):
+            errors.append(f"{path}.group_by: expected up to {MAX_GROUP_BY} distinct property names")
+            group_by = []
+        description = body.get("description")
+        if description is not None and not isinstance(description, str):
+            errors.append(f"{path}.description: expected text")
+        subtract = body.get("subtract")
+        if subtract is not None:
+            if not isinstance(subtract, str) or not EVENT_TYPE.match(subtract) or subtract == event:
+                errors.append(f"{path}.subtract: expected another event type, e.g. space.deleted")
+            elif aggregation is not None and not aggregation.adds:
+                errors.append(f"{path}.subtract: only count and sum meters can subtract")
+        if len(errors) > before or aggregation is None or not isinstance(event, str):
+            continue
+        meters[key] = Meter(
+            key=key,
+            event_type=event,
+            aggregation=aggregation,
+            property=prop,
+            filters=filters,
+            group_by=tuple(group_by),
+            description=description,
+            subtract=subtract,
+        )
+    return meters
+
+
+def _meter_filters(raw: Any, path: str, errors: list[str]) -> dict[str, tuple[FilterValue, ...]]:
+    """`{model: {equals: gpt-4o}}` or `{model: {in: [gpt-4o, o3]}}`."""
+    if not isinstance(raw, Mapping):
+        errors.append(
+            f"{path}: expected a mapping of property names to {{equals: v}} or {{in: [..]}}"
+        )
+        return {}
+    filters: dict[str, tuple[FilterValue, ...]] = {}
+    for name, condition in raw.items():
+        where = f"{path}.{name}"
+        if not isinstance(name, str) or not PROPERTY.match(name):
+            errors.append(f"{where}: expected a property name")
+            continue
+        if not isinstance(condition, Mapping) or len(condition) != 1:
+            errors.append(f"{where}: expected exactly one of equals or in")
+            continue
+        ((operator, operand),) = condition.items()
+        if operator == "equals":
+            values = [operand]
+        elif operator == "in" and isinstance(operand, list) and operand:
+            values = operand
+        else:
+            errors.append(f"{where}: expected {{equals: value}} or {{in: [values]}}")
+            continue
+        if len(values) > MAX_FILTER_VALUES or not all(
+            isinstance(v, str | int | bool) for v in values
+        ):
+            errors.append(
+                f"{where}: values are text, integers or true/false (at most {MAX_FILTER_VALUES})"
+            )
+            continue
+        filters[name] = tuple(values)
+    return filters
+
+
+def _features(raw: Any, meters: Mapping[str, Meter], errors: list[str]) -> dict[str, Feature]:
     if not isinstance(raw, Mapping) or not raw:
         errors.append("features: expected a mapping of feature keys to definitions")
         return {}
@@ -128,13 +317,12 @@ def _features(raw: Any, errors: list[str]) -> dict[str, Feature]:
         if not isinstance(body, Mapping):
             errors.append(f"{path}: expected a mapping with a type")
             continue
-        for field in body:
-            if field not in _FEATURE_KEYS:
-                errors.append(f"{path}.{field}: unknown key (expected type or description)")
         raw_type = body.get("type")
-        if raw_type == "metered":
-            errors.append(f"{path}.type: metered features need metering, which is not enabled yet")
-            continue
+        extra = {FeatureType.METERED.value: _QUOTA_KEYS, FeatureType.LIMIT.value: ("meter",)}
+        allowed = _FEATURE_KEYS + extra.get(str(raw_type), ())
+        for field in body:
+            if field not in allowed:
+                errors.append(f"{path}.{field}: unknown key (expected one of {', '.join(allowed)})")
         if raw_type not in {t.value for t in FeatureType}:
             errors.append(f"{path}.type: expected one of {_TYPES}")
             continue
@@ -142,8 +330,51 @@ def _features(raw: Any, errors: list[str]) -> dict[str, Feature]:
         if description is not None and not isinstance(description, str):
             errors.append(f"{path}.description: expected text")
             description = None
-        features[key] = Feature(key=key, type=FeatureType(raw_type), description=description)
+        config: dict[str, Any] = {}
+        if raw_type == FeatureType.LIMIT and "meter" in body:
+            gauge = meters.get(body["meter"]) if isinstance(body["meter"], str) else None
+            if gauge is None or not gauge.aggregation.adds:
+                errors.append(f"{path}.meter: expected a count or sum meter declared under meters")
+                continue
+            config = {"meter": gauge.key}
+        if raw_type == FeatureType.METERED:
+            policy = _quota_policy(body, path, meters, errors)
+            if policy is None:
+                continue
+            config = policy.as_json()
+        features[key] = Feature(
+            key=key, type=FeatureType(raw_type), description=description, config=config
+        )
     return features
+
+
+def _quota_policy(
+    body: Mapping[str, Any], path: str, meters: Mapping[str, Meter], errors: list[str]
+) -> QuotaPolicy | None:
+    before = len(errors)
+    meter_key = body.get("meter")
+    meter = meters.get(meter_key) if isinstance(meter_key, str) else None
+    if meter is None:
+        errors.append(f"{path}.meter: expected a meter declared under meters")
+    elif meter.aggregation not in (Aggregation.SUM, Aggregation.COUNT) or meter.subtract:
+        errors.append(f"{path}.meter: a quota draws on a sum or count meter that never subtracts")
+    choices: dict[str, Any] = {}
+    for name, kind, default in (
+        ("reset", Reset, Reset.MONTH),
+        ("anchor", Anchor, Anchor.CALENDAR),
+        ("limit", LimitKind, LimitKind.HARD),
+        ("enforcement", Enforcement, None),
+    ):
+        raw = body.get(name, default)
+        if raw is not None and raw not in {item.value for item in kind}:
+            errors.append(f"{path}.{name}: expected one of {', '.join(i.value for i in kind)}")
+        choices[name] = kind(raw) if raw is not None and raw in {i.value for i in kind} else default
+    overage = body.get("overage", False)
+    if not isinstance(overage, bool):
+        errors.append(f"{path}.overage: expected true or false")
+    if len(errors) > before or meter is None:
+        return None
+    return QuotaPolicy(meter=meter.key, overage=overage, **choices)
 
 
 def _plans(

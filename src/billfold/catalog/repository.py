@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.catalog.tables import features, plan_versions, plans
+from billfold.catalog.tables import catalog_settings, features, meters, plan_versions, plans
 from billfold.kit.db import Record
+from billfold.kit.sql import dialect_insert
 
 
 async def all_features(session: AsyncSession, tenant_id: str) -> list[Record]:
@@ -56,3 +57,43 @@ async def update_plan(session: AsyncSession, plan_id: str, **values: Any) -> Non
 
 async def insert_version(session: AsyncSession, **values: Any) -> None:
     await session.execute(insert(plan_versions).values(**values))
+
+
+async def all_meters(session: AsyncSession, tenant_id: str) -> list[Record]:
+    statement = select(meters).where(meters.c.tenant_id == tenant_id).order_by(meters.c.key)
+    return list((await session.execute(statement)).all())
+
+
+async def insert_meter(session: AsyncSession, **values: Any) -> None:
+    await session.execute(insert(meters).values(**values))
+
+
+async def update_meter(
+    session: AsyncSession, tenant_id: str, key: str, now: datetime, **values: Any
+) -> None:
+    await session.execute(
+        update(meters)
+        .where(meters.c.tenant_id == tenant_id, meters.c.key == key)
+        .values(updated_at=now, **values)
+    )
+
+
+async def settings_documents(session: AsyncSession, tenant_id: str) -> dict[str, Any]:
+    statement = select(catalog_settings.c.name, catalog_settings.c.document).where(
+        catalog_settings.c.tenant_id == tenant_id
+    )
+    return {row.name: row.document for row in await session.execute(statement)}
+
+
+async def put_settings_document(
+    session: AsyncSession, tenant_id: str, name: str, document: Any, now: datetime
+) -> None:
+    statement = dialect_insert(session, catalog_settings).values(
+        tenant_id=tenant_id, name=name, document=document, updated_at=now
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "name"],
+            set_={"document": document, "updated_at": now},
+        )
+    )

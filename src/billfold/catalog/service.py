@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,11 +89,19 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
             changes.append(Change("restore", "feature", key, (f"type {feature.type}",)))
         elif current is None:
             changes.append(Change("add", "feature", key, (f"type {feature.type}",)))
-        elif current.description != feature.description:
-            changes.append(Change("change", "feature", key, ("description changed",)))
+        else:
+            changed = list(_field_changes(current.config, feature.config))
+            if current.description != feature.description:
+                changed.append("description changed")
+            if changed:
+                changes.append(Change("change", "feature", key, tuple(changed)))
     for key in catalog.features:
         if key not in spec.features:
             changes.append(Change("archive", "feature", key))
+    changes.extend(_meter_changes(catalog, spec))
+    ai_changes = _field_changes(catalog.ai.as_json(), spec.ai.as_json())
+    if ai_changes:
+        changes.append(Change("change", "settings", "ai", ai_changes))
     if errors:
         raise PlansFileError(errors)
 
@@ -129,6 +138,59 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
     return Diff(changes)
 
 
+def _meter_changes(catalog: Catalog, spec: CatalogSpec) -> list[Change]:
+    changes: list[Change] = []
+    for key, meter in spec.meters.items():
+        current = catalog.meters.get(key)
+        if current is None:
+            summary = f"{meter.aggregation} of {meter.event_type}"
+            if meter.property:
+                summary = f"{meter.aggregation}({meter.property}) of {meter.event_type}"
+            changes.append(Change("add", "meter", key, (summary,)))
+            continue
+        details = _field_changes(current.as_json(), meter.as_json())
+        if details:
+            changes.append(Change("change", "meter", key, details))
+    for key in catalog.meters:
+        if key not in spec.meters:
+            changes.append(Change("archive", "meter", key))
+    return changes
+
+
+async def _apply_meters(
+    session: AsyncSession, ctx: Context, catalog: Catalog, spec: CatalogSpec
+) -> None:
+    now = ctx.now
+    stored_keys = {row.key for row in await repository.all_meters(session, ctx.tenant_id)}
+    for key, meter in spec.meters.items():
+        if key in stored_keys:
+            await repository.update_meter(
+                session, ctx.tenant_id, key, now, definition=meter.as_json(), archived_at=None
+            )
+        else:
+            await repository.insert_meter(
+                session,
+                id=new_id("mtr"),
+                tenant_id=ctx.tenant_id,
+                key=key,
+                definition=meter.as_json(),
+                created_at=now,
+                updated_at=now,
+            )
+    for key in catalog.meters:
+        if key not in spec.meters:
+            await repository.update_meter(session, ctx.tenant_id, key, now, archived_at=now)
+
+
+def _field_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, ...]:
+    """`name: old -> new` for every field that differs, including fields one side lacks."""
+    return tuple(
+        f"{name}: {json.dumps(before.get(name))} -> {json.dumps(after.get(name))}"
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    )
+
+
 def _show(value: object) -> str:
     if value is None:
         return "(unset)"
@@ -151,7 +213,13 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
     for key, feature in spec.features.items():
         if key in catalog.features or key in archived:
             await repository.update_feature(
-                session, ctx.tenant_id, key, now, description=feature.description, archived_at=None
+                session,
+                ctx.tenant_id,
+                key,
+                now,
+                description=feature.description,
+                config=feature.config,
+                archived_at=None,
             )
         else:
             await repository.insert_feature(
@@ -161,13 +229,16 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
                 key=key,
                 type=feature.type.value,
                 description=feature.description,
-                config={},
+                config=feature.config,
                 created_at=now,
                 updated_at=now,
             )
     for key in catalog.features:
         if key not in spec.features:
             await repository.update_feature(session, ctx.tenant_id, key, now, archived_at=now)
+    await _apply_meters(session, ctx, catalog, spec)
+    if catalog.ai != spec.ai:
+        await repository.put_settings_document(session, ctx.tenant_id, "ai", spec.ai.as_json(), now)
 
     for key, plan in spec.plans.items():
         stored_plan = catalog.plans.get(key)

@@ -54,3 +54,29 @@ plan_versions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("plan_id", "version"),
 )
+
+# Meters as declared in the plans file. A meter reads raw usage events at query time, so
+# its definition may change; the change is in the diff and the event log.
+meters = Table(
+    "meters",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("key", String(100), nullable=False),
+    Column("definition", JSONDocument, nullable=False),
+    Column("archived_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "key"),
+)
+
+# Sections of the plans file that are one document per tenant, such as `ai` (the model
+# price table), by section name.
+catalog_settings = Table(
+    "catalog_settings",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("name", String(40), primary_key=True),
+    Column("document", JSONDocument, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime
+from pydantic_core import to_json
 
+from billfold.catalog.catalog import Catalog
 from billfold.catalog.model import FeatureType
 from billfold.customers import service as customers
-from billfold.deps import AdminCall, CheckCall, ReadCall, idempotent
+from billfold.deps import AdminCall, Call, CheckCall, ReadCall, idempotent, short_path
 from billfold.entitlements import repository, rules, service
 from billfold.entitlements.schemas import (
     CheckIn,
@@ -23,17 +27,22 @@ from billfold.entitlements.schemas import (
     PluginOut,
     RevokeIn,
     SourceOut,
+    UsageOut,
 )
-from billfold.entitlements.service import FeatureNotFound, GrantNotFound, Window
+from billfold.entitlements.service import CheckResult, FeatureNotFound, GrantNotFound, Window
 from billfold.kit.errors import FieldError, InvalidInput
 from billfold.kit.http import json_body_schema, json_response, read_json
 from billfold.kit.ids import ID_PATTERN
+from billfold.metering import quotas
+from billfold.metering import service as metering
+from billfold.metering.quota import BEGINNING, NEVER, Enforcement, Standing
 
 router = APIRouter(tags=["entitlements"])
 
 ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
 GrantId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
 PLUGIN_FEATURE = "plugins"
+JSON = "application/json"
 
 
 @router.get("/v1/customers/{external_id}/entitlements")
@@ -52,33 +61,107 @@ async def customer_entitlements(
         at or call.ctx.now,
         snapshots=call.snapshots if at is None else None,
     )
+    out = {k: EntitlementOut.of(v) for k, v in resolved.entitlements.items()}
+    if at is None:  # quota usage is known for the present only
+        catalog = await call.catalog()
+        settings = call.services.settings
+        for key, entitlement in resolved.entitlements.items():
+            if entitlement.feature.type is FeatureType.METERED:
+                quota = quotas.quota_of(catalog, key)
+                here = await quotas.position(
+                    call.session, catalog, call.ctx.tenant_id, external_id, quota, call.ctx.now
+                )
+                mode = quotas.effective_enforcement(
+                    quota.policy, settings.enforcement, settings.mode == "platform"
+                )
+                out[key].usage = usage_out(here.standing, mode)
     return EntitlementsOut(
-        customer=external_id,
-        known=resolved.known,
-        at=resolved.moment,
-        entitlements={k: EntitlementOut.of(v) for k, v in resolved.entitlements.items()},
+        customer=external_id, known=resolved.known, at=resolved.moment, entitlements=out
+    )
+
+
+def usage_out(standing: Standing, mode: Enforcement) -> UsageOut:
+    return UsageOut(
+        used=quotas.show(standing.used),
+        remaining=quotas.show(standing.remaining),
+        limit=quotas.show(standing.limit),
+        overage=quotas.show(standing.overage),
+        resets_at=standing.resets_at,
+        enforcement=mode.value,
     )
 
 
 @router.post(
     "/v1/entitlements/check", response_model=CheckOut, openapi_extra=json_body_schema(CheckIn)
 )
+@short_path
 async def check(request: Request, call: CheckCall) -> Response:
     """`hasEntitlement(userId, key)`. A denial is a normal answer: `allowed: false`."""
     body = await read_json(request, CheckIn)
     customers.check_external_id(body.customer, pointer="#/customer")
-    result = await service.check(
-        call.unit,
-        await call.catalog(),
+    catalog = await call.catalog()
+    definition = catalog.features.get(body.feature)
+    if definition is not None and definition.type is FeatureType.METERED:
+        result = await _check_quota(call, body)
+    else:
+        current = body.current
+        if current is None and definition is not None and definition.config.get("meter"):
+            current = await _gauge(call, catalog, body.customer, definition.config["meter"])
+        result = await service.check(
+            call.unit,
+            catalog,
+            call.ctx.tenant_id,
+            body.customer,
+            body.feature,
+            requested=body.requested,
+            current=current,
+            moment=call.ctx.now,
+            snapshots=call.snapshots,
+        )
+    return Response(to_json(CheckOut.payload(body.customer, result)), media_type=JSON)
+
+
+async def _gauge(call: Call, catalog: Catalog, customer: str, meter: str) -> int:
+    """A limit's current count from its meter (for example spaces created minus spaces
+    deleted), so the product keeps no counter of its own."""
+    report = await metering.usage(
+        call.unit.session, catalog, call.ctx.tenant_id, customer, meter, BEGINNING, NEVER
+    )
+    value = report.buckets[0].value if report.buckets else Decimal(0)
+    return max(math.ceil(value), 0)
+
+
+async def _check_quota(call: Call, body: CheckIn) -> CheckResult:
+    """May the customer use `requested` (default 1) more of a metered feature now?
+    Records nothing: `POST /v1/entitlements/consume` checks and records in one step."""
+    if body.current is not None or isinstance(body.requested, str):
+        raise InvalidInput(
+            "a metered feature takes `requested`: the amount to use; Billfold counts the rest",
+            errors=[FieldError("not used by a metered feature", pointer="#/current")],
+        )
+    catalog = await call.catalog()
+    quota = quotas.quota_of(catalog, body.feature)
+    here = await quotas.position(
+        call.unit.session,
+        catalog,
         call.ctx.tenant_id,
         body.customer,
-        body.feature,
-        requested=body.requested,
-        current=body.current,
-        moment=call.ctx.now,
+        quota,
+        call.ctx.now,
         snapshots=call.snapshots,
     )
-    return json_response(CheckOut.of(body.customer, result))
+    amount = Decimal(body.requested or 1)
+    remaining = here.standing.remaining
+    allowed = remaining is None or remaining >= amount
+    return CheckResult(
+        body.feature,
+        FeatureType.METERED,
+        allowed,
+        here.entitlement.value,
+        quotas.show(remaining),
+        "within_quota" if allowed else "quota_exhausted",
+        here.entitlement.source,
+    )
 
 
 @router.get("/v1/customers/{external_id}/plugins/{name}", response_model=PluginOut)

@@ -9,6 +9,8 @@ The rules (also in docs/entitlements.md):
 - boolean: true if any live grant says true (OR).
 - limit: the largest value of any live grant; `unlimited` beats every number.
 - pattern: the union of every live grant's glob patterns.
+- metered: the allowance per reset period is the largest value of any live plan grant;
+  feature grants are top-ups, drawn on by `billfold.metering.quota`.
 - A feature no live grant mentions has its zero value: false, 0 or no patterns.
 - The `source` of a value is the grant that decides it: for booleans and patterns the
   first grant that allows, for limits the grant holding the largest value. Ties go to the
@@ -173,9 +175,11 @@ def _combine(feature: Feature, items: list[Contribution]) -> Entitlement:
     if feature.type is FeatureType.BOOLEAN:
         source = next((item for item in items if item.value is True), None)
         return Entitlement(feature, source is not None, tuple(items), source)
-    if feature.type is FeatureType.LIMIT:
+    if feature.type.counts:
         best: Contribution | None = None
         for item in items:
+            if feature.type is FeatureType.METERED and item.plan is None:
+                continue  # a feature grant is a top-up bucket, not the allowance
             if best is None or limit_above(item.value, best.value):  # type: ignore[arg-type]
                 best = item
         value = best.value if best is not None else 0

@@ -36,11 +36,23 @@ class SourceOut(Out):
         )
 
 
+class UsageOut(Out):
+    """A metered feature's standing in the current reset period (decimal strings)."""
+
+    used: str
+    remaining: str  # or "unlimited"
+    limit: str  # every live bucket together, or "unlimited"
+    overage: str
+    resets_at: datetime | None  # None: the quota never resets
+    enforcement: str
+
+
 class EntitlementOut(Out):
     type: str
-    value: FeatureValueOut
+    value: FeatureValueOut  # for a metered feature: the plan allowance per period
     source: SourceOut | None
     grants: list[SourceOut]
+    usage: UsageOut | None = None  # metered features, when resolved for now
 
     @classmethod
     def of(cls, entitlement: Entitlement) -> EntitlementOut:
@@ -79,17 +91,31 @@ class CheckOut(Out):
     reason: str
     source: SourceOut | None
 
-    @classmethod
-    def of(cls, customer: str, result: CheckResult) -> CheckOut:
-        return cls.model_construct(
-            customer=customer,
-            feature=result.feature,
-            allowed=result.allowed,
-            value=to_json(result.value),
-            remaining=None if result.remaining is None else to_json(result.remaining),
-            reason=result.reason,
-            source=SourceOut.of(result.source) if result.source else None,
-        )
+    @staticmethod
+    def payload(customer: str, result: CheckResult) -> dict[str, Any]:
+        """The answer as plain data, the check API's hot path: building the model costs
+        more than the check. Tests validate these answers against this model."""
+        source, remaining = result.source, result.remaining
+        return {
+            "customer": customer,
+            "feature": result.feature,
+            "allowed": result.allowed,
+            "value": to_json(result.value),
+            "remaining": remaining
+            if remaining is None or isinstance(remaining, str)
+            else to_json(remaining),
+            "reason": result.reason,
+            "source": None
+            if source is None
+            else {
+                "grant_id": source.grant_id,
+                "source": source.source,
+                "plan": source.plan,
+                "plan_version": source.plan_version,
+                "value": to_json(source.value),
+                "ends_at": source.ends_at,
+            },
+        }
 
 
 class PluginOut(Out):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +30,7 @@ from billfold.kit.context import Context
 from billfold.kit.db import Record, UnitOfWork
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
 from billfold.kit.ids import new_id
-from billfold.kit.invariants import invariant
+from billfold.kit.invariants import InvariantViolation, invariant
 
 
 class FeatureNotFound(NotFound):
@@ -65,13 +66,12 @@ class CustomerEntitlements:
     entitlements: dict[str, Entitlement]
 
 
-@dataclass(frozen=True)
-class CheckResult:
+class CheckResult(NamedTuple):  # a tuple: built on every check, cheaper than a dataclass
     feature: str
     type: FeatureType
     allowed: bool
     value: FeatureValue
-    remaining: LimitValue | None
+    remaining: LimitValue | str | None  # a metered quota's is an exact decimal string
     reason: str
     source: Contribution | None
 
@@ -94,16 +94,34 @@ async def entitlements_of(
     Pass `snapshots` only when `moment` is the present: a snapshot leaves out grants that
     have already ended. Given a unit of work, a cached answer opens no session."""
     snapshot = await _snapshot(session, catalog, tenant_id, external_id, moment, snapshots)
-    if snapshot.customer_id is None and catalog.default_version is None:
-        raise CustomerNotFound(
-            f"no customer {external_id!r}, and the catalog has no default plan for unknown ones"
-        )
     return CustomerEntitlements(
         external_id=external_id,
         known=snapshot.customer_id is not None,
         moment=moment,
         entitlements=rules.resolve(catalog, snapshot.grants, moment, keys),
     )
+
+
+async def snapshots_of(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    external_ids: Sequence[str],
+    moment: datetime,
+) -> dict[str, Snapshot]:
+    """Many customers' grants that have not ended by `moment`, from the database, in a
+    round trip per thousand. Resolve features from each with `Snapshot.entitlement` at
+    `moment` or later. Unknown customers get an empty snapshot (the default plan)."""
+    found = await repository.customers_with_current_grants(session, tenant_id, external_ids, moment)
+    snapshots = {}
+    for external_id in external_ids:
+        customer_id, rows = found.get(external_id, (None, []))
+        snapshots[external_id] = Snapshot(
+            customer_id=customer_id,
+            catalog_revision=catalog.revision,
+            grants=tuple(grant_from_row(catalog, row) for row in rows),
+        )
+    return snapshots
 
 
 async def _snapshot(
@@ -117,7 +135,7 @@ async def _snapshot(
     if snapshots is not None:
         cached = snapshots.get(tenant_id, external_id, catalog.revision)
         if cached is not None:
-            return cached
+            return _known_or_default(cached, catalog, external_id)
         stamp = snapshots.stamp(tenant_id, external_id)
     if isinstance(session, UnitOfWork):
         session = session.session
@@ -131,6 +149,14 @@ async def _snapshot(
     )
     if snapshots is not None:
         snapshots.store(tenant_id, external_id, snapshot, stamp)
+    return _known_or_default(snapshot, catalog, external_id)
+
+
+def _known_or_default(snapshot: Snapshot, catalog: Catalog, external_id: str) -> Snapshot:
+    if snapshot.customer_id is None and catalog.default_version is None:
+        raise CustomerNotFound(
+            f"no customer {external_id!r}, and the catalog has no default plan for unknown ones"
+        )
     return snapshot
 
 
@@ -154,11 +180,24 @@ async def check(
             errors=[FieldError("not a feature of the catalog", pointer="#/feature")],
         )
     _check_arguments(feature.type, requested, current)
-    resolved = await entitlements_of(
-        session, catalog, tenant_id, external_id, moment, snapshots=snapshots, keys=[feature_key]
+    entitlement = await entitlement_of(
+        session, catalog, tenant_id, external_id, feature_key, moment, snapshots
     )
-    entitlement = resolved.entitlements[feature_key]
     return decide(entitlement, requested=requested, current=current)
+
+
+async def entitlement_of(
+    session: AsyncSession | UnitOfWork,
+    catalog: Catalog,
+    tenant_id: str,
+    external_id: str,
+    feature_key: str,
+    moment: datetime,
+    snapshots: SnapshotCache | None = None,
+) -> Entitlement:
+    """One feature of one customer, resolved at `moment` (a feature of the catalog)."""
+    snapshot = await _snapshot(session, catalog, tenant_id, external_id, moment, snapshots)
+    return snapshot.entitlement(catalog, feature_key, moment)
 
 
 def decide(
@@ -173,16 +212,15 @@ def decide(
             feature.key, feature.type, allowed, value, None, reason, entitlement.source
         )
     if feature.type is FeatureType.LIMIT:
-        invariant(isinstance(value, int | Unlimited) and current is not None, "limit check")
-        assert isinstance(value, int | Unlimited)  # for the type checker
-        assert current is not None
+        if not isinstance(value, int | Unlimited) or current is None:
+            raise InvariantViolation("a limit check needs a limit and `current`")
         amount = requested if isinstance(requested, int) else 1
-        left = rules.remaining(value, current)
         if isinstance(value, Unlimited):
             allowed, reason = True, "unlimited"
         else:
             allowed = current + amount <= value
             reason = "within_limit" if allowed else "limit_reached"
+        left = rules.remaining(value, current)
         return CheckResult(
             feature.key, feature.type, allowed, value, left, reason, entitlement.source
         )

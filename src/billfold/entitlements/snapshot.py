@@ -9,10 +9,17 @@ evicts it (see `billfold.kit.changes`).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from billfold.entitlements.rules import Grant
+from billfold.catalog.catalog import Catalog
+from billfold.entitlements import rules
+from billfold.entitlements.rules import Entitlement, Grant
 from billfold.kit.changes import Generations
+from billfold.kit.invariants import invariant
+
+_BEFORE = datetime.min.replace(tzinfo=UTC)
+_AFTER = datetime.max.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -20,6 +27,30 @@ class Snapshot:
     customer_id: str | None  # None: the customer does not exist (yet)
     catalog_revision: int
     grants: tuple[Grant, ...]
+    # Features resolved so far, each with the span [from, until) over which the set of
+    # live grants, and so the answer, stays the same.
+    _resolved: dict[str, tuple[datetime, datetime, Entitlement]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def entitlement(self, catalog: Catalog, key: str, moment: datetime) -> Entitlement:
+        """One feature resolved at `moment`, computed once per span between grant edges."""
+        invariant(catalog.revision == self.catalog_revision, "snapshot of another catalog")
+        held = self._resolved.get(key)
+        if held is not None and held[0] <= moment < held[1]:
+            return held[2]
+        entitlement = rules.resolve(catalog, self.grants, moment, [key])[key]
+        since, until = _BEFORE, _AFTER
+        for grant in self.grants:  # a grant is live over [starts_at, effective_end)
+            for edge in (grant.starts_at, grant.effective_end):
+                if edge is None:
+                    continue
+                if edge <= moment:
+                    since = max(since, edge)
+                else:
+                    until = min(until, edge)
+        self._resolved[key] = (since, until, entitlement)
+        return entitlement
 
 
 class SnapshotCache:

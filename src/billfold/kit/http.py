@@ -8,6 +8,7 @@ framework's own 404, 405 and 422. A refusal is never a 500; an unexpected failur
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -35,6 +36,7 @@ CORRELATION_HEADER = "x-correlation-id"
 # Where a read-only request leaves its unit of work for the guard to close (see deps).
 UNIT_STATE_KEY = "billfold_unit"
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_CORRELATION_KEY = CORRELATION_HEADER.encode()
 
 
 class Metrics:
@@ -64,6 +66,12 @@ class Metrics:
         # Label lookups cost more than the increments; keep the children at hand.
         self._request_children: dict[tuple[str, str, str], Any] = {}
         self._latency_children: dict[str, Any] = {}
+        self.quota_overage = Counter(
+            "billfold_quota_overage",
+            "Usage beyond every quota bucket, in the meter's units, by feature and enforcement",
+            ["feature", "enforcement"],
+            registry=self.registry,
+        )
         self.failures = Counter(
             "billfold_unhandled_errors",
             "Requests that failed with an unexpected error (HTTP 500)",
@@ -90,7 +98,7 @@ async def read_json(request: Request, model: type[M]) -> M:
     several times more. Errors become the same problems as FastAPI's: `malformed_json`, or
     `invalid_input` with a pointer per field. Pair it with `json_body_schema` for OpenAPI.
     """
-    raw = await request.body()
+    raw = await body_of(request)
     if not raw:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
@@ -101,6 +109,27 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise RequestValidationError(
             [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
         ) from None
+
+
+async def body_of(request: Request) -> bytes:
+    """The whole request body, like `request.body()` without its async generator.
+
+    Starlette streams a body through an async generator, which asyncio registers and
+    finalises per request; on the check path that cost more than the JSON parsing."""
+    cached: bytes | None = getattr(request, "_body", None)
+    if cached is not None:  # already read, e.g. to fingerprint an Idempotency-Key
+        return cached
+    chunks: list[bytes] = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body  # where Starlette's own `request.body()` keeps it
+    return body
 
 
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -121,6 +150,19 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
     and encode it again. Routes that use this still declare `response_model` for OpenAPI.
     """
     return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
+async def answer_exception(request: Request, exc: Exception) -> Response:
+    """Answer `exc` with the handler the app registered for its nearest class, as
+    Starlette's exception middleware would. Call it inside the `except` block, so that
+    the catch-all handler logs the traceback."""
+    handlers = request.app.exception_handlers
+    for cls in type(exc).__mro__:
+        handler = handlers.get(cls)
+        if handler is not None:
+            response: Response = await handler(request, exc)
+            return response
+    raise exc
 
 
 def correlation_id(request: Request) -> str:
@@ -281,12 +323,28 @@ def install(app: FastAPI, metrics: Metrics) -> None:
 
 
 class RequestGuard:
-    """Pure ASGI middleware: correlation ids, the body size limit, and request metrics."""
+    """Pure ASGI middleware: correlation ids, the body size limit, and request metrics.
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+    `short_paths` maps `(method, path)` to an ASGI app that answers that exact route
+    itself, past FastAPI's routing, exception middleware and dependency solving (see
+    `deps.short_paths`). The app fills the mapping once its routes are declared.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics,
+        short_paths: Mapping[tuple[str, str], ASGIApp] | None = None,
+        large_bodies: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # (method, path) -> a larger body limit, for the routes that take batches
+        self.large_bodies = large_bodies or {}
         self.metrics = metrics
+        self.short_paths = short_paths if short_paths is not None else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -294,24 +352,27 @@ class RequestGuard:
             return
         started_s = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        supplied = headers.get(CORRELATION_HEADER.encode(), b"").decode("latin-1")
-        correlation = supplied if _CORRELATION.match(supplied) else uuid.uuid4().hex
+        supplied = headers.get(_CORRELATION_KEY, b"").decode("latin-1")
+        correlation = supplied if _CORRELATION.match(supplied) else os.urandom(16).hex()
         scope.setdefault("state", {})["correlation_id"] = correlation
         status_holder = {"status": 500}
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"].append((CORRELATION_HEADER.encode(), correlation.encode()))
+                headers = message.setdefault("headers", [])
+                if not any(name == _CORRELATION_KEY for name, _ in headers):
+                    headers.append((_CORRELATION_KEY, correlation.encode()))
             await send(message)
 
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await self._too_large(scope, send_with_headers)
+        limit = self.large_bodies.get((scope["method"], scope["path"]), self.max_body_bytes)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(scope, send_with_headers, limit)
         else:
+            app = self.short_paths.get((scope["method"], scope["path"]), self.app)
             try:
-                await self.app(scope, self._limited(receive), send_with_headers)
+                await app(scope, self._limited(receive, limit), send_with_headers)
             finally:  # an unhandled error propagates from here; count its 500 too
                 unit = scope["state"].get(UNIT_STATE_KEY)
                 if unit is not None:  # a read-only request's unit of work, if it had one
@@ -324,7 +385,7 @@ class RequestGuard:
         route = getattr(scope.get("route"), "path", "unmatched")
         self.metrics.observe(scope["method"], route, status, time.perf_counter() - started_s)
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0
 
         async def limited() -> Message:
@@ -332,23 +393,25 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body_bytes:
+                if seen > limit:
                     # FastAPI turns any other exception raised while it reads a body into
                     # a 400; it lets HTTPException through, and `_http` maps it below.
                     raise StarletteHTTPException(
-                        413, detail=f"the body is larger than {self.max_body_bytes} bytes"
+                        413, detail=f"the body is larger than {limit} bytes"
                     )
             return message
 
         return limited
 
-    async def _too_large(self, scope: Scope, send: Callable[[Message], Awaitable[None]]) -> None:
+    async def _too_large(
+        self, scope: Scope, send: Callable[[Message], Awaitable[None]], limit: int
+    ) -> None:
         response = problem(
             None,
             status=413,
             code="payload_too_large",
             title=PayloadTooLarge.title,
-            detail=f"the body is larger than {self.max_body_bytes} bytes",
+            detail=f"the body is larger than {limit} bytes",
         )
         self.metrics.problems.labels(code="payload_too_large", status="413").inc()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold.audit import repository as audit_repository
 from billfold.audit import service as audit
 from billfold.kit import changes
-from billfold.kit.context import Context
+from billfold.kit.context import Actor, Context
 from billfold.kit.db import Record
 from billfold.kit.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from billfold.kit.ids import ID_PATTERN, new_id
@@ -63,6 +64,10 @@ class Principal:
     tenant_id: str
     scope: Scope
     catalog_revision: int
+
+    @functools.cached_property
+    def actor(self) -> Actor:
+        return Actor(kind="api_key", id=self.key_id, scope=self.scope.value)
 
 
 async def create_tenant(session: AsyncSession, slug: str, name: str, now: datetime) -> Tenant:

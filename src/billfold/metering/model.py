@@ -1,0 +1,201 @@
+"""Meters: how usage events become numbers. Pure definitions and aggregation, no I/O.
+
+A meter names one event type, an aggregation, the property it reads (for every
+aggregation but `count`), equality filters on properties, and the properties it groups by.
+Values are exact: numbers are read from the stored JSON text as `Decimal`, never as float.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Final
+
+METER_KEY = re.compile(r"^[a-z][a-z0-9_]{0,99}$")
+PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+EVENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}$")
+MAX_FILTER_VALUES: Final = 100
+MAX_GROUP_BY: Final = 5
+
+FilterValue = str | int | bool
+
+
+class Aggregation(StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    MAX = "max"
+    UNIQUE_COUNT = "unique_count"
+    LATEST = "latest"
+
+    @property
+    def adds(self) -> bool:
+        """Its events add up, so some may subtract: count and sum."""
+        return self in (Aggregation.COUNT, Aggregation.SUM)
+
+    @property
+    def needs_property(self) -> bool:
+        return self is not Aggregation.COUNT
+
+
+@dataclass(frozen=True)
+class Meter:
+    key: str
+    event_type: str
+    aggregation: Aggregation
+    property: str | None = None
+    # property -> the values it may hold (one value: equals; several: in)
+    filters: Mapping[str, tuple[FilterValue, ...]] = field(default_factory=dict)
+    group_by: tuple[str, ...] = ()
+    description: str | None = None
+    # Events of this type count negatively (count: -1, sum: -value): a gauge, such as
+    # spaces created minus spaces deleted.
+    subtract: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The definition as stored and as answered."""
+        return {
+            "event": self.event_type,
+            "aggregation": self.aggregation.value,
+            "property": self.property,
+            "filters": {key: list(values) for key, values in sorted(self.filters.items())},
+            "group_by": list(self.group_by),
+            "description": self.description,
+            "subtract": self.subtract,
+        }
+
+    @classmethod
+    def from_json(cls, key: str, raw: Mapping[str, Any]) -> Meter:
+        return cls(
+            key=key,
+            event_type=raw["event"],
+            aggregation=Aggregation(raw["aggregation"]),
+            property=raw.get("property"),
+            filters={k: tuple(v) for k, v in (raw.get("filters") or {}).items()},
+            group_by=tuple(raw.get("group_by") or ()),
+            description=raw.get("description"),
+            subtract=raw.get("subtract"),
+        )
+
+    def properties_read(self) -> tuple[str, ...]:
+        """Every property the meter looks at, each once, in a fixed order."""
+        names = [*self.filters, *self.group_by]
+        if self.property is not None:
+            names.append(self.property)
+        return tuple(dict.fromkeys(names))
+
+
+class NotANumber(ValueError):
+    """A `sum` or `max` meter met a value that is not a number."""
+
+
+def exact(value: Any) -> Any:
+    """A Decimal as an exact JSON string ("1500", "0.25"); other values unchanged."""
+    if isinstance(value, Decimal):
+        return f"{value.normalize():f}"
+    return value
+
+
+def json_value(text: str | None) -> Any:
+    """One property as stored (JSON text, or None when absent), numbers as Decimal."""
+    if text is None:
+        return None
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+def _same(value: Any, allowed: tuple[FilterValue, ...]) -> bool:
+    for candidate in allowed:
+        if isinstance(candidate, bool) or isinstance(value, bool):
+            if value is candidate:
+                return True
+        elif isinstance(candidate, int):
+            if isinstance(value, Decimal) and value == candidate:
+                return True
+        elif value == candidate:
+            return True
+    return False
+
+
+@dataclass
+class Accumulator:
+    """One bucket's running aggregate."""
+
+    aggregation: Aggregation
+    count: int = 0  # events seen
+    net: int = 0  # events seen, less those that subtract
+    total: Decimal = Decimal(0)
+    top: Decimal | None = None
+    seen: set[str] = field(default_factory=set)
+    latest_at: datetime | None = None
+    latest: Any = None
+
+    def add(self, occurred_at: datetime, value: Any, negative: bool = False) -> None:
+        self.count += 1
+        self.net += -1 if negative else 1
+        kind = self.aggregation
+        if kind is Aggregation.COUNT:
+            return
+        if value is None:
+            return  # an event without the property adds nothing but its count
+        if kind is Aggregation.UNIQUE_COUNT:
+            self.seen.add(json.dumps(value, default=str, sort_keys=True))
+        elif kind is Aggregation.LATEST:
+            if self.latest_at is None or occurred_at >= self.latest_at:
+                self.latest_at, self.latest = occurred_at, value
+        else:
+            if not isinstance(value, Decimal):
+                raise NotANumber(f"expected a number, found {value!r}")
+            if kind is Aggregation.SUM:
+                self.total += -value if negative else value
+            elif self.top is None or value > self.top:
+                self.top = value
+
+    def result(self) -> Any:
+        kind = self.aggregation
+        if kind is Aggregation.COUNT:
+            return Decimal(self.net)
+        if kind is Aggregation.SUM:
+            return self.total
+        if kind is Aggregation.MAX:
+            return self.top
+        if kind is Aggregation.UNIQUE_COUNT:
+            return Decimal(len(self.seen))
+        return self.latest
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored event as a meter sees it: its instant and the properties it reads."""
+
+    occurred_at: datetime
+    properties: Mapping[str, Any]
+    negative: bool = False  # an event of the meter's `subtract` type
+
+
+def matches(meter: Meter, row: Row) -> bool:
+    return all(_same(row.properties.get(name), allowed) for name, allowed in meter.filters.items())
+
+
+def group_of(meter: Meter, row: Row) -> tuple[Any, ...]:
+    return tuple(row.properties.get(name) for name in meter.group_by)
+
+
+def aggregate(
+    meter: Meter, rows: Iterable[Row], bucket_of: Any
+) -> dict[tuple[Any, tuple[Any, ...]], Accumulator]:
+    """Aggregate `rows` per (bucket, group); `bucket_of(instant)` names each row's bucket."""
+    buckets: dict[tuple[Any, tuple[Any, ...]], Accumulator] = {}
+    for row in rows:
+        if not matches(meter, row):
+            continue
+        key = (bucket_of(row.occurred_at), group_of(meter, row))
+        accumulator = buckets.get(key)
+        if accumulator is None:
+            accumulator = buckets[key] = Accumulator(meter.aggregation)
+        value = row.properties.get(meter.property) if meter.property else None
+        accumulator.add(row.occurred_at, value, row.negative)
+    return buckets

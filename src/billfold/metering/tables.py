@@ -1,0 +1,37 @@
+from sqlalchemy import Column, ForeignKey, Index, String, Table, UniqueConstraint
+
+from billfold.kit.db import JSONDocument, UTCDateTime, metadata
+
+# Usage as the product services reported it. Append-only: a trigger refuses UPDATE and
+# DELETE on both backends, and a correction is a new event. The unique key makes an
+# event count once however often, and however concurrently, it is retried.
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("customer", String(255), nullable=False),  # the product's own id (external id)
+    Column("type", String(100), nullable=False),
+    Column("service", String(255), nullable=True),
+    Column("correlation_id", String(255), nullable=True),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("properties", JSONDocument, nullable=False),
+    UniqueConstraint("tenant_id", "idempotency_key", name="uq_usage_events_key"),
+    Index("ix_usage_events_customer", "tenant_id", "customer", "type", "occurred_at"),
+)
+
+# What each customer has drawn from each quota bucket of a metered feature (see
+# metering/quota.py). The row is locked while usage is drawn, so concurrent consumes of
+# one customer's quota run one after the other and never overspend.
+quota_accounts = Table(
+    "quota_accounts",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("customer", String(255), primary_key=True),
+    Column("feature_key", String(100), primary_key=True),
+    # {"drawn": {bucket key: decimal string}, "ends": {bucket key: ISO instant}}
+    Column("state", JSONDocument, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,263 @@
+"""Usage events in (JSON and CloudEvents), meters out: exact, idempotent, append-only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import EXAMPLE_PLANS, Harness, assert_problem, postgresql_only
+
+pytestmark = pytest.mark.anyio
+
+EVENTS = "/v1/events"
+CE = "application/cloudevents+json"
+CE_BATCH = "application/cloudevents-batch+json"
+
+
+def event(key: str, customer: str = "ada", tokens: Any = 100, **extra: Any) -> dict[str, Any]:
+    properties = {"tokens": tokens, "model": extra.pop("model", "gpt-4o")}
+    return {
+        "idempotency_key": key,
+        "customer": customer,
+        "type": "ai.tokens",
+        **extra,
+        "properties": properties,
+    }
+
+
+async def report(
+    harness: Harness, body: Any, media_type: str = "application/json"
+) -> httpx.Response:
+    # A number a float cannot hold goes in as text, marked "DIGITS:<number>".
+    content = re.sub(r'"DIGITS:([0-9.]+)"', r"\1", json.dumps(body))
+    return await harness.client.post(
+        EVENTS, content=content, headers={**harness.admin, "Content-Type": media_type}
+    )
+
+
+async def usage(harness: Harness, customer: str = "ada", **params: Any) -> dict[str, Any]:
+    response = await harness.get(
+        f"/v1/customers/{customer}/usage", params={"meter": "ai_tokens", **params}
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def test_one_event_is_accepted_and_counted(harness: Harness) -> None:
+    response = await report(harness, event("k1", tokens=1200))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (1, 0, 0)
+    assert body["results"][0]["status"] == "accepted"
+    assert body["results"][0]["id"].startswith("use_")
+    total = await usage(harness)
+    assert [b["value"] for b in total["buckets"]] == ["1200"]
+
+
+async def test_a_retry_is_a_duplicate_and_counts_once(harness: Harness) -> None:
+    first = (await report(harness, event("k1", tokens=5))).json()
+    again = (await report(harness, [event("k1", tokens=5), event("k1", tokens=5)])).json()
+    assert [r["status"] for r in again["results"]] == ["duplicate", "duplicate"]
+    assert again["results"][0]["id"] == first["results"][0]["id"]
+    assert (await usage(harness))["buckets"][0]["value"] == "5"
+
+
+async def test_a_bad_event_never_loses_the_good_ones(harness: Harness) -> None:
+    now = harness.clock.now()
+    batch = [
+        event("good-1", tokens=10),
+        {"customer": "ada", "type": "ai.tokens"},  # no key
+        event("old", timestamp=(now - timedelta(days=30)).isoformat()),
+        event("ahead", timestamp=(now + timedelta(hours=1)).isoformat()),
+        event("good-1", tokens=10),  # the same key twice in one batch
+        event("exact", tokens="DIGITS:0.1234567890123456789"),
+        event("good-2", tokens=2.5),
+        "not an object",
+    ]
+    body = (await report(harness, batch)).json()
+    assert [(r["status"], r.get("code")) for r in body["results"]] == [
+        ("accepted", None),
+        ("rejected", "invalid_event"),
+        ("rejected", "event_too_old"),
+        ("rejected", "event_in_future"),
+        ("duplicate", None),
+        ("rejected", "invalid_event"),
+        ("accepted", None),
+        ("rejected", "invalid_event"),
+    ]
+    assert "idempotency_key" in body["results"][1]["reason"]
+    assert "late window (7 days)" in body["results"][2]["reason"]
+    assert (await usage(harness))["buckets"][0]["value"] == "12.5"
+
+
+async def test_all_rejected_is_a_422_with_every_reason(harness: Harness) -> None:
+    body = assert_problem(await report(harness, [{"type": "x"}, {}]), 422, "events_rejected")
+    assert len(body["results"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "media_type", "status", "code"),
+    [
+        ("{", "application/json", 400, "unreadable_events"),
+        ("[]", "application/json", 400, "unreadable_events"),
+        ("{}", "text/plain", 415, "unsupported_media_type"),
+        ("[]", CE, 400, "unreadable_events"),
+        ("{}", CE_BATCH, 400, "unreadable_events"),
+    ],
+)
+async def test_unreadable_bodies(
+    harness: Harness, content: str, media_type: str, status: int, code: str
+) -> None:
+    response = await harness.client.post(
+        EVENTS, content=content, headers={**harness.admin, "Content-Type": media_type}
+    )
+    assert_problem(response, status, code)
+
+
+async def test_a_batch_holds_at_most_10000(harness: Harness) -> None:
+    batch = [event(f"k{i}") for i in range(10_001)]
+    assert_problem(await report(harness, batch), 400, "unreadable_events")
+
+
+async def test_cloudevents_map_onto_usage_events(harness: Harness) -> None:
+    cloudevent = {
+        "specversion": "1.0",
+        "id": "ce-1",
+        "source": "ai-runtime",
+        "subject": "bea",
+        "type": "ai.tokens",
+        "time": harness.clock.now().isoformat(),
+        "correlationid": "req-9",
+        "data": {"tokens": 300, "model": "o3"},
+    }
+    single = (await report(harness, cloudevent, CE)).json()
+    assert single["accepted"] == 1
+    batch = (
+        await report(
+            harness, [cloudevent, {**cloudevent, "id": "ce-2", "data": {"tokens": 1}}], CE_BATCH
+        )
+    ).json()
+    assert [r["status"] for r in batch["results"]] == ["duplicate", "accepted"]
+    missing = (
+        await report(harness, [{**cloudevent, "id": "ce-3", "source": None}, cloudevent], CE_BATCH)
+    ).json()
+    assert missing["results"][0]["reason"] == "source: required by CloudEvents"
+    grouped = await usage(harness, "bea", group_by="model")
+    assert [(b["group"], b["value"]) for b in grouped["buckets"]] == [
+        ({"model": None}, "1"),
+        ({"model": "o3"}, "300"),
+    ]
+
+
+async def test_windows_and_groups(harness: Harness) -> None:
+    start = harness.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    await report(
+        harness,
+        [
+            event("a", tokens=1, model="m1", timestamp=(start - timedelta(hours=20)).isoformat()),
+            event("b", tokens=2, model="m1", timestamp=(start + timedelta(hours=1)).isoformat()),
+            event("c", tokens=4, model="m2", timestamp=(start + timedelta(hours=2)).isoformat()),
+        ],
+    )
+    since = (start - timedelta(days=1)).isoformat()
+    daily = await usage(harness, **{"from": since, "window": "day"})
+    assert [(b["start"][:10], b["value"]) for b in daily["buckets"]] == [
+        ((start - timedelta(days=1)).date().isoformat(), "1"),
+        (start.date().isoformat(), "6"),
+    ]
+    by_model = await usage(harness, **{"from": since, "group_by": "model"})
+    assert [(b["group"]["model"], b["value"], b["events"]) for b in by_model["buckets"]] == [
+        ("m1", "3", 2),
+        ("m2", "4", 1),
+    ]
+    bad = await harness.get(
+        "/v1/customers/ada/usage", params={"meter": "ai_tokens", "group_by": "colour"}
+    )
+    assert_problem(bad, 422, "invalid_input")
+    unknown = await harness.get("/v1/customers/ada/usage", params={"meter": "nope"})
+    assert_problem(unknown, 404, "meter_not_found")
+
+
+async def test_usage_events_are_append_only(harness: Harness) -> None:
+    from sqlalchemy import text
+
+    await report(harness, event("k1"))
+    for statement in ("UPDATE usage_events SET customer = 'x'", "DELETE FROM usage_events"):
+        with pytest.raises(Exception, match="append-only"):
+            async with harness.database.transaction() as session:
+                await session.execute(text(statement))
+
+
+@postgresql_only
+async def test_racing_retries_count_once(harness: Harness) -> None:
+    batch = [event(f"race-{i}", tokens=1) for i in range(50)]
+    answers = await asyncio.gather(*(report(harness, batch) for _ in range(16)))
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    accepted = sum(a.json()["accepted"] for a in answers)
+    assert accepted == 50
+    assert (await usage(harness))["buckets"][0]["value"] == "50"
+
+
+METERS = """
+  calls: {event: api.call, aggregation: count, filters: {status: {in: [200, 201]}}}
+  bytes: {event: api.call, aggregation: sum, property: bytes, filters: {route: {equals: /x}}}
+  peak: {event: api.call, aggregation: max, property: bytes}
+  users: {event: api.call, aggregation: unique_count, property: user}
+  last: {event: api.call, aggregation: latest, property: bytes}
+"""
+
+
+async def test_every_aggregation_is_exact(harness: Harness) -> None:
+    await harness.apply_plans(EXAMPLE_PLANS.read_text().replace("meters:\n", "meters:\n" + METERS))
+    now = harness.clock.now()
+    calls = [
+        ("c1", {"status": 200, "route": "/x", "bytes": 0.1, "user": "u1"}, 3),
+        ("c2", {"status": 201, "route": "/x", "bytes": 0.2, "user": "u2"}, 2),
+        ("c3", {"status": 500, "route": "/y", "bytes": 7, "user": "u1"}, 1),
+    ]
+    body = [
+        {
+            "idempotency_key": key,
+            "customer": "cal",
+            "type": "api.call",
+            "timestamp": (now - timedelta(minutes=minutes)).isoformat(),
+            "properties": properties,
+        }
+        for key, properties, minutes in calls
+    ]
+    assert (await report(harness, body)).json()["accepted"] == 3
+    values = {}
+    for meter in ("calls", "bytes", "peak", "users", "last"):
+        values[meter] = (await usage(harness, "cal", meter=meter))["buckets"][0]["value"]
+    assert values == {"calls": "2", "bytes": "0.3", "peak": "7", "users": "2", "last": "7"}
+
+
+async def test_a_limit_backed_by_a_gauge_needs_no_current(harness: Harness) -> None:
+    """spaces.max counts space.created minus space.deleted: the product keeps no counter."""
+
+    def space(key: str, kind: str) -> dict[str, Any]:
+        return {"idempotency_key": key, "customer": "gus", "type": kind, "properties": {}}
+
+    async def check() -> dict[str, Any]:
+        response = await harness.post(
+            "/v1/entitlements/check", {"customer": "gus", "feature": "spaces.max"}
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    created = [space(f"c{i}", "space.created") for i in range(3)]
+    assert (await report(harness, created)).json()["accepted"] == 3
+    full = await check()
+    assert (full["allowed"], full["remaining"], full["reason"]) == (False, 0, "limit_reached")
+    await report(harness, [space("d1", "space.deleted")])
+    room = await check()
+    assert (room["allowed"], room["remaining"]) == (True, 1)
+    gauge = await usage(harness, "gus", meter="spaces")
+    assert gauge["buckets"][0]["value"] == "2"
+    assert gauge["buckets"][0]["events"] == 4

@@ -1,0 +1,175 @@
+"""Metered features: quotas per reset period, top-ups, atomic consume, enforcement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from billfold.metering.quota import Enforcement
+from tests.conftest import Harness, assert_problem, new_harness, postgresql_only
+
+pytestmark = pytest.mark.anyio
+
+CONSUME = "/v1/entitlements/consume"
+
+
+@pytest.fixture
+async def enforcing(database_url: str) -> AsyncIterator[Harness]:
+    built = await new_harness(database_url, enforcement=Enforcement.ENFORCE)
+    try:
+        yield built
+    finally:
+        await built.client.aclose()
+        await built.database.dispose()
+
+
+async def consume(
+    harness: Harness, key: str, amount: Any = 4000, customer: str = "ada", **extra: Any
+) -> httpx.Response:
+    body = {"customer": customer, "feature": "ai.tokens", "amount": amount, "idempotency_key": key}
+    return await harness.post(CONSUME, {**body, **extra})
+
+
+async def usage(harness: Harness, customer: str = "ada") -> dict[str, Any]:
+    response = await harness.get(f"/v1/customers/{customer}/entitlements")
+    assert response.status_code == 200, response.text
+    return dict(response.json()["entitlements"]["ai.tokens"]["usage"])
+
+
+async def test_the_free_plan_gives_10000_tokens_a_month(harness: Harness) -> None:
+    standing = await usage(harness, "nobody")
+    assert standing == {
+        "used": "0",
+        "remaining": "10000",
+        "limit": "10000",
+        "overage": "0",
+        "resets_at": "2026-07-01T00:00:00Z",
+        "enforcement": "advisory",
+    }
+    first = await consume(harness, "k1")
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert (body["used"], body["remaining"], body["replayed"]) == ("4000", "6000", False)
+    assert body["event_id"].startswith("use_")
+
+
+async def test_a_retry_is_replayed_and_counts_once(harness: Harness) -> None:
+    first = (await consume(harness, "same")).json()
+    again = (await consume(harness, "same")).json()
+    assert again["replayed"] is True
+    assert again["event_id"] == first["event_id"]
+    assert (await usage(harness))["used"] == "4000"
+
+
+async def test_advisory_allows_and_records_the_overage(harness: Harness) -> None:
+    for key in ("a", "b"):
+        assert (await consume(harness, key)).status_code == 200
+    over = await consume(harness, "c")
+    assert over.status_code == 200, over.text
+    assert (over.json()["overage"], over.json()["remaining"]) == ("2000", "0")
+    events = (await harness.get("/v1/audit/events", params={"type": "QuotaExceeded"})).json()
+    assert [e["data"]["overage"] for e in events["events"]] == ["2000"]
+    metrics = (await harness.client.get("/metrics")).text
+    assert (
+        'billfold_quota_overage_total{enforcement="advisory",feature="ai.tokens"} 2000.0' in metrics
+    )
+
+
+async def test_enforce_refuses_with_402_and_names_the_upgrades(enforcing: Harness) -> None:
+    for key in ("a", "b"):
+        assert (await consume(enforcing, key)).status_code == 200
+    refused = await consume(enforcing, "c")
+    body = assert_problem(refused, 402, "quota_exceeded")
+    assert (body["remaining"], body["requested"], body["resets_at"]) == (
+        "2000",
+        "4000",
+        "2026-07-01T00:00:00Z",
+    )
+    assert [plan["plan"] for plan in body["upgrade"]] == ["beta_tester", "pro", "studio"]
+    assert (await usage(enforcing))["used"] == "8000"  # nothing recorded
+    small = await consume(enforcing, "d", amount=2000)
+    assert small.json()["remaining"] == "0"
+
+
+async def test_the_quota_resets_with_the_calendar_month(enforcing: Harness) -> None:
+    for key in ("a", "b"):
+        await consume(enforcing, key, amount=5000)
+    assert_problem(await consume(enforcing, "c", amount=1), 402, "quota_exceeded")
+    enforcing.clock.travel_to(enforcing.clock.now().replace(month=7, day=1, hour=0))
+    assert (await consume(enforcing, "c", amount=1)).json()["remaining"] == "9999"
+
+
+async def test_a_top_up_is_drawn_before_the_allowance_when_it_ends_first(
+    enforcing: Harness,
+) -> None:
+    ends = enforcing.clock.now() + timedelta(days=10)
+    grant = await enforcing.post(
+        "/v1/customers/ada/grants",
+        {"feature": "ai.tokens", "value": 50000, "ends_at": ends.isoformat()},
+    )
+    assert grant.status_code == 201, grant.text
+    assert (await usage(enforcing))["limit"] == "60000"
+    assert (await consume(enforcing, "a", amount=55000)).json()["remaining"] == "5000"
+    # The top-up ends: 5,000 of the month's allowance were drawn, 5,000 are left.
+    enforcing.clock.travel_to(ends)
+    assert (await usage(enforcing))["remaining"] == "5000"
+
+
+async def test_reported_usage_draws_on_the_quota(enforcing: Harness) -> None:
+    reported = await enforcing.post(
+        "/v1/events",
+        [
+            {
+                "idempotency_key": "r1",
+                "customer": "ada",
+                "type": "ai.tokens",
+                "properties": {"tokens": 9000, "model": "gpt-4o"},
+            }
+        ],
+    )
+    assert reported.json()["accepted"] == 1
+    assert (await usage(enforcing))["used"] == "9000"
+    refused = await consume(enforcing, "c", amount=2000)
+    assert assert_problem(refused, 402, "quota_exceeded")["remaining"] == "1000"
+    check = await enforcing.post(
+        "/v1/entitlements/check", {"customer": "ada", "feature": "ai.tokens", "requested": 1000}
+    )
+    assert (check.json()["allowed"], check.json()["remaining"]) == (True, "1000")
+
+
+async def test_consume_refuses_what_is_not_a_metered_feature(harness: Harness) -> None:
+    response = await harness.post(
+        CONSUME,
+        {"customer": "ada", "feature": "spaces.max", "amount": 1, "idempotency_key": "x"},
+    )
+    assert_problem(response, 404, "feature_not_found")
+    assert_problem(await consume(harness, "y", amount=0), 422, "invalid_input")
+    assert_problem(await consume(harness, "z", amount=-5), 422, "invalid_input")
+
+
+@postgresql_only
+async def test_64_parallel_consumes_never_overspend(enforcing: Harness) -> None:
+    answers = await asyncio.gather(*(consume(enforcing, f"p{i}", amount=300) for i in range(64)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) == 33  # 33 x 300 = 9,900 of 10,000
+    assert statuses.count(402) == 31, [a.text for a in answers if a.status_code not in (200, 402)]
+    assert (await usage(enforcing))["used"] == "9900"
+    metered = await enforcing.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
+    assert metered.json()["buckets"][0]["value"] == "9900"
+
+
+async def test_consume_records_the_amount_exactly_or_refuses_it(harness: Harness) -> None:
+    fine = await consume(harness, "f1", amount="2.5")
+    assert (fine.status_code, fine.json()["used"]) == (200, "2.5")
+    long = await consume(harness, "f2", amount="123456789.123456789012")
+    body = assert_problem(long, 422, "invalid_input")
+    assert body["errors"][0]["pointer"] == "#/amount"
+    other = await consume(harness, "f1", customer="bob")
+    assert_problem(other, 409, "idempotency_key_reused")
+    metered = await harness.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
+    assert metered.json()["buckets"][0]["value"] == "2.5"
