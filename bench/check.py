@@ -389,7 +389,10 @@ def scratch_postgres(admin_url: str) -> Iterator[tuple[str, str, Postgres]]:
 class Server:
     """`billfold serve` in a process of its own, stopped by `stop()` (idempotent)."""
 
-    def __init__(self, env: Mapping[str, str], workdir: Path, label: str) -> None:
+    def __init__(
+        self, env: Mapping[str, str], workdir: Path, label: str, *, workers: int = 1
+    ) -> None:
+        self.workers = workers
         self.port = free_port()
         self.base = f"http://{HOST}:{self.port}"
         self.log_path = workdir / f"server-{label}.log"
@@ -404,6 +407,7 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> None:
         command = [billfold_executable(), "serve", "--host", HOST, "--port", str(self.port)]
+        command += ["--workers", str(self.workers)]
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
                 command,

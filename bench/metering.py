@@ -5,6 +5,8 @@
    the quota draws that go with them. In the same run, the same number of rows goes
    straight into the same table with asyncpg's COPY. Prints events/s for both and the
    ratio. Goal: at least 25,000 events/s and a ratio of at least 0.5.
+The server runs one uvicorn worker per core (`--workers`), as it would be deployed.
+
 2. Consume: `wrk` with 64 connections on `POST /v1/entitlements/consume` (enforce), first
    on one hot customer (10,000 tokens a month, so the quota runs out during the run),
    then spread over 1,000 customers. Every request has its own idempotency key. Prints
@@ -147,6 +149,16 @@ async def scalar(dsn: str, query: str, *args: Any) -> Any:
         await connection.close()
 
 
+def batch_totals(base: str) -> tuple[float, float]:
+    """(consumes, transactions) so far, from the server's group-commit histogram."""
+    totals = {"sum": 0.0, "count": 0.0}
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        for name in totals:
+            if line.startswith(f"billfold_consume_batch_size_{name} "):
+                totals[name] = float(line.split()[-1])
+    return totals["sum"], totals["count"]
+
+
 def consume_run(
     wrk: str, base: str, token: str, customers: Sequence[str], seconds: int, workdir: Path
 ) -> int:
@@ -211,6 +223,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=int, default=10, help="per consume run")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=common.os.cpu_count() or 1,
+        help="uvicorn worker processes; by default one per core, as deployed",
+    )
     args = parser.parse_args(argv)
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -239,10 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             capture_output=True,
         )
         token = common.billfold_init(env, workdir)
-        server = common.Server(env, workdir, "metering")
+        server = common.Server(env, workdir, "metering", workers=args.workers)
         server.start()
         try:
-            print(f"== {label}")
+            print(f"== {label}; billfold serve --workers {args.workers}")
             tenant_id = asyncio.run(scalar(dsn, "SELECT id FROM tenants WHERE slug = 'default'"))
             salt = secrets.token_hex(3)
             elapsed, accepted = asyncio.run(ingest_http(server.base, token, batches, salt))
@@ -260,17 +278,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"   COPY baseline:    {rows:,} rows in {copied:.1f}s = {copy_rate:,.0f} rows/s")
             print(f"   ratio HTTP/COPY = {ratio:.2f}  [goal >= 0.5: {verdict(ratio >= 0.5)}]")
 
+            before = batch_totals(server.base)
             hot_rate = consume_run(wrk, server.base, token, [HOT], args.seconds, workdir)
             hot = asyncio.run(overspend(dsn, tenant_id, [HOT]))
+            middle = batch_totals(server.base)
             spread_customers = [f"s{i}" for i in range(CUSTOMERS)]
             spread_rate = consume_run(
                 wrk, server.base, token, spread_customers, args.seconds, workdir
             )
             spread = asyncio.run(overspend(dsn, tenant_id, spread_customers))
-            for name, rate, (total, over, disagree), goal in (
-                ("hot customer", hot_rate, hot, 1_000),
-                ("1,000 customers", spread_rate, spread, 3_000),
+            after = batch_totals(server.base)
+            for name, rate, (total, over, disagree), goal, (start, end) in (
+                ("hot customer", hot_rate, hot, 1_000, (before, middle)),
+                ("1,000 customers", spread_rate, spread, 3_000, (middle, after)),
             ):
+                consumes, transactions = end[0] - start[0], end[1] - start[1]
+                if args.workers == 1:  # each worker has its own /metrics
+                    print(
+                        f"   (group commit: {consumes:,.0f} consumes in {transactions:,.0f} "
+                        f"transactions, {consumes / max(transactions, 1):.1f} per transaction)"
+                    )
                 print(
                     f"   consume, 64 clients, {name}: {rate:,} req/s (recorded {total:,} tokens); "
                     f"overspend {over}, accounts off {disagree}  "

@@ -483,7 +483,11 @@ async def test_a_client_leaving_mid_body_is_no_server_error(harness: Harness) ->
 
 async def test_the_hot_routes_take_the_short_path(harness: Harness) -> None:
     app = create_app(harness.settings, clock=harness.clock, database=harness.database)
-    assert set(app.state.short_paths) == {("GET", "/v1/ping"), ("POST", CHECK)}
+    assert set(app.state.short_paths) == {
+        ("GET", "/v1/ping"),
+        ("POST", CHECK),
+        ("POST", "/v1/entitlements/consume"),
+    }
 
 
 @short_path

@@ -261,3 +261,11 @@ async def test_a_limit_backed_by_a_gauge_needs_no_current(harness: Harness) -> N
     gauge = await usage(harness, "gus", meter="spaces")
     assert gauge["buckets"][0]["value"] == "2"
     assert gauge["buckets"][0]["events"] == 4
+
+
+def test_an_outcome_answers_with_exactly_the_fields_openapi_promises() -> None:
+    """`/v1/events` answers outcomes as plain data (10,000 per batch), not models."""
+    from billfold.metering.schemas import OutcomeOut
+    from billfold.metering.service import Outcome
+
+    assert list(Outcome._fields) == list(OutcomeOut.model_fields)

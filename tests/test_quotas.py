@@ -173,3 +173,100 @@ async def test_consume_records_the_amount_exactly_or_refuses_it(harness: Harness
     assert_problem(other, 409, "idempotency_key_reused")
     metered = await harness.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
     assert metered.json()["buckets"][0]["value"] == "2.5"
+
+
+async def test_one_batch_draws_each_event_from_the_buckets_live_when_it_happened(
+    harness: Harness,
+) -> None:
+    """A late batch spans a top-up's end and a month's end: each event is drawn from the
+    buckets live at its own instant, in time order, whatever the order in the batch."""
+    harness.clock.travel_to(harness.clock.now().replace(month=6, day=30, hour=23, minute=0))
+    june = harness.clock.now()
+    grant = await harness.post(
+        "/v1/customers/ada/grants",
+        {
+            "feature": "ai.tokens",
+            "value": 5000,
+            "ends_at": (june + timedelta(minutes=30)).isoformat(),
+        },
+    )
+    assert grant.status_code == 201, grant.text
+    harness.clock.travel_to(june + timedelta(minutes=90))  # 00:30 on July 1st
+
+    def event(key: str, minutes: int, tokens: int) -> dict[str, Any]:
+        return {
+            "idempotency_key": key,
+            "customer": "ada",
+            "type": "ai.tokens",
+            "timestamp": (june + timedelta(minutes=minutes)).isoformat(),
+            "properties": {"tokens": tokens, "model": "gpt-4o"},
+        }
+
+    reported = await harness.post(
+        "/v1/events",
+        [
+            event("july", 70, 12000),  # July: 10,000 of its allowance, 2,000 over
+            event("after-top-up", 40, 7000),  # June's allowance: the top-up has ended
+            event("first", 10, 1000),  # the top-up, which ends first
+            event("second", 20, 1000),  # the top-up
+        ],
+    )
+    assert reported.json()["accepted"] == 4, reported.text
+    assert (await usage(harness))["used"] == "12000"
+    assert (await usage(harness))["overage"] == "2000"
+    harness.clock.travel_to(june + timedelta(minutes=50))  # June, after the top-up ended
+    june_standing = await usage(harness)
+    assert (june_standing["used"], june_standing["remaining"]) == ("7000", "3000")
+    harness.clock.travel_to(june + timedelta(minutes=25))  # June, the top-up still live
+    assert (await usage(harness))["used"] == "9000"  # 2,000 top-up + 7,000 June
+    overages = (await harness.get("/v1/audit/events", params={"type": "QuotaExceeded"})).json()
+    assert [e["data"]["overage"] for e in overages["events"]] == ["2000"]
+
+
+async def test_a_batch_over_several_quotas_chains_one_entry_per_customer(
+    harness: Harness,
+) -> None:
+    batch = [
+        {
+            "idempotency_key": f"{customer}-{i}",
+            "customer": customer,
+            "type": "ai.tokens",
+            "properties": {"tokens": 6000, "model": "gpt-4o"},
+        }
+        for customer in ("ada", "bo", "cy")
+        for i in range(2)
+    ]
+    assert (await harness.post("/v1/events", batch)).json()["accepted"] == 6
+    found = (await harness.get("/v1/audit/events", params={"type": "QuotaExceeded"})).json()
+    assert sorted((e["data"]["customer"], e["data"]["overage"]) for e in found["events"]) == [
+        ("ada", "2000"),
+        ("bo", "2000"),
+        ("cy", "2000"),
+    ]
+    verified = (await harness.get("/v1/audit/verify")).json()
+    assert verified["ok"] is True, verified
+
+
+@postgresql_only
+async def test_parallel_retries_are_recorded_once_and_answered_alike(harness: Harness) -> None:
+    """64 consumes at once, each key sent twice, over 8 customers: they are recorded
+    together (group commit), and a retry in the same batch as its first is a replay."""
+    keys = [(f"k{i}", f"c{i % 8}") for i in range(32)]
+    answers = await asyncio.gather(
+        *(consume(harness, key, amount=10, customer=customer) for key, customer in keys * 2)
+    )
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    by_key: dict[str, set[str]] = {}
+    for (key, _customer), answer in zip(keys * 2, answers, strict=True):
+        by_key.setdefault(key, set()).add(answer.json()["event_id"])
+    assert all(len(ids) == 1 for ids in by_key.values())  # one event per key
+    assert sum(a.json()["replayed"] for a in answers) == 32
+    for customer in {c for _k, c in keys}:
+        assert (await usage(harness, customer))["used"] == "40"  # 4 keys x 10
+    metrics = (await harness.client.get("/metrics")).text
+    batches = next(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("billfold_consume_batch_size_count")
+    )
+    assert batches < 64  # some consumes shared a transaction

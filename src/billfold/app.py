@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,7 @@ from billfold.kit.schemas import Out
 from billfold.metering.ai_api import router as ai_router
 from billfold.metering.api import EVENTS_PATH
 from billfold.metering.api import router as metering_router
+from billfold.metering.batcher import ConsumeBatcher
 from billfold.metering.stream import UsagePublisher
 from billfold.settings import Settings
 from billfold.subscriptions.api import router as subscriptions_router
@@ -51,15 +53,23 @@ def create_app(
 ) -> FastAPI:
     database = database or Database(settings.database_url, pool_size=settings.database_pool_size)
     metrics = http.Metrics()
+    changes = ChangeFeed(settings.database_url, metrics.registry)
+    snapshots = SnapshotCache()
     services = Services(
         settings=settings,
         database=database,
         clock=clock or SystemClock(),
         catalogs=CatalogCache(),
         metrics=metrics,
-        changes=ChangeFeed(settings.database_url, metrics.registry),
+        changes=changes,
         principals=PrincipalCache(),
-        snapshots=SnapshotCache(),
+        snapshots=snapshots,
+        consumer=ConsumeBatcher(
+            database,
+            late_window=timedelta(seconds=settings.usage_late_window_s),
+            snapshots=lambda: snapshots if changes.live else None,
+            on_batch=metrics.consume_batch.observe,
+        ),
         publisher=(
             UsagePublisher(settings.ingest_url, settings.ingest_stream)
             if settings.ingest_url
@@ -74,6 +84,7 @@ def create_app(
         await services.changes.start()
         yield
         await services.changes.stop()
+        await services.consumer.close()
         if services.publisher is not None:
             await services.publisher.close()
         await database.dispose()

@@ -31,6 +31,7 @@ from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.errors import AgentForbidden, InsufficientScope, Unauthenticated
 from billfold.kit.http import UNIT_STATE_KEY, Metrics, answer_exception, correlation_id
 from billfold.kit.invariants import InvariantViolation
+from billfold.metering.batcher import ConsumeBatcher
 from billfold.metering.stream import UsagePublisher
 from billfold.settings import Settings
 from billfold.tenants import service as tenants
@@ -51,6 +52,7 @@ class Services:
     changes: ChangeFeed
     principals: PrincipalCache
     snapshots: SnapshotCache
+    consumer: ConsumeBatcher
     publisher: UsagePublisher | None = None  # BILLFOLD_INGEST: usage goes through NATS
 
 
@@ -95,7 +97,7 @@ def client_address(request: Request, settings: Settings) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def authorize(permission: Permission) -> Any:
+def authorize(permission: Permission, *, commits_itself: bool = False) -> Any:
     """The dependency that authenticates a request and gives it its `Call`.
 
     A state-changing route gets a generator dependency that commits before the response
@@ -103,7 +105,7 @@ def authorize(permission: Permission) -> Any:
     at all, is rolled back and closed by the request guard once the answer is out, which
     spares the hot read paths FastAPI's exit-stack machinery.
     """
-    if permission.changes_state:
+    if permission.changes_state and not commits_itself:
 
         async def write_dependency(request: Request) -> AsyncIterator[Call]:
             services: Services = request.app.state.services
@@ -131,6 +133,7 @@ def authorize(permission: Permission) -> Any:
         return await _open_call(request, services, unit, permission)
 
     read_dependency.permission = permission  # type: ignore[attr-defined]
+    read_dependency.commits_itself = commits_itself  # type: ignore[attr-defined]
     return Depends(read_dependency)
 
 
@@ -216,9 +219,10 @@ def idempotent(endpoint: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]
 
 
 def short_path(endpoint: Callable[[Request, Call], Awaitable[Response]]) -> Any:
-    """Let the request guard answer this read-only route itself (`short_paths`).
+    """Let the request guard answer this route itself (`short_paths`): a read-only one,
+    or one whose writes commit in transactions of their own.
 
-    The hot routes (the check API, and ping, its benchmark baseline) skip FastAPI's
+    The hot routes (the check API, consume, and ping, the benchmark baseline) skip FastAPI's
     router, exception middleware and dependency solving, which cost more than the check.
     The endpoint takes exactly `(request, call)` and returns a `Response`; it stays an
     ordinary FastAPI route too, so OpenAPI, the permission table and its tests are the same.
@@ -237,13 +241,13 @@ def short_paths(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], asgi.ASGIA
         params = list(inspect.signature(route.endpoint).parameters)
         if (
             permission is None
-            or permission.changes_state
+            or (permission.changes_state and not _commits_itself(route.dependant))
             or route.param_convertors
             or params != ["request", "call"]
         ):
             raise InvariantViolation(
-                f"short path {route.path}: needs a fixed path, a read permission "
-                "and exactly (request, call)"
+                f"short path {route.path}: needs a fixed path, a read permission (or "
+                "one that commits itself) and exactly (request, call)"
             )
         for method in route.methods or ():
             paths[(method, route.path)] = _short_path(route, permission)
@@ -270,6 +274,13 @@ def _short_path(route: APIRoute, permission: Permission) -> asgi.ASGIApp:
     return answer
 
 
+def _commits_itself(dependant: Dependant) -> bool:
+    return any(
+        getattr(sub.call, "commits_itself", False) or _commits_itself(sub)
+        for sub in dependant.dependencies
+    )
+
+
 def permission_of(dependant: Dependant) -> Permission | None:
     """The permission a route's `authorize` dependency demands, if it has one."""
     for sub in dependant.dependencies:
@@ -285,5 +296,8 @@ def permission_of(dependant: Dependant) -> Permission | None:
 ReadCall = Annotated[Call, authorize(Permission.READ)]
 CheckCall = Annotated[Call, authorize(Permission.CHECK)]
 ReportCall = Annotated[Call, authorize(Permission.REPORT)]
+# A report whose writes commit in transactions of their own (consume's group commit): the
+# request's own unit of work only reads, so it never holds SQLite's write lock meanwhile.
+SelfCommittingReportCall = Annotated[Call, authorize(Permission.REPORT, commits_itself=True)]
 RedeemCall = Annotated[Call, authorize(Permission.REDEEM)]
 AdminCall = Annotated[Call, authorize(Permission.ADMIN)]

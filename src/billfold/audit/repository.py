@@ -32,12 +32,14 @@ async def lock_head(session: AsyncSession, tenant_id: str) -> tuple[int, str]:
     return int(row.seq), str(row.hash)
 
 
-async def append(session: AsyncSession, values: dict[str, Any]) -> None:
-    await session.execute(insert(event_log).values(**values))
+async def append(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert chained entries of one tenant, in order, and move its head to the last."""
+    await session.execute(insert(event_log), list(rows))
+    last = rows[-1]
     await session.execute(
         update(event_chain_heads)
-        .where(event_chain_heads.c.tenant_id == values["tenant_id"])
-        .values(seq=values["seq"], hash=values["hash"])
+        .where(event_chain_heads.c.tenant_id == last["tenant_id"])
+        .values(seq=last["seq"], hash=last["hash"])
     )
 
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.audit import repository
 from billfold.audit.chain import GENESIS_HASH, entry_hash, hashed_fields
 from billfold.kit.context import Context
+from billfold.kit.invariants import invariant
 
 EventType = Literal[
     "SubscriptionActivated",
@@ -29,6 +30,15 @@ EventType = Literal[
 ]
 
 
+class Entry(NamedTuple):
+    """One entry to append: who did what (the context), and to which customer."""
+
+    ctx: Context
+    type: EventType
+    data: Mapping[str, Any]
+    customer_id: str | None = None
+
+
 async def record(
     session: AsyncSession,
     ctx: Context,
@@ -38,26 +48,39 @@ async def record(
     customer_id: str | None = None,
 ) -> int:
     """Append one entry in the caller's transaction and return its sequence number."""
-    seq, prev_hash = await repository.lock_head(session, ctx.tenant_id)
-    seq += 1
-    fields = hashed_fields(
-        tenant_id=ctx.tenant_id,
-        type=type,
-        customer_id=customer_id,
-        data=data,
-        actor_kind=ctx.actor.kind,
-        actor_id=ctx.actor.id,
-        actor_scope=ctx.actor.scope,
-        correlation_id=ctx.correlation_id,
-        occurred_at=ctx.now,
-    )
-    values = dict(fields)
-    values["seq"] = seq
-    values["occurred_at"] = ctx.now
-    values["prev_hash"] = prev_hash
-    values["hash"] = entry_hash(prev_hash, fields)
-    await repository.append(session, values)
-    return seq
+    return (await record_many(session, [Entry(ctx, type, data, customer_id)]))[0]
+
+
+async def record_many(session: AsyncSession, entries: Sequence[Entry]) -> list[int]:
+    """Append one tenant's entries in order, in the caller's transaction: the chain head
+    is locked and moved once, however many there are. Returns their sequence numbers."""
+    if not entries:
+        return []
+    tenant_id = entries[0].ctx.tenant_id
+    invariant(all(e.ctx.tenant_id == tenant_id for e in entries), "one tenant's chain at a time")
+    seq, prev_hash = await repository.lock_head(session, tenant_id)
+    rows = []
+    for ctx, type, data, customer_id in entries:
+        seq += 1
+        fields = hashed_fields(
+            tenant_id=tenant_id,
+            type=type,
+            customer_id=customer_id,
+            data=data,
+            actor_kind=ctx.actor.kind,
+            actor_id=ctx.actor.id,
+            actor_scope=ctx.actor.scope,
+            correlation_id=ctx.correlation_id,
+            occurred_at=ctx.now,
+        )
+        values = dict(fields)
+        values["seq"] = seq
+        values["occurred_at"] = ctx.now
+        values["prev_hash"] = prev_hash
+        values["hash"] = prev_hash = entry_hash(prev_hash, fields)
+        rows.append(values)
+    await repository.append(session, rows)
+    return [row["seq"] for row in rows]
 
 
 @dataclass(frozen=True)

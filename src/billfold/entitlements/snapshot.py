@@ -35,10 +35,17 @@ class Snapshot:
 
     def entitlement(self, catalog: Catalog, key: str, moment: datetime) -> Entitlement:
         """One feature resolved at `moment`, computed once per span between grant edges."""
+        return self.span(catalog, key, moment)[2]
+
+    def span(
+        self, catalog: Catalog, key: str, moment: datetime
+    ) -> tuple[datetime, datetime, Entitlement]:
+        """One feature resolved at `moment`, with the span [from, until) around `moment`
+        over which the answer stays the same."""
         invariant(catalog.revision == self.catalog_revision, "snapshot of another catalog")
         held = self._resolved.get(key)
         if held is not None and held[0] <= moment < held[1]:
-            return held[2]
+            return held
         entitlement = rules.resolve(catalog, self.grants, moment, [key])[key]
         since, until = _BEFORE, _AFTER
         for grant in self.grants:  # a grant is live over [starts_at, effective_end)
@@ -49,8 +56,8 @@ class Snapshot:
                     since = max(since, edge)
                 else:
                     until = min(until, edge)
-        self._resolved[key] = (since, until, entitlement)
-        return entitlement
+        held = self._resolved[key] = (since, until, entitlement)
+        return held
 
 
 class SnapshotCache:

@@ -162,6 +162,13 @@ class UnitOfWork:
             self._began = True
             await self._session.rollback()
 
+    async def release(self) -> None:
+        """End what the unit has read so far and give its connection back: for a read
+        unit whose request now waits on work done elsewhere (consume's group commit)."""
+        await self.rollback()
+        await self.close()
+        self._session, self._began = None, False
+
     async def close(self) -> None:
         # A session that never began a transaction holds no connection: nothing to close.
         if self._session is not None and (self._began or self._session.in_transaction()):

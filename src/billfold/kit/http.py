@@ -72,6 +72,12 @@ class Metrics:
             ["feature", "enforcement"],
             registry=self.registry,
         )
+        self.consume_batch = Histogram(
+            "billfold_consume_batch_size",
+            "Consumes recorded together in one transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
+            registry=self.registry,
+        )
         self.failures = Counter(
             "billfold_unhandled_errors",
             "Requests that failed with an unexpected error (HTTP 500)",

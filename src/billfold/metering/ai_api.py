@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime, Field
+from pydantic_core import to_json
 
 from billfold.customers import service as customers
 from billfold.deps import ReadCall, ReportCall
@@ -70,7 +71,8 @@ async def usage_summary(request: Request, call: ReportCall) -> Response:
             str(error), errors=[FieldError(str(error), pointer=error.pointer)]
         ) from None
     answer = await accept(call, items, events.JSON_TYPE)
-    return json_response(SummaryOut(chat_id=body.chat_id, sequence=body.sequence, **dict(answer)))
+    summary = {"chat_id": body.chat_id, "sequence": body.sequence, **answer}
+    return Response(to_json(summary), media_type=events.JSON_TYPE)
 
 
 class AiLineOut(Out):

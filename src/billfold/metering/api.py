@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime
+from pydantic_core import to_json
 
 from billfold.customers import service as customers
-from billfold.deps import Call, ReadCall, ReportCall
+from billfold.deps import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
 from billfold.kit.errors import BillfoldError
 from billfold.kit.http import body_of, json_body_schema, json_response, read_json
 from billfold.metering import events, quotas, service
@@ -20,7 +22,6 @@ from billfold.metering.schemas import (
     ConsumeOut,
     IngestOut,
     MeterOut,
-    OutcomeOut,
     UsageOut,
 )
 from billfold.metering.service import Window
@@ -101,30 +102,32 @@ async def report_usage(request: Request, call: ReportCall) -> Response:
         items = events.read_body(await body_of(request), media_type)
     except events.BodyError as error:
         raise UnreadableEvents(str(error)) from None
-    return json_response(await accept(call, items, media_type))
+    return Response(to_json(await accept(call, items, media_type)), media_type=events.JSON_TYPE)
 
 
-async def accept(call: Call, items: list[Any], media_type: str) -> IngestOut:
+async def accept(call: Call, items: list[Any], media_type: str) -> dict[str, Any]:
     """Check each item as a usage event, store or queue the good ones, and answer for
-    each; `events_rejected` (with every result) when not one was good."""
+    each (an `IngestOut`, as plain data: a batch holds up to 10,000 results);
+    `events_rejected` (with every result) when not one was good."""
     settings = call.services.settings
     late = timedelta(seconds=settings.usage_late_window_s)
     skew = timedelta(seconds=settings.usage_clock_skew_s)
     checked = [events.check(item, media_type, call.ctx.now, late, skew) for item in items]
     outcomes, queued = await store_or_queue(call, checked)
-    results = [OutcomeOut.model_construct(**vars(outcome)) for outcome in outcomes]
-    if all(outcome.status == "rejected" for outcome in outcomes):
+    results = [outcome._asdict() for outcome in outcomes]  # OutcomeOut's fields
+    counts = Counter(outcome.status for outcome in outcomes)
+    if counts["rejected"] == len(outcomes):
         raise EventsRejected(
             f"every event was rejected; the first: {outcomes[0].reason}",
-            extra={"results": [r.model_dump() for r in results]},
+            extra={"results": results},
         )
-    return IngestOut(
-        accepted=sum(o.status == "accepted" for o in outcomes),
-        duplicates=sum(o.status == "duplicate" for o in outcomes),
-        rejected=sum(o.status == "rejected" for o in outcomes),
-        queued=queued,
-        results=results,
-    )
+    return {
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "queued": queued,
+        "results": results,
+    }
 
 
 async def store_or_queue(
@@ -211,7 +214,8 @@ async def customer_usage(
         }
     },
 )
-async def consume(request: Request, call: ReportCall) -> Response:
+@short_path
+async def consume(request: Request, call: SelfCommittingReportCall) -> Response:
     """Check and record usage of a metered feature in one atomic step.
 
     Retrying with the same `idempotency_key` answers `replayed: true` and records
@@ -221,8 +225,7 @@ async def consume(request: Request, call: ReportCall) -> Response:
     body = await read_json(request, ConsumeIn)
     customers.check_external_id(body.customer, pointer="#/customer")
     settings = call.services.settings
-    done = await quotas.consume(
-        call.session,
+    prepared = quotas.prepare_consume(
         call.ctx,
         await call.catalog(),
         body.customer,
@@ -232,9 +235,9 @@ async def consume(request: Request, call: ReportCall) -> Response:
         default_enforcement=settings.enforcement,
         platform=settings.mode == "platform",
         properties=body.properties,
-        late_window=timedelta(seconds=settings.usage_late_window_s),
-        snapshots=call.snapshots,
     )
+    await call.unit.release()  # hold no connection while the batch runs: it needs one
+    done = await call.services.consumer.consume(prepared)
     if done.overage > 0:
         call.services.metrics.quota_overage.labels(body.feature, done.enforcement.value).inc(
             float(done.overage)

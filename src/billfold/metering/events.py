@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from billfold.customers.service import EXTERNAL_ID
 from billfold.metering.model import EVENT_TYPE
@@ -35,6 +34,7 @@ _CE_FIELDS = frozenset(
 )
 _CE_IGNORED = frozenset(("dataschema",))
 CORRELATION_EXTENSION: Final = "correlationid"
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per event
 
 
 class BodyError(ValueError):
@@ -61,8 +61,9 @@ def json_number(value: Decimal) -> int | float | None:
     return None if isinstance(number, _Inexact) else number
 
 
-@dataclass(frozen=True)
-class UsageEvent:
+# Named tuples, not dataclasses: a batch makes 10,000 of them, and a tuple is built about
+# five times faster than a frozen dataclass. They are as immutable.
+class UsageEvent(NamedTuple):
     idempotency_key: str
     customer: str
     type: str
@@ -70,10 +71,11 @@ class UsageEvent:
     correlation_id: str | None
     timestamp: datetime | None  # None: when Billfold received it
     properties: dict[str, Any]
+    # The properties as compact JSON, as the check measured them; stored as is.
+    properties_json: str | None = None
 
 
-@dataclass(frozen=True)
-class Rejection:
+class Rejection(NamedTuple):
     idempotency_key: str | None
     code: str
     reason: str
@@ -112,7 +114,10 @@ def check(
         return Rejection(None, "invalid_event", "an event is a JSON object")
     fields: dict[str, Any]
     if media_type == JSON_TYPE:
-        fields, unknown = item, sorted(set(item) - _JSON_FIELDS)
+        fields, unknown = (
+            item,
+            ([] if item.keys() <= _JSON_FIELDS else sorted(set(item) - _JSON_FIELDS)),
+        )
     else:
         mapped, unknown = _from_cloudevent(item)
         if isinstance(mapped, Rejection):
@@ -120,69 +125,74 @@ def check(
         fields = mapped
     key = fields.get("idempotency_key")
     key = key if isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH else None
-    id_name = "id" if media_type != JSON_TYPE else "idempotency_key"
-
-    def refuse(reason: str, code: str = "invalid_event") -> Rejection:
-        return Rejection(key, code, reason)
-
+    cloud = media_type != JSON_TYPE
     if unknown:
-        return refuse(f"unknown field {unknown[0]!r}")
+        return Rejection(key, "invalid_event", f"unknown field {unknown[0]!r}")
     if key is None:
-        return refuse(f"{id_name}: required, 1 to {MAX_KEY_LENGTH} characters")
+        id_name = "id" if cloud else "idempotency_key"
+        return Rejection(
+            key, "invalid_event", f"{id_name}: required, 1 to {MAX_KEY_LENGTH} characters"
+        )
     customer = fields.get("customer")
     if not isinstance(customer, str) or not EXTERNAL_ID.match(customer):
-        where = "subject" if media_type != JSON_TYPE else "customer"
-        return refuse(
-            f"{where}: required, a customer id of 1 to 255 characters without spaces or / ? # %"
+        where = "subject" if cloud else "customer"
+        return Rejection(
+            key,
+            "invalid_event",
+            f"{where}: required, a customer id of 1 to 255 characters without spaces or / ? # %",
         )
     kind = fields.get("type")
     if not isinstance(kind, str) or not EVENT_TYPE.match(kind):
-        return refuse("type: required, e.g. ai.tokens (letters, digits and . _ : / -)")
-    optional: dict[str, str | None] = {}
-    for name, label in (
-        ("service", "source" if media_type != JSON_TYPE else "service"),
-        ("correlation_id", "correlation_id"),
-    ):
-        value = fields.get(name)
-        if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 255):
-            return refuse(f"{label}: 1 to 255 characters")
-        optional[name] = value
+        return Rejection(
+            key, "invalid_event", "type: required, e.g. ai.tokens (letters, digits and . _ : / -)"
+        )
+    service = fields.get("service")
+    if service is not None and not _short_text(service):
+        return Rejection(key, "invalid_event", f"{'source' if cloud else 'service'}: {_SHORT}")
+    correlation_id = fields.get("correlation_id")
+    if correlation_id is not None and not _short_text(correlation_id):
+        return Rejection(key, "invalid_event", f"correlation_id: {_SHORT}")
     timestamp = None
     raw_time = fields.get("timestamp")
     if raw_time is not None:
         timestamp = _instant(raw_time)
         if timestamp is None:
-            return refuse(
-                "timestamp: an ISO 8601 instant with a time zone, e.g. 2026-06-01T12:00:00Z"
+            return Rejection(
+                key,
+                "invalid_event",
+                "timestamp: an ISO 8601 instant with a time zone, e.g. 2026-06-01T12:00:00Z",
             )
         if timestamp < now - late:
-            return refuse(
-                f"timestamp is older than the late window ({_span(late)})", "event_too_old"
+            return Rejection(
+                key, "event_too_old", f"timestamp is older than the late window ({_span(late)})"
             )
         if timestamp > now + skew:
-            return refuse(
-                f"timestamp is further ahead than the clock-skew allowance ({_span(skew)})",
+            return Rejection(
+                key,
                 "event_in_future",
+                f"timestamp is further ahead than the clock-skew allowance ({_span(skew)})",
             )
-    properties = fields.get("properties", {})
+    properties = fields.get("properties")
     if properties is None:
         properties = {}
-    if not isinstance(properties, dict):
-        return refuse("properties: a JSON object")
+    elif not isinstance(properties, dict):
+        return Rejection(key, "invalid_event", "properties: a JSON object")
     problem = _exact(properties)
     if problem:
-        return refuse(problem)
-    if len(json.dumps(properties, separators=(",", ":"))) > MAX_PROPERTIES_BYTES:
-        return refuse(f"properties: at most {MAX_PROPERTIES_BYTES} bytes of JSON")
-    return UsageEvent(
-        idempotency_key=key,
-        customer=customer,
-        type=kind,
-        service=optional["service"],
-        correlation_id=optional["correlation_id"],
-        timestamp=timestamp,
-        properties=properties,
-    )
+        return Rejection(key, "invalid_event", problem)
+    text = _COMPACT.encode(properties)
+    if len(text) > MAX_PROPERTIES_BYTES:
+        return Rejection(
+            key, "invalid_event", f"properties: at most {MAX_PROPERTIES_BYTES} bytes of JSON"
+        )
+    return UsageEvent(key, customer, kind, service, correlation_id, timestamp, properties, text)
+
+
+_SHORT = "1 to 255 characters"
+
+
+def _short_text(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 255
 
 
 def _from_cloudevent(item: dict[str, Any]) -> tuple[dict[str, Any] | Rejection, list[str]]:
@@ -226,13 +236,20 @@ def _instant(raw: Any) -> datetime | None:
     return value.astimezone(UTC)
 
 
+_PLAIN = frozenset((str, int, bool, type(None)))  # exact as they are; `_exact` skips them
+
+
 def _exact(value: Any, path: str = "properties") -> str | None:
+    if type(value) in _PLAIN:
+        return None
     if isinstance(value, _Inexact):
         return f"{path}: more digits than Billfold stores exactly; send it as a string"
     if isinstance(value, float) and not math.isfinite(value):
         return f"{path}: not a finite number"
     if isinstance(value, dict):
         for name, item in value.items():
+            if type(item) in _PLAIN:
+                continue
             found = _exact(item, f"{path}.{name}")
             if found:
                 return found

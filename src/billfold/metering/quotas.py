@@ -23,10 +23,11 @@ from billfold.customers.service import CustomerNotFound
 from billfold.entitlements import service as entitlements
 from billfold.entitlements.rules import Entitlement
 from billfold.entitlements.service import FeatureNotFound
-from billfold.entitlements.snapshot import SnapshotCache
+from billfold.entitlements.snapshot import Snapshot, SnapshotCache
 from billfold.kit.context import Context
 from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
 from billfold.kit.ids import new_id
+from billfold.kit.invariants import invariant
 from billfold.metering import quota, repository
 from billfold.metering.events import json_number
 from billfold.metering.model import Aggregation, Meter, Row, exact, matches
@@ -154,8 +155,21 @@ def effective_enforcement(policy: QuotaPolicy, default: Enforcement, platform: b
     return Enforcement.ENFORCE if platform else policy.enforcement_under(default)
 
 
-async def consume(
-    session: AsyncSession,
+@dataclass(frozen=True)
+class ConsumeRequest:
+    """One consume, checked and ready to be drawn."""
+
+    ctx: Context
+    catalog: Catalog
+    quota: Quota
+    customer: str
+    amount: Decimal
+    idempotency_key: str
+    properties: dict[str, Any]  # the usage event's, the amount included
+    enforcement: Enforcement
+
+
+def prepare_consume(
     ctx: Context,
     catalog: Catalog,
     customer: str,
@@ -166,11 +180,9 @@ async def consume(
     default_enforcement: Enforcement,
     platform: bool = False,
     properties: Mapping[str, Any] | None = None,
-    late_window: timedelta = timedelta(days=7),
-    snapshots: SnapshotCache | None = None,
-) -> Consumed:
-    """Check and record usage in one step. Under `enforce`, what a hard quota does not
-    cover is refused with `quota_exceeded` and nothing is recorded."""
+) -> ConsumeRequest:
+    """Check a consume against the catalog before anything is locked: the feature is
+    metered, the amount is one its meter can record exactly, and the meter counts it."""
     quota_def = quota_of(catalog, feature_key)
     meter = quota_def.meter
     if meter.aggregation is Aggregation.COUNT and amount != 1:
@@ -193,117 +205,216 @@ async def consume(
             + ", ".join(f"{k} in {list(v)}" for k, v in meter.filters.items()),
             errors=[FieldError("add the properties the meter filters on", pointer="#/properties")],
         )
-    key = (customer, feature_key)
-    states = await repository.lock_accounts(session, ctx.tenant_id, [key], ctx.now)
-    known = await repository.event_by_key(session, ctx.tenant_id, idempotency_key)
-    here = await position(
-        session,
-        catalog,
-        ctx.tenant_id,
-        customer,
-        quota_def,
-        ctx.now,
-        state=states[key],
-        snapshots=snapshots,
-    )
     mode = effective_enforcement(quota_def.policy, default_enforcement, platform)
-    if known is not None:
-        if known.customer != customer or known.type != meter.event_type:
-            raise IdempotencyKeyReused(
-                f"usage event {idempotency_key!r} is for {known.customer!r}, {known.type!r}"
-            )
-        return Consumed(
-            customer, feature_key, amount, mode, here.standing, Decimal(0), known.id, True
-        )
-    drawn, ends = _drawn(states[key])
-    totals, overage = quota.draw(here.buckets, drawn, amount)
-    if overage > 0 and mode is not Enforcement.OFF:
-        refuse = (
-            mode is Enforcement.ENFORCE
-            and quota_def.policy.limit is LimitKind.HARD
-            and not quota_def.policy.overage
-        )
-        if refuse:
-            raise QuotaExceeded(
-                f"{feature_key}: {amount} requested, {show(here.standing.remaining)} left"
-                + (
-                    f" until {here.standing.resets_at.isoformat()}"
-                    if here.standing.resets_at
-                    else ""
-                ),
-                extra={
-                    "feature": feature_key,
-                    "requested": show(amount),
-                    "remaining": show(here.standing.remaining),
-                    "used": show(here.standing.used),
-                    "limit": show(here.standing.limit),
-                    "resets_at": _instant(here.standing.resets_at),
-                    "upgrade": upgrades(catalog, quota_def, here, drawn, amount),
-                },
-            )
-    event_id = new_id("use")
-    inserted = await repository.insert_new(
-        session,
-        [
-            {
-                "id": event_id,
-                "tenant_id": ctx.tenant_id,
-                "idempotency_key": idempotency_key,
-                "customer": customer,
-                "type": meter.event_type,
-                "service": None,
-                "correlation_id": ctx.correlation_id,
-                "occurred_at": ctx.now,
-                "received_at": ctx.now,
-                "properties": event_properties,
-            }
-        ],
+    return ConsumeRequest(
+        ctx, catalog, quota_def, customer, amount, idempotency_key, event_properties, mode
     )
-    if idempotency_key not in inserted:
-        # Another customer's consume took this key in the same instant (one customer's
-        # consumes wait for each other on the account lock, so it was not ours).
-        raise IdempotencyKeyReused(
-            f"usage event {idempotency_key!r} was just stored for another use"
-        )
-    _remember_ends(ends, here.buckets)
-    totals, ends = quota.prune(totals, ends, ctx.now - late_window)
-    await repository.save_accounts(session, ctx.tenant_id, {key: _state(totals, ends)}, ctx.now)
-    after = quota.standing(here.buckets, totals)
-    if overage > 0 and mode is not Enforcement.OFF:
-        await _record_overage(session, ctx, customer, feature_key, mode, overage, after)
-    return Consumed(customer, feature_key, amount, mode, after, overage, event_id, False)
 
 
-async def _record_overage(
+class KeyRaced(Exception):
+    """An idempotency key this batch meant to store was stored by another transaction
+    in the same instant. The batch must roll back and run again: it will then see it."""
+
+
+async def consume_batch(
     session: AsyncSession,
+    requests: Sequence[ConsumeRequest],
+    *,
+    late_window: timedelta = timedelta(days=7),
+    snapshots: SnapshotCache | None = None,
+) -> list[Consumed | BillfoldError]:
+    """Check and record one tenant's consumes, in order, in the caller's transaction: an
+    answer per request, a refusal being a `QuotaExceeded` (under `enforce`, for what a
+    hard quota does not cover; nothing is recorded for it) or an `IdempotencyKeyReused`.
+
+    The accounts are locked once for the whole batch and the events stored in one
+    statement, so a batch costs a few round trips however many consumes it holds."""
+    if not requests:
+        return []
+    tenant_id = requests[0].ctx.tenant_id
+    invariant(all(r.ctx.tenant_id == tenant_id for r in requests), "one tenant per batch")
+    last = requests[-1].ctx.now
+    keys = [(r.customer, r.quota.feature.key) for r in requests]
+    states = await repository.lock_accounts(session, tenant_id, keys, last)
+    accounts = {key: _drawn(state) for key, state in states.items()}
+    known: dict[str, tuple[str, str, str]] = {
+        key: (event_id, customer, event_type)
+        for key, event_id, customer, event_type in await repository.events_by_keys(
+            session, tenant_id, [r.idempotency_key for r in requests]
+        )
+    }
+    # Every customer's grants at once: from the cache, the rest in one round trip.
+    catalog = requests[0].catalog
+    held = await entitlements.current_snapshots(
+        session, catalog, tenant_id, [r.customer for r in requests], last, snapshots
+    )
+    answers: list[Consumed | BillfoldError] = []
+    rows: list[dict[str, Any]] = []
+    changed: set[tuple[str, str]] = set()
+    entries: list[audit.Entry] = []
+    for request, key in zip(requests, keys, strict=True):
+        drawn, ends = accounts[key]
+        try:
+            here = await _position(session, request, drawn, held, snapshots)
+        except BillfoldError as error:  # for example an unknown customer, no default plan
+            answers.append(error)
+            continue
+        answer, totals = _draw_one(request, here, drawn, known)
+        answers.append(answer)
+        if totals is None or not isinstance(answer, Consumed):
+            continue  # refused, or replayed: nothing drawn
+        rows.append(_usage_row(request, answer.event_id))
+        known[request.idempotency_key] = (answer.event_id, request.customer, _type_of(request))
+        _remember_ends(ends, here.buckets)
+        accounts[key] = quota.prune(totals, ends, request.ctx.now - late_window)
+        changed.add(key)
+        if answer.overage > 0 and request.enforcement is not Enforcement.OFF:
+            log.warning(
+                "quota exceeded: tenant %s customer %s feature %s overage %s (%s)",
+                tenant_id,
+                request.customer,
+                answer.feature,
+                answer.overage,
+                request.enforcement,
+            )
+            entries.append(
+                _overage_entry(
+                    request.ctx,
+                    request.customer,
+                    answer.feature,
+                    request.enforcement,
+                    answer.overage,
+                    answer.standing,
+                )
+            )
+    if rows:
+        inserted = await repository.insert_new(session, rows)
+        if len(inserted) != len(rows):
+            raise KeyRaced(", ".join(sorted({row["idempotency_key"] for row in rows} - inserted)))
+        states = {key: _state(*accounts[key]) for key in changed}
+        await repository.save_accounts(session, tenant_id, states, last)
+    await audit.record_many(session, entries)
+    return answers
+
+
+async def _position(
+    session: AsyncSession,
+    request: ConsumeRequest,
+    drawn: Mapping[str, Decimal],
+    held: Mapping[str, Snapshot],
+    snapshots: SnapshotCache | None,
+) -> Position:
+    ctx, quota_def, catalog = request.ctx, request.quota, request.catalog
+    feature_key = quota_def.feature.key
+    snapshot = held.get(request.customer)
+    if snapshot is not None and snapshot.catalog_revision == catalog.revision:
+        entitlement = entitlements.entitlement_in(
+            snapshot, catalog, request.customer, feature_key, ctx.now
+        )
+    else:  # a request that saw another catalog revision than the batch's first
+        entitlement = await entitlements.entitlement_of(
+            session, catalog, ctx.tenant_id, request.customer, feature_key, ctx.now, snapshots
+        )
+    anchor = await _anchor(session, ctx.tenant_id, request.customer, quota_def.policy)
+    live = quota.buckets(entitlement, quota_def.policy, ctx.now, anchor)
+    return Position(quota_def, entitlement, live, quota.standing(live, drawn))
+
+
+def _type_of(request: ConsumeRequest) -> str:
+    return request.quota.meter.event_type
+
+
+def _draw_one(
+    request: ConsumeRequest,
+    here: Position,
+    drawn: Mapping[str, Decimal],
+    known: Mapping[str, tuple[str, str, str]],
+) -> tuple[Consumed | BillfoldError, dict[str, Decimal] | None]:
+    """One consume's answer, given where its quota stands and the keys already used, and
+    the account's totals after it (None when nothing is drawn)."""
+    feature_key = request.quota.feature.key
+    mode = request.enforcement
+    earlier = known.get(request.idempotency_key)
+    if earlier is not None:
+        event_id, customer, event_type = earlier
+        if customer != request.customer or event_type != _type_of(request):
+            reused = f"usage event {request.idempotency_key!r} is for {customer!r}, {event_type!r}"
+            return IdempotencyKeyReused(reused), None
+        replayed = Consumed(
+            request.customer,
+            feature_key,
+            request.amount,
+            mode,
+            here.standing,
+            Decimal(0),
+            event_id,
+            True,
+        )
+        return replayed, None
+    totals, overage = quota.draw(here.buckets, drawn, request.amount)
+    policy = request.quota.policy
+    if (
+        overage > 0
+        and mode is Enforcement.ENFORCE
+        and policy.limit is LimitKind.HARD
+        and not policy.overage
+    ):
+        standing = here.standing
+        refusal = QuotaExceeded(
+            f"{feature_key}: {request.amount} requested, {show(standing.remaining)} left"
+            + (f" until {standing.resets_at.isoformat()}" if standing.resets_at else ""),
+            extra={
+                "feature": feature_key,
+                "requested": show(request.amount),
+                "remaining": show(standing.remaining),
+                "used": show(standing.used),
+                "limit": show(standing.limit),
+                "resets_at": _instant(standing.resets_at),
+                "upgrade": upgrades(request.catalog, request.quota, here, drawn, request.amount),
+            },
+        )
+        return refusal, None
+    after = quota.standing(here.buckets, totals)
+    consumed = Consumed(
+        request.customer, feature_key, request.amount, mode, after, overage, new_id("use"), False
+    )
+    return consumed, totals
+
+
+def _usage_row(request: ConsumeRequest, event_id: str) -> dict[str, Any]:
+    ctx = request.ctx
+    return {
+        "id": event_id,
+        "tenant_id": ctx.tenant_id,
+        "idempotency_key": request.idempotency_key,
+        "customer": request.customer,
+        "type": _type_of(request),
+        "service": None,
+        "correlation_id": ctx.correlation_id,
+        "occurred_at": ctx.now,
+        "received_at": ctx.now,
+        "properties": request.properties,
+    }
+
+
+def _overage_entry(
     ctx: Context,
     customer: str,
     feature_key: str,
     mode: Enforcement,
     overage: Decimal,
     after: Standing,
-) -> None:
-    log.warning(
-        "quota exceeded: tenant %s customer %s feature %s overage %s (%s)",
-        ctx.tenant_id,
-        customer,
-        feature_key,
-        overage,
-        mode,
-    )
-    await audit.record(
-        session,
-        ctx,
-        "QuotaExceeded",
-        {
-            "customer": customer,
-            "feature": feature_key,
-            "overage": show(overage),
-            "used": show(after.used),
-            "limit": show(after.limit),
-            "enforcement": mode.value,
-        },
-    )
+) -> audit.Entry:
+    """A `QuotaExceeded` entry for the event log."""
+    data = {
+        "customer": customer,
+        "feature": feature_key,
+        "overage": show(overage),
+        "used": show(after.used),
+        "limit": show(after.limit),
+        "enforcement": mode.value,
+    }
+    return audit.Entry(ctx, "QuotaExceeded", data)
 
 
 def upgrades(
@@ -376,17 +487,9 @@ async def draw_reported(
         if fed is None:
             fed = by_type[event["type"]] = quotas_fed_by(catalog, event["type"])
         for quota_def in fed:
-            meter = quota_def.meter
-            read = {k: _as_read(v) for k, v in event["properties"].items()}
-            if not matches(meter, Row(event["occurred_at"], read)):
+            value = _drawable(quota_def.meter, event)
+            if value is None:
                 continue
-            if meter.aggregation is Aggregation.COUNT:
-                value = Decimal(1)
-            else:
-                raw = read.get(meter.property or "")
-                if not isinstance(raw, Decimal) or raw <= 0:
-                    continue  # nothing to draw (a correction below zero is not a refund)
-                value = raw
             quotas[quota_def.feature.key] = quota_def
             draws.setdefault((event["customer"], quota_def.feature.key), []).append(
                 (event["occurred_at"], value)
@@ -403,6 +506,7 @@ async def draw_reported(
         session, catalog, ctx.tenant_id, customers, earliest
     )
     updated: dict[tuple[str, str], dict[str, Any]] = {}
+    entries: list[audit.Entry] = []
     for (customer, feature_key), items in sorted(draws.items()):
         quota_def = quotas[feature_key]
         items.sort(key=lambda item: item[0])
@@ -410,28 +514,67 @@ async def draw_reported(
         anchor = await _anchor(session, ctx.tenant_id, customer, quota_def.policy)
         drawn, ends = _drawn(states[(customer, feature_key)])
         total_overage = Decimal(0)
+        # Events are drawn in time order. Between a grant edge and a period edge the live
+        # buckets stay the same, and drawing a then b from the same buckets is drawing a + b:
+        # so each such span is one draw of its events' sum.
         live: list[Bucket] = []
+        span_from = span_until = quota.NEVER
+        pending = Decimal(0)
         for occurred_at, value in items:
-            entitlement = snapshot.entitlement(catalog, feature_key, occurred_at)
-            live = quota.buckets(entitlement, quota_def.policy, occurred_at, anchor)
-            drawn, overage = quota.draw(live, drawn, value)
-            total_overage += overage
-            _remember_ends(ends, live)
+            if not span_from <= occurred_at < span_until:
+                if pending:
+                    drawn, overage = quota.draw(live, drawn, pending)
+                    total_overage += overage
+                since, until, entitlement = snapshot.span(catalog, feature_key, occurred_at)
+                live = quota.buckets(entitlement, quota_def.policy, occurred_at, anchor)
+                _remember_ends(ends, live)
+                period_bucket = next(b for b in live if b.key.startswith("period:"))
+                span_from = max(since, period_bucket.starts_at)
+                span_until = min(until, period_bucket.ends_at)
+                pending = Decimal(0)
+            pending += value
+        drawn, overage = quota.draw(live, drawn, pending)
+        total_overage += overage
         drawn, ends = quota.prune(drawn, ends, ctx.now - late_window)
         updated[(customer, feature_key)] = _state(drawn, ends)
         if total_overage > 0:
             overages[feature_key] = overages.get(feature_key, Decimal(0)) + total_overage
-            await _record_overage(
-                session,
-                ctx,
-                customer,
-                feature_key,
-                Enforcement.ADVISORY,
-                total_overage,
-                quota.standing(live, drawn),
+            entries.append(
+                _overage_entry(
+                    ctx,
+                    customer,
+                    feature_key,
+                    Enforcement.ADVISORY,
+                    total_overage,
+                    quota.standing(live, drawn),
+                )
             )
     await repository.save_accounts(session, ctx.tenant_id, updated, ctx.now)
+    if entries:
+        # One line for the batch; the event log has an entry per customer and feature.
+        log.warning(
+            "quota exceeded by reported usage: tenant %s, %d customer quotas, overage %s",
+            ctx.tenant_id,
+            len(entries),
+            ", ".join(f"{feature} {show(amount)}" for feature, amount in sorted(overages.items())),
+        )
+        await audit.record_many(session, entries)
     return overages
+
+
+def _drawable(meter: Meter, event: Mapping[str, Any]) -> Decimal | None:
+    """What one stored event draws from a quota its meter feeds: 1 for a count, the
+    property's value for a sum; None when the meter's filters leave it out or there is
+    nothing to draw (a correction below zero is not a refund)."""
+    properties = event["properties"]
+    if meter.filters:
+        read = {name: _as_read(properties.get(name)) for name in meter.filters}
+        if not matches(meter, Row(event["occurred_at"], read)):
+            return None
+    if meter.aggregation is Aggregation.COUNT:
+        return Decimal(1)
+    raw = _as_read(properties.get(meter.property or ""))
+    return raw if isinstance(raw, Decimal) and raw > 0 else None
 
 
 def _remember_ends(ends: dict[str, datetime], live: list[Bucket]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,17 +22,23 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.kit.db import Record
+from billfold.kit.invariants import invariant
 from billfold.kit.sql import dialect_insert
 from billfold.metering.tables import quota_accounts, usage_events
 
 _CHUNK = 1_000  # rows per INSERT statement; each row binds 10 parameters
 
 
-async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+async def insert_new(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], properties_json: Sequence[str] = ()
+) -> set[str]:
     """Insert the events whose key the tenant has not used yet; returns the keys inserted.
 
     The unique (tenant, key) constraint decides, so concurrent retries of one key insert
-    it exactly once, whichever transaction commits first."""
+    it exactly once, whichever transaction commits first. Rows share one tenant and one
+    `received_at`; `properties_json`, when given, is each row's properties as JSON text."""
+    if _is_postgres(session):
+        return await _insert_new_postgres(session, rows, properties_json)
     # One statement, compiled once and cached; SQLAlchemy sends the rows in batches
     # ("insertmanyvalues") and gathers what RETURNING answers.
     statement = (
@@ -42,15 +49,64 @@ async def insert_new(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> s
     return set((await session.execute(statement, list(rows))).scalars())
 
 
+# A batch as one array per column: asyncpg encodes each in binary, and the server unnests
+# them in one statement. Per row this costs a fraction of a multi-row VALUES list, which
+# SQLAlchemy builds and binds parameter by parameter (docs/decisions/0016).
+_UNNEST_INSERT = """
+INSERT INTO usage_events (id, tenant_id, idempotency_key, customer, type, service,
+                          correlation_id, occurred_at, received_at, properties)
+SELECT e.id, $1, e.key, e.customer, e.type, e.service, e.correlation,
+       coalesce(e.occurred_at, e.received_at, $2), coalesce(e.received_at, $2),
+       e.properties::jsonb
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::timestamptz[], $10::timestamptz[], $11::text[])
+     AS e(id, key, customer, type, service, correlation, occurred_at, received_at,
+          properties)
+ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+RETURNING idempotency_key
+"""
+
+
+async def _insert_new_postgres(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], properties_json: Sequence[str]
+) -> set[str]:
+    first = rows[0]
+    invariant(all(row["tenant_id"] == first["tenant_id"] for row in rows), "one tenant")
+    base = first["received_at"]
+    texts = properties_json or [json.dumps(row["properties"]) for row in rows]
+    # unnest pads a NULL array with NULLs, and the instants default (occurred_at to
+    # received_at, received_at to the first row's): a column that is NULL or the default
+    # in every row is sent as one NULL, not as 10,000 encoded elements.
+    received = [None if row["received_at"] == base else row["received_at"] for row in rows]
+    occurred = [
+        None if row["occurred_at"] == row["received_at"] else row["occurred_at"] for row in rows
+    ]
+    connection = await session.connection()
+    result = await connection.exec_driver_sql(
+        _UNNEST_INSERT,
+        (
+            first["tenant_id"],
+            base,
+            [row["id"] for row in rows],
+            [row["idempotency_key"] for row in rows],
+            [row["customer"] for row in rows],
+            [row["type"] for row in rows],
+            _unless_all_null([row["service"] for row in rows]),
+            _unless_all_null([row["correlation_id"] for row in rows]),
+            _unless_all_null(occurred),
+            _unless_all_null(received),
+            list(texts),
+        ),
+    )
+    return set(result.scalars())
+
+
+def _unless_all_null(column: list[Any]) -> list[Any] | None:
+    return None if all(value is None for value in column) else column
+
+
 async def ids_by_key(session: AsyncSession, tenant_id: str, keys: Sequence[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for start in range(0, len(keys), _CHUNK):
-        statement = select(usage_events.c.idempotency_key, usage_events.c.id).where(
-            usage_events.c.tenant_id == tenant_id,
-            usage_events.c.idempotency_key.in_(keys[start : start + _CHUNK]),
-        )
-        found.update({row.idempotency_key: row.id for row in await session.execute(statement)})
-    return found
+    return {row[0]: row[1] for row in await events_by_keys(session, tenant_id, keys)}
 
 
 def property_text(session: AsyncSession, name: str) -> ColumnElement[str]:
@@ -88,6 +144,8 @@ async def lock_accounts(
     """Lock the quota accounts of (customer, feature) pairs, creating missing ones, and
     return their state. Locks are taken in key order, so two batches never deadlock."""
     ordered = sorted(set(keys))
+    if _is_postgres(session):
+        return await _lock_accounts_postgres(session, tenant_id, ordered, now)
     found: dict[tuple[str, str], dict[str, Any]] = {}
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
@@ -120,6 +178,33 @@ async def lock_accounts(
     return found
 
 
+_CREATE_ACCOUNTS = """
+INSERT INTO quota_accounts (tenant_id, customer, feature_key, state, updated_at)
+SELECT $1, k.customer, k.feature, '{}'::jsonb, $2
+FROM unnest($3::text[], $4::text[]) AS k(customer, feature)
+ON CONFLICT DO NOTHING
+"""
+_LOCK_ACCOUNTS = """
+SELECT a.customer, a.feature_key, a.state::text
+FROM unnest($2::text[], $3::text[]) AS k(customer, feature)
+JOIN quota_accounts AS a
+  ON a.tenant_id = $1 AND a.customer = k.customer AND a.feature_key = k.feature
+ORDER BY a.customer, a.feature_key
+FOR UPDATE OF a
+"""
+
+
+async def _lock_accounts_postgres(
+    session: AsyncSession, tenant_id: str, ordered: list[tuple[str, str]], now: datetime
+) -> dict[tuple[str, str], dict[str, Any]]:
+    customers = [customer for customer, _feature in ordered]
+    features = [feature for _customer, feature in ordered]
+    connection = await session.connection()
+    await connection.exec_driver_sql(_CREATE_ACCOUNTS, (tenant_id, now, customers, features))
+    result: Any = await connection.exec_driver_sql(_LOCK_ACCOUNTS, (tenant_id, customers, features))
+    return {(row[0], row[1]): json.loads(row[2]) for row in result}
+
+
 async def read_account(
     session: AsyncSession, tenant_id: str, customer: str, feature: str
 ) -> dict[str, Any]:
@@ -132,6 +217,13 @@ async def read_account(
     return dict(state) if state else {}
 
 
+_SAVE_ACCOUNTS = """
+UPDATE quota_accounts AS a SET state = u.state::jsonb, updated_at = $2
+FROM unnest($3::text[], $4::text[], $5::text[]) AS u(customer, feature, state)
+WHERE a.tenant_id = $1 AND a.customer = u.customer AND a.feature_key = u.feature
+"""
+
+
 async def save_accounts(
     session: AsyncSession,
     tenant_id: str,
@@ -139,6 +231,20 @@ async def save_accounts(
     now: datetime,
 ) -> None:
     if not states:
+        return
+    if _is_postgres(session):
+        ordered = sorted(states.items())
+        connection = await session.connection()
+        await connection.exec_driver_sql(
+            _SAVE_ACCOUNTS,
+            (
+                tenant_id,
+                now,
+                [customer for (customer, _feature), _state in ordered],
+                [feature for (_customer, feature), _state in ordered],
+                [json.dumps(state) for _key, state in ordered],
+            ),
+        )
         return
     statement = (
         update(quota_accounts)
@@ -163,8 +269,41 @@ async def save_accounts(
     await session.execute(statement, rows)
 
 
-async def event_by_key(session: AsyncSession, tenant_id: str, key: str) -> Record | None:
-    statement = select(usage_events).where(
-        usage_events.c.tenant_id == tenant_id, usage_events.c.idempotency_key == key
-    )
-    return (await session.execute(statement)).first()
+# Keys as one array joined to the unique index: one prepared statement whatever the
+# count, and a plan of index lookups even before the table was first analysed (an IN list
+# on a fresh, fast-growing table was planned as a scan of all of a tenant's events).
+_EVENTS_BY_KEYS = """
+SELECT e.idempotency_key, e.id, e.customer, e.type
+FROM unnest($2::text[]) AS k(key)
+JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
+"""
+
+
+async def events_by_keys(
+    session: AsyncSession, tenant_id: str, keys: Sequence[str]
+) -> list[tuple[str, str, str, str]]:
+    """The stored events among `keys`: (idempotency key, id, customer, type)."""
+    unique = sorted(set(keys))
+    if not unique:
+        return []
+    if _is_postgres(session):
+        connection = await session.connection()
+        result: Any = await connection.exec_driver_sql(_EVENTS_BY_KEYS, (tenant_id, unique))
+        return [(row[0], row[1], row[2], row[3]) for row in result]
+    found: list[tuple[str, str, str, str]] = []
+    for start in range(0, len(unique), _CHUNK):
+        statement = select(
+            usage_events.c.idempotency_key,
+            usage_events.c.id,
+            usage_events.c.customer,
+            usage_events.c.type,
+        ).where(
+            usage_events.c.tenant_id == tenant_id,
+            usage_events.c.idempotency_key.in_(unique[start : start + _CHUNK]),
+        )
+        found.extend((row[0], row[1], row[2], row[3]) for row in await session.execute(statement))
+    return found
+
+
+def _is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog
 from billfold.kit.context import Context
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
-from billfold.kit.ids import new_id
+from billfold.kit.ids import new_ids
 from billfold.metering import quota, quotas, repository
 from billfold.metering.events import Rejection, UsageEvent
 from billfold.metering.model import Accumulator, Meter, NotANumber, Row, aggregate, json_value
@@ -37,9 +38,10 @@ class MeterValueNotANumber(InvalidInput):
     title = "A stored event holds a value this meter cannot add"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    index: int
+class Outcome(NamedTuple):
+    """One event's fate, as `/v1/events` answers it (OutcomeOut's fields, in order)."""
+
+    index: int  # type: ignore[assignment]  # the answer names it so; shadows tuple.index
     status: Status
     idempotency_key: str | None
     id: str | None = None
@@ -61,9 +63,10 @@ async def ingest(
     Usage events are their own append-only record, so they are not copied into the
     event log one by one; a quota overage is."""
     outcomes, firsts = triage(items)
+    ids = iter(new_ids("use", len(firsts)))
     rows: list[dict[str, Any]] = [
         {
-            "id": new_id("use"),
+            "id": next(ids),
             "tenant_id": ctx.tenant_id,
             "idempotency_key": item.idempotency_key,
             "customer": item.customer,
@@ -76,14 +79,15 @@ async def ingest(
         }
         for item in firsts.values()
     ]
-    inserted = await repository.insert_new(session, rows) if rows else set()
+    texts = [item.properties_json or json.dumps(item.properties) for item in firsts.values()]
+    inserted = await repository.insert_new(session, rows, texts) if rows else set()
     fresh = [row for row in rows if row["idempotency_key"] in inserted]
     overages = await quotas.draw_reported(session, ctx, catalog, fresh, late_window=late_window)
-    ids = {row["idempotency_key"]: row["id"] for row in rows if row["idempotency_key"] in inserted}
+    stored = {row["idempotency_key"]: row["id"] for row in fresh}
     earlier = [row["idempotency_key"] for row in rows if row["idempotency_key"] not in inserted]
     if earlier:
-        ids.update(await repository.ids_by_key(session, ctx.tenant_id, earlier))
-    return [_settle(outcome, inserted, ids) for outcome in outcomes], overages
+        stored.update(await repository.ids_by_key(session, ctx.tenant_id, earlier))
+    return [_settle(outcome, inserted, stored) for outcome in outcomes], overages
 
 
 def _settle(outcome: Outcome, inserted: set[str], ids: dict[str, str]) -> Outcome:
@@ -92,7 +96,7 @@ def _settle(outcome: Outcome, inserted: set[str], ids: dict[str, str]) -> Outcom
     if outcome.status == "rejected" or key is None:
         return outcome
     status: Status = "accepted" if outcome.status == "accepted" and key in inserted else "duplicate"
-    return Outcome(outcome.index, status, key, id=ids.get(key))
+    return Outcome(outcome.index, status, key, ids.get(key))
 
 
 def triage(

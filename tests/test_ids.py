@@ -1,0 +1,22 @@
+"""Ids: prefixed, URL-safe, and random in every character."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from billfold.kit.ids import ID_PATTERN, new_id, new_ids
+
+
+def test_an_id_is_its_prefix_and_26_base32_letters() -> None:
+    assert ID_PATTERN.match(new_id("use"))
+    batch = new_ids("use", 1_000)
+    assert len(batch) == 1_000
+    assert all(ID_PATTERN.match(one) for one in batch)
+    assert len(set(batch)) == 1_000
+
+
+def test_every_letter_of_the_alphabet_is_used_about_equally() -> None:
+    letters = Counter("".join(one[4:] for one in new_ids("use", 4_000)))  # 104,000 letters
+    assert set(letters) == set("abcdefghijklmnopqrstuvwxyz234567")
+    # Uniform: 3,250 each; a 5-sigma band is about +-280.
+    assert all(2_900 < count < 3_600 for count in letters.values()), letters
