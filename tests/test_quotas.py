@@ -270,3 +270,17 @@ async def test_parallel_retries_are_recorded_once_and_answered_alike(harness: Ha
         if line.startswith("billfold_consume_batch_size_count")
     )
     assert batches < 64  # some consumes shared a transaction
+
+
+async def test_a_consume_answers_exactly_what_openapi_promises(harness: Harness) -> None:
+    """Consume answers from plain data (a hot route); it must still be a `ConsumeOut`."""
+    from billfold.metering.schemas import ConsumeOut
+
+    body = (await consume(harness, "shape", amount="2.5")).json()
+    assert list(body) == list(ConsumeOut.model_fields)
+    ConsumeOut.model_validate(body)
+    assert (body["amount"], body["remaining"], body["resets_at"]) == (
+        "2.5",
+        "9997.5",
+        "2026-07-01T00:00:00Z",
+    )

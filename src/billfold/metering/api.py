@@ -242,20 +242,23 @@ async def consume(request: Request, call: SelfCommittingReportCall) -> Response:
         call.services.metrics.quota_overage.labels(body.feature, done.enforcement.value).inc(
             float(done.overage)
         )
+    return Response(to_json(consumed_payload(done)), media_type=events.JSON_TYPE)
+
+
+def consumed_payload(done: quotas.Consumed) -> dict[str, Any]:
+    """A `ConsumeOut` as plain data: consume is a hot route (the check API's pattern)."""
     standing = done.standing
-    return json_response(
-        ConsumeOut(
-            customer=done.customer,
-            feature=done.feature,
-            allowed=True,
-            amount=exact(done.amount),
-            used=exact(standing.used),
-            remaining=quotas.show(standing.remaining),
-            limit=quotas.show(standing.limit),
-            overage=exact(done.overage),
-            resets_at=standing.resets_at,
-            enforcement=done.enforcement.value,
-            event_id=done.event_id,
-            replayed=done.replayed,
-        )
-    )
+    return {
+        "customer": done.customer,
+        "feature": done.feature,
+        "allowed": True,
+        "amount": str(exact(done.amount)),
+        "used": str(exact(standing.used)),
+        "remaining": quotas.show(standing.remaining),
+        "limit": quotas.show(standing.limit),
+        "overage": str(exact(done.overage)),
+        "resets_at": standing.resets_at,
+        "enforcement": done.enforcement.value,
+        "event_id": done.event_id,
+        "replayed": done.replayed,
+    }
