@@ -26,7 +26,7 @@ from billfold.entitlements.service import FeatureNotFound
 from billfold.entitlements.snapshot import Snapshot, SnapshotCache
 from billfold.kit.context import Context
 from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
-from billfold.kit.ids import new_id
+from billfold.kit.ids import new_ids
 from billfold.kit.invariants import invariant
 from billfold.metering import quota, repository
 from billfold.metering.events import json_number
@@ -249,6 +249,7 @@ async def consume_batch(
         session, catalog, tenant_id, [r.customer for r in requests], last, snapshots
     )
     answers: list[Consumed | BillfoldError] = []
+    ids = iter(new_ids("use", len(requests)))  # one read of the random source per batch
     rows: list[dict[str, Any]] = []
     changed: set[tuple[str, str]] = set()
     entries: list[audit.Entry] = []
@@ -259,7 +260,7 @@ async def consume_batch(
         except BillfoldError as error:  # for example an unknown customer, no default plan
             answers.append(error)
             continue
-        answer, totals = _draw_one(request, here, drawn, known)
+        answer, totals = _draw_one(request, here, drawn, known, next(ids))
         answers.append(answer)
         if totals is None or not isinstance(answer, Consumed):
             continue  # refused, or replayed: nothing drawn
@@ -329,14 +330,16 @@ def _draw_one(
     here: Position,
     drawn: Mapping[str, Decimal],
     known: Mapping[str, tuple[str, str, str]],
+    event_id: str,
 ) -> tuple[Consumed | BillfoldError, dict[str, Decimal] | None]:
     """One consume's answer, given where its quota stands and the keys already used, and
-    the account's totals after it (None when nothing is drawn)."""
+    the account's totals after it (None when nothing is drawn). A new event gets
+    `event_id`."""
     feature_key = request.quota.feature.key
     mode = request.enforcement
     earlier = known.get(request.idempotency_key)
     if earlier is not None:
-        event_id, customer, event_type = earlier
+        stored_id, customer, event_type = earlier
         if customer != request.customer or event_type != _type_of(request):
             reused = f"usage event {request.idempotency_key!r} is for {customer!r}, {event_type!r}"
             return IdempotencyKeyReused(reused), None
@@ -347,7 +350,7 @@ def _draw_one(
             mode,
             here.standing,
             Decimal(0),
-            event_id,
+            stored_id,
             True,
         )
         return replayed, None
@@ -376,7 +379,7 @@ def _draw_one(
         return refusal, None
     after = quota.standing(here.buckets, totals)
     consumed = Consumed(
-        request.customer, feature_key, request.amount, mode, after, overage, new_id("use"), False
+        request.customer, feature_key, request.amount, mode, after, overage, event_id, False
     )
     return consumed, totals
 

@@ -178,19 +178,16 @@ async def lock_accounts(
     return found
 
 
-_CREATE_ACCOUNTS = """
-INSERT INTO quota_accounts (tenant_id, customer, feature_key, state, updated_at)
-SELECT $1, k.customer, k.feature, '{}'::jsonb, $2
-FROM unnest($3::text[], $4::text[]) AS k(customer, feature)
-ON CONFLICT DO NOTHING
-"""
+# One statement creates the missing accounts and locks them all, in key order (the rows
+# go in sorted, and each is locked as it is inserted or found): the no-op update of a
+# conflict takes the row lock and RETURNING hands back the state it holds.
 _LOCK_ACCOUNTS = """
-SELECT a.customer, a.feature_key, a.state::text
-FROM unnest($2::text[], $3::text[]) AS k(customer, feature)
-JOIN quota_accounts AS a
-  ON a.tenant_id = $1 AND a.customer = k.customer AND a.feature_key = k.feature
-ORDER BY a.customer, a.feature_key
-FOR UPDATE OF a
+INSERT INTO quota_accounts AS a (tenant_id, customer, feature_key, state, updated_at)
+SELECT $1, k.customer, k.feature, '{}'::jsonb, $2
+FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS k(customer, feature, n)
+ORDER BY k.n
+ON CONFLICT (tenant_id, customer, feature_key) DO UPDATE SET updated_at = a.updated_at
+RETURNING a.customer, a.feature_key, a.state::text
 """
 
 
@@ -200,8 +197,9 @@ async def _lock_accounts_postgres(
     customers = [customer for customer, _feature in ordered]
     features = [feature for _customer, feature in ordered]
     connection = await session.connection()
-    await connection.exec_driver_sql(_CREATE_ACCOUNTS, (tenant_id, now, customers, features))
-    result: Any = await connection.exec_driver_sql(_LOCK_ACCOUNTS, (tenant_id, customers, features))
+    result: Any = await connection.exec_driver_sql(
+        _LOCK_ACCOUNTS, (tenant_id, now, customers, features)
+    )
     return {(row[0], row[1]): json.loads(row[2]) for row in result}
 
 
