@@ -83,13 +83,14 @@ class ConsumeBatcher:
         answers: list[Consumed | BaseException] | None = None
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                answers = await self._run(batch)
+                # The first run takes every key to be new; a retry looks them up.
+                answers = await self._run(batch, look_up_keys=attempt > 1)
                 break
             except (quotas.KeyRaced, DBAPIError) as error:
                 if attempt == ATTEMPTS or not _worth_retrying(error):
                     answers = [error] * len(batch)
                     break
-                log.info("consume batch of %d runs again (%s)", len(batch), error)
+                log.debug("consume batch of %d runs again (%s)", len(batch), error)
             except Exception as error:  # every consume in the batch gets the failure
                 answers = [error] * len(batch)
                 break
@@ -102,7 +103,9 @@ class ConsumeBatcher:
             else:
                 future.set_result(answer)
 
-    async def _run(self, batch: list[Pending]) -> list[Consumed | BaseException]:
+    async def _run(
+        self, batch: list[Pending], *, look_up_keys: bool
+    ) -> list[Consumed | BaseException]:
         by_tenant: dict[str, list[int]] = {}
         for index, (request, _future) in enumerate(batch):
             by_tenant.setdefault(request.ctx.tenant_id, []).append(index)
@@ -116,6 +119,7 @@ class ConsumeBatcher:
                     [batch[i][0] for i in indexes],
                     late_window=self._late_window,
                     snapshots=self._snapshots(),
+                    look_up_keys=look_up_keys,
                 )
                 for index, answer in zip(indexes, done, strict=True):
                     answers[index] = answer

@@ -212,8 +212,9 @@ def prepare_consume(
 
 
 class KeyRaced(Exception):
-    """An idempotency key this batch meant to store was stored by another transaction
-    in the same instant. The batch must roll back and run again: it will then see it."""
+    """An idempotency key this batch meant to store was stored already: by another
+    transaction in the same instant, or before, when the batch did not look its keys up.
+    The batch must roll back and run again, looking them up: it will then see it."""
 
 
 async def consume_batch(
@@ -222,6 +223,7 @@ async def consume_batch(
     *,
     late_window: timedelta = timedelta(days=7),
     snapshots: SnapshotCache | None = None,
+    look_up_keys: bool = True,
 ) -> list[Consumed | BillfoldError]:
     """Check and record one tenant's consumes, in order, in the caller's transaction: an
     answer per request, a refusal being a `QuotaExceeded` (under `enforce`, for what a
@@ -237,12 +239,14 @@ async def consume_batch(
     keys = [(r.customer, r.quota.feature.key) for r in requests]
     states = await repository.lock_accounts(session, tenant_id, keys, last)
     accounts = {key: _drawn(state) for key, state in states.items()}
-    known: dict[str, tuple[str, str, str]] = {
-        key: (event_id, customer, event_type)
-        for key, event_id, customer, event_type in await repository.events_by_keys(
+    # Without `look_up_keys`, every key is taken to be new: the common case saves a round
+    # trip, and a key found stored after all raises `KeyRaced`, to run again with it.
+    known: dict[str, tuple[str, str, str]] = {}
+    if look_up_keys:
+        for stored_key, event_id, customer, event_type in await repository.events_by_keys(
             session, tenant_id, [r.idempotency_key for r in requests]
-        )
-    }
+        ):
+            known[stored_key] = (event_id, customer, event_type)
     # Every customer's grants at once: from the cache, the rest in one round trip.
     catalog = requests[0].catalog
     held = await entitlements.current_snapshots(
