@@ -170,7 +170,7 @@ async def test_consume_records_the_amount_exactly_or_refuses_it(harness: Harness
     body = assert_problem(long, 422, "invalid_input")
     assert body["errors"][0]["pointer"] == "#/amount"
     other = await consume(harness, "f1", customer="bob")
-    assert_problem(other, 409, "idempotency_key_reused")
+    assert_problem(other, 422, "idempotency_key_reused")
     metered = await harness.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
     assert metered.json()["buckets"][0]["value"] == "2.5"
 

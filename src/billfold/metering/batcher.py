@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 
 from billfold.entitlements.snapshot import SnapshotCache
 from billfold.kit.db import Database
+from billfold.kit.errors import BillfoldError
 from billfold.metering import quotas
 from billfold.metering.quotas import Consumed, ConsumeRequest
 
@@ -32,9 +33,15 @@ MAX_BATCH: Final = 500
 # Batches run at once: while one waits on the database, the next is checked and sent.
 # Two batches touching one account queue on its row lock, as two processes' would.
 IN_FLIGHT: Final = 2
-ATTEMPTS: Final = 3  # a batch that lost a race (a key, a deadlock) runs again, this often
+ATTEMPTS: Final = 4  # a batch that lost a race (a key, a deadlock) runs again, this often
 
 Pending = tuple[ConsumeRequest, "asyncio.Future[Consumed]"]
+
+
+class ConsumeContended(BillfoldError):
+    status = 503
+    code = "consume_contended"
+    title = "Consumes kept racing for the same keys or rows; retry"
 
 
 class ConsumeBatcher:
@@ -87,8 +94,17 @@ class ConsumeBatcher:
                 answers = await self._run(batch, look_up_keys=attempt > 1)
                 break
             except (quotas.KeyRaced, DBAPIError) as error:
-                if attempt == ATTEMPTS or not _worth_retrying(error):
+                if not _worth_retrying(error):
                     answers = [error] * len(batch)
+                    break
+                if attempt == ATTEMPTS:
+                    log.warning("consume batch of %d lost %d races: %s", len(batch), attempt, error)
+                    busy = ConsumeContended(
+                        f"the batch holding this consume lost {attempt} races ({error}); "
+                        "retrying with the same idempotency key is safe",
+                        headers={"Retry-After": "1"},
+                    )
+                    answers = [busy] * len(batch)
                     break
                 log.debug("consume batch of %d runs again (%s)", len(batch), error)
             except Exception as error:  # every consume in the batch gets the failure

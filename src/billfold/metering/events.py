@@ -13,6 +13,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
+from pydantic_core import to_json
+
 from billfold.customers.service import EXTERNAL_ID
 from billfold.metering.model import EVENT_TYPE
 
@@ -34,7 +36,6 @@ _CE_FIELDS = frozenset(
 )
 _CE_IGNORED = frozenset(("dataschema",))
 CORRELATION_EXTENSION: Final = "correlationid"
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # one encoder, not one per event
 
 
 class BodyError(ValueError):
@@ -180,11 +181,12 @@ def check(
     problem = _exact(properties)
     if problem:
         return Rejection(key, "invalid_event", problem)
-    text = _COMPACT.encode(properties)
-    if len(text) > MAX_PROPERTIES_BYTES:
+    encoded = to_json(properties)  # compact UTF-8, in Rust: 7x json.dumps on small objects
+    if len(encoded) > MAX_PROPERTIES_BYTES:
         return Rejection(
             key, "invalid_event", f"properties: at most {MAX_PROPERTIES_BYTES} bytes of JSON"
         )
+    text = encoded.decode("utf-8")
     return UsageEvent(key, customer, kind, service, correlation_id, timestamp, properties, text)
 
 

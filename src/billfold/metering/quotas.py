@@ -44,7 +44,7 @@ class QuotaExceeded(BillfoldError):
 
 
 class IdempotencyKeyReused(BillfoldError):
-    status = 409
+    status = 422  # as for a reused Idempotency-Key header: one code, one status
     code = "idempotency_key_reused"
     title = "This idempotency key belongs to another usage event"
 
@@ -504,14 +504,15 @@ async def draw_reported(
     if not draws:
         return {}
     overages: dict[str, Decimal] = {}
-    states = await repository.lock_accounts(session, ctx.tenant_id, list(draws), ctx.now)
     # Every customer's grants in one go, read at the batch's earliest event, so that late
-    # events still see the grants they met.
+    # events still see the grants they met; read before the accounts are locked, because
+    # every other batch of these customers waits for those locks until we commit.
     earliest = min(when for items in draws.values() for when, _value in items)
     customers = sorted({customer for customer, _feature in draws})
     snapshots = await entitlements.snapshots_of(
         session, catalog, ctx.tenant_id, customers, earliest
     )
+    states = await repository.lock_accounts(session, ctx.tenant_id, list(draws), ctx.now)
     updated: dict[tuple[str, str], dict[str, Any]] = {}
     entries: list[audit.Entry] = []
     for (customer, feature_key), items in sorted(draws.items()):

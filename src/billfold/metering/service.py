@@ -82,11 +82,12 @@ async def ingest(
     texts = [item.properties_json or json.dumps(item.properties) for item in firsts.values()]
     inserted = await repository.insert_new(session, rows, texts) if rows else set()
     fresh = [row for row in rows if row["idempotency_key"] in inserted]
-    overages = await quotas.draw_reported(session, ctx, catalog, fresh, late_window=late_window)
     stored = {row["idempotency_key"]: row["id"] for row in fresh}
     earlier = [row["idempotency_key"] for row in rows if row["idempotency_key"] not in inserted]
     if earlier:
         stored.update(await repository.ids_by_key(session, ctx.tenant_id, earlier))
+    # Last: drawing locks the customers' quota accounts until the caller commits.
+    overages = await quotas.draw_reported(session, ctx, catalog, fresh, late_window=late_window)
     return [_settle(outcome, inserted, stored) for outcome in outcomes], overages
 
 
