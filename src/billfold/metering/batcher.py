@@ -30,9 +30,9 @@ from billfold.metering.quotas import Consumed, ConsumeRequest
 log = logging.getLogger("billfold.quotas")
 
 MAX_BATCH: Final = 500
-# Batches run at once: while one waits on the database, the next is checked and sent.
-# Two batches touching one account queue on its row lock, as two processes' would.
-IN_FLIGHT: Final = 2
+# Batches run at once, on different accounts: while one waits on the database, the next
+# is checked and sent. Consumes of an account that a running batch holds wait for it.
+IN_FLIGHT: Final = 4
 ATTEMPTS: Final = 4  # a batch that lost a race (a key, a deadlock) runs again, this often
 
 Pending = tuple[ConsumeRequest, "asyncio.Future[Consumed]"]
@@ -61,13 +61,14 @@ class ConsumeBatcher:
         self._on_batch = on_batch
         self._queue: list[Pending] = []
         self._runners: set[asyncio.Task[None]] = set()
+        self._held: set[AccountKey] = set()  # the accounts of the batches in flight
 
     async def consume(self, request: ConsumeRequest) -> Consumed:
         """The consume's answer once its batch has committed; raises its refusal."""
         future: asyncio.Future[Consumed] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)  # a refusal nobody waits for any more is fine
         self._queue.append((request, future))
-        if len(self._runners) < IN_FLIGHT:
+        if len(self._runners) < IN_FLIGHT and _key(request) not in self._held:
             runner = asyncio.create_task(self._drain())
             self._runners.add(runner)
             runner.add_done_callback(self._runners.discard)
@@ -81,9 +82,29 @@ class ConsumeBatcher:
             await asyncio.gather(*self._runners)
 
     async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            await self._settle(batch)
+        while batch := self._take():
+            keys = {_key(request) for request, _future in batch}
+            self._held |= keys
+            try:
+                await self._settle(batch)
+            finally:
+                self._held -= keys
+
+    def _take(self) -> list[Pending]:
+        """The next batch: queued consumes, in order, of accounts no batch in flight holds.
+
+        A second batch on a held account would only wait for its row lock, so consumes of
+        one hot account go one batch at a time, in arrival order, while other accounts'
+        batches run beside it."""
+        batch: list[Pending] = []
+        left: list[Pending] = []
+        for pending in self._queue:
+            if len(batch) < MAX_BATCH and _key(pending[0]) not in self._held:
+                batch.append(pending)
+            else:
+                left.append(pending)
+        self._queue = left
+        return batch
 
     async def _settle(self, batch: list[Pending]) -> None:
         self._on_batch(len(batch))
@@ -140,6 +161,13 @@ class ConsumeBatcher:
                 for index, answer in zip(indexes, done, strict=True):
                     answers[index] = answer
         return answers
+
+
+AccountKey = tuple[str, str, str]
+
+
+def _key(request: ConsumeRequest) -> AccountKey:
+    return request.ctx.tenant_id, request.customer, request.quota.feature.key
 
 
 def _retrieve(future: asyncio.Future[Consumed]) -> None:

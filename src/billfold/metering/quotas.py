@@ -293,11 +293,9 @@ async def consume_batch(
                 )
             )
     if rows:
-        inserted = await repository.insert_new(session, rows)
-        if len(inserted) != len(rows):
-            raise KeyRaced(", ".join(sorted({row["idempotency_key"] for row in rows} - inserted)))
         states = {key: _state(*accounts[key]) for key in changed}
-        await repository.save_accounts(session, tenant_id, states, last)
+        if await repository.record_consumes(session, rows, states, last) != len(rows):
+            raise KeyRaced(f"{len(rows)} keys, some stored already")
     await audit.record_many(session, entries)
     return answers
 

@@ -66,9 +66,10 @@ ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
 """
 
 
-async def _insert_new_postgres(
-    session: AsyncSession, rows: Sequence[dict[str, Any]], properties_json: Sequence[str]
-) -> set[str]:
+def _event_arrays(
+    rows: Sequence[dict[str, Any]], properties_json: Sequence[str]
+) -> tuple[Any, ...]:
+    """`_UNNEST_INSERT`'s eleven parameters for `rows`, all of one tenant."""
     first = rows[0]
     invariant(all(row["tenant_id"] == first["tenant_id"] for row in rows), "one tenant")
     base = first["received_at"]
@@ -80,30 +81,77 @@ async def _insert_new_postgres(
     occurred = [
         None if row["occurred_at"] == row["received_at"] else row["occurred_at"] for row in rows
     ]
-    connection = await session.connection()
-    result = await connection.exec_driver_sql(
-        _UNNEST_INSERT,
-        (
-            first["tenant_id"],
-            base,
-            [row["id"] for row in rows],
-            [row["idempotency_key"] for row in rows],
-            [row["customer"] for row in rows],
-            [row["type"] for row in rows],
-            _unless_all_null([row["service"] for row in rows]),
-            _unless_all_null([row["correlation_id"] for row in rows]),
-            _unless_all_null(occurred),
-            _unless_all_null(received),
-            list(texts),
-        ),
+    return (
+        first["tenant_id"],
+        base,
+        [row["id"] for row in rows],
+        [row["idempotency_key"] for row in rows],
+        [row["customer"] for row in rows],
+        [row["type"] for row in rows],
+        _unless_all_null([row["service"] for row in rows]),
+        _unless_all_null([row["correlation_id"] for row in rows]),
+        _unless_all_null(occurred),
+        _unless_all_null(received),
+        list(texts),
     )
+
+
+async def _insert_new_postgres(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], properties_json: Sequence[str]
+) -> set[str]:
+    connection = await session.connection()
+    result = await connection.exec_driver_sql(_UNNEST_INSERT, _event_arrays(rows, properties_json))
     if result.rowcount == len(rows):
         return {row["idempotency_key"] for row in rows}  # the usual case: every key was new
     # Some keys were stored already. Ours are those stored under the id this call sent.
     # (Cheaper than RETURNING 10,000 keys for the rare batch that repeats one.)
     sent = {row["idempotency_key"]: row["id"] for row in rows}
-    stored = await ids_by_key(session, first["tenant_id"], list(sent))
+    stored = await ids_by_key(session, rows[0]["tenant_id"], list(sent))
     return {key for key, event_id in stored.items() if sent.get(key) == event_id}
+
+
+# Consume's write: the batch's events and its accounts' new state in one statement, one
+# round trip (a consume batch waits on every one). The counts tell whether every key was
+# new: if not, the caller rolls back.
+_RECORD_CONSUMES = f"""
+WITH events AS ({_UNNEST_INSERT.strip()} RETURNING 1),
+accounts AS (
+  UPDATE quota_accounts AS a SET state = u.state::jsonb, updated_at = $15
+  FROM unnest($12::text[], $13::text[], $14::text[]) AS u(customer, feature, state)
+  WHERE a.tenant_id = $1 AND a.customer = u.customer AND a.feature_key = u.feature
+  RETURNING 1
+)
+SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM accounts)
+"""  # noqa: S608 (one constant is formatted in, no input)
+
+
+async def record_consumes(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    states: Mapping[tuple[str, str], dict[str, Any]],
+    now: datetime,
+) -> int:
+    """Store consumes' usage events and their accounts' states (locked by the caller);
+    returns how many events were new. One statement on PostgreSQL."""
+    tenant_id = rows[0]["tenant_id"]
+    if not _is_postgres(session):
+        inserted = await insert_new(session, rows)
+        await save_accounts(session, tenant_id, states, now)
+        return len(inserted)
+    ordered = sorted(states.items())
+    connection = await session.connection()
+    result: Any = await connection.exec_driver_sql(
+        _RECORD_CONSUMES,
+        (
+            *_event_arrays(rows, ()),
+            [customer for (customer, _feature), _state in ordered],
+            [feature for (_customer, feature), _state in ordered],
+            [json.dumps(state) for _key, state in ordered],
+            now,
+        ),
+    )
+    events, _accounts = result.one()
+    return int(events)
 
 
 def _unless_all_null(column: list[Any]) -> list[Any] | None:
