@@ -385,6 +385,14 @@ def add_an_entry(template: Template, cli: Cli) -> None:
     assert granted.status_code == 201, granted.text
 
 
+def test_a_database_never_migrated_gets_a_clear_answer(tmp_path: Path) -> None:
+    empty = Cli(tmp_path, tmp_path / "never-migrated.db")
+    result = empty.run("audit", "verify")
+    assert result.returncode != 0
+    assert "holds no Billfold tables: run `billfold migrate` first" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 def test_audit_verify_names_an_edited_entry(template: Template, cli: Cli) -> None:
     add_an_entry(template, cli)
     ok = cli.run("audit", "verify")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.audit import service as audit
@@ -30,7 +31,7 @@ from billfold.entitlements.service import Window
 from billfold.kit import migrate
 from billfold.kit.clock import SystemClock
 from billfold.kit.context import Actor, Context
-from billfold.kit.db import Database
+from billfold.kit.db import Database, sync_url
 from billfold.kit.errors import BillfoldError
 from billfold.settings import Settings, SettingsError
 from billfold.subscriptions import service as subscriptions
@@ -103,6 +104,19 @@ def _run(work: Callable[[Database], Awaitable[T]]) -> T:
         lines += [f"  {e.pointer or e.parameter or ''} {e.detail}".rstrip() for e in error.errors]
         _fail("\n".join(lines))
         raise  # unreachable
+    except DBAPIError as error:
+        if _no_schema(error):
+            _fail(
+                f"{sync_url(settings.database_url)} holds no Billfold tables: "
+                "run `billfold migrate` first (`make run` does)"
+            )
+        raise
+
+
+def _no_schema(error: DBAPIError) -> bool:
+    """The database answered that a table does not exist: it was never migrated."""
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return sqlstate == "42P01" or "no such table" in str(error.orig)
 
 
 def _in_tenant(slug: str, work: Callable[[AsyncSession, Context, Catalog], Awaitable[T]]) -> T:

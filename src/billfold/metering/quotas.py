@@ -367,7 +367,7 @@ def _draw_one(
         standing = here.standing
         refusal = QuotaExceeded(
             f"{feature_key}: {request.amount} requested, {show(standing.remaining)} left"
-            + (f" until {standing.resets_at.isoformat()}" if standing.resets_at else ""),
+            + (f" until {_instant(standing.resets_at)}" if standing.resets_at else ""),
             extra={
                 "feature": feature_key,
                 "requested": show(request.amount),
