@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cached_property, lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -65,8 +66,14 @@ def quota_of(catalog: Catalog, feature_key: str, *, pointer: str = "#/feature") 
             f"no metered feature {feature_key!r} in the catalog",
             errors=[FieldError("expected a metered feature", pointer=pointer)],
         )
-    policy = QuotaPolicy.from_json(feature.config)
+    policy = _policy(tuple(sorted(feature.config.items())))
     return Quota(feature, policy, catalog.meters[policy.meter])
+
+
+@lru_cache(maxsize=1024)
+def _policy(config: tuple[tuple[str, Any], ...]) -> QuotaPolicy:
+    """A feature's quota policy, parsed once per distinct setting (a consume asks each time)."""
+    return QuotaPolicy.from_json(dict(config))
 
 
 def quotas_fed_by(catalog: Catalog, event_type: str) -> list[Quota]:
@@ -108,12 +115,17 @@ def _state(drawn: Mapping[str, Decimal], ends: Mapping[str, datetime]) -> dict[s
 
 @dataclass(frozen=True)
 class Position:
-    """A customer's quota at one moment: the buckets, and where they stand."""
+    """A customer's quota at one moment: the buckets, and what was drawn from them."""
 
     quota: Quota
     entitlement: Entitlement
     buckets: list[Bucket]
-    standing: Standing
+    drawn: Mapping[str, Decimal]
+
+    @cached_property
+    def standing(self) -> Standing:
+        """Where they stand; worked out when asked (a consume that is allowed never asks)."""
+        return quota.standing(self.buckets, self.drawn)
 
 
 async def position(
@@ -135,7 +147,7 @@ async def position(
     if state is None:
         state = await repository.read_account(session, tenant_id, customer, quota_def.feature.key)
     drawn, _ends = _drawn(state)
-    return Position(quota_def, entitlement, live, quota.standing(live, drawn))
+    return Position(quota_def, entitlement, live, drawn)
 
 
 @dataclass(frozen=True)
@@ -320,7 +332,7 @@ async def _position(
         )
     anchor = await _anchor(session, ctx.tenant_id, request.customer, quota_def.policy)
     live = quota.buckets(entitlement, quota_def.policy, ctx.now, anchor)
-    return Position(quota_def, entitlement, live, quota.standing(live, drawn))
+    return Position(quota_def, entitlement, live, drawn)
 
 
 def _type_of(request: ConsumeRequest) -> str:
