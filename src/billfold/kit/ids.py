@@ -19,8 +19,7 @@ _TO_LETTER = bytes(_ALPHABET[byte % 32] for byte in range(256))
 
 
 def new_id(prefix: str) -> str:
-    body = secrets.token_bytes(_ID_BODY_LENGTH).translate(_TO_LETTER).decode("ascii")
-    return f"{prefix}_{body}"
+    return new_ids(prefix, 1)[0]
 
 
 def new_ids(prefix: str, count: int) -> list[str]:

@@ -145,9 +145,6 @@ async def store_or_queue(
     outcomes, overages = await service.ingest(
         call.session, call.ctx, await call.catalog(), checked, late_window=late
     )
-    # Commit now, not after the answer is built: until then this batch holds the quota
-    # accounts of its customers, and the next batch of the same customers waits on them.
-    await call.unit.commit()
     for feature, overage in overages.items():
         call.services.metrics.quota_overage.labels(feature, "reported").inc(float(overage))
     return outcomes, False

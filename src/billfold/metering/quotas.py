@@ -142,11 +142,23 @@ async def position(
     entitlement = await entitlements.entitlement_of(
         session, catalog, tenant_id, customer, quota_def.feature.key, moment, snapshots
     )
-    anchor = await _anchor(session, tenant_id, customer, quota_def.policy)
-    live = quota.buckets(entitlement, quota_def.policy, moment, anchor)
     if state is None:
         state = await repository.read_account(session, tenant_id, customer, quota_def.feature.key)
     drawn, _ends = _drawn(state)
+    return await _position_of(session, tenant_id, customer, quota_def, entitlement, moment, drawn)
+
+
+async def _position_of(
+    session: AsyncSession,
+    tenant_id: str,
+    customer: str,
+    quota_def: Quota,
+    entitlement: Entitlement,
+    moment: datetime,
+    drawn: Mapping[str, Decimal],
+) -> Position:
+    anchor = await _anchor(session, tenant_id, customer, quota_def.policy)
+    live = quota.buckets(entitlement, quota_def.policy, moment, anchor)
     return Position(quota_def, entitlement, live, drawn)
 
 
@@ -330,9 +342,9 @@ async def _position(
         entitlement = await entitlements.entitlement_of(
             session, catalog, ctx.tenant_id, request.customer, feature_key, ctx.now, snapshots
         )
-    anchor = await _anchor(session, ctx.tenant_id, request.customer, quota_def.policy)
-    live = quota.buckets(entitlement, quota_def.policy, ctx.now, anchor)
-    return Position(quota_def, entitlement, live, drawn)
+    return await _position_of(
+        session, ctx.tenant_id, request.customer, quota_def, entitlement, ctx.now, drawn
+    )
 
 
 def _type_of(request: ConsumeRequest) -> str:

@@ -113,16 +113,32 @@ async def _insert_new_postgres(
 # Consume's write: the batch's events and its accounts' new state in one statement, one
 # round trip (a consume batch waits on every one). The counts tell whether every key was
 # new: if not, the caller rolls back.
+def _update_accounts(now: int, first_array: int) -> str:
+    """The UPDATE that writes accounts' states: the tenant is $1, the instant and the three
+    arrays (customers, features, states as JSON) are numbered from the arguments."""
+    c, f, s = first_array, first_array + 1, first_array + 2
+    return f"""
+UPDATE quota_accounts AS a SET state = u.state::jsonb, updated_at = ${now}
+FROM unnest(${c}::text[], ${f}::text[], ${s}::text[]) AS u(customer, feature, state)
+WHERE a.tenant_id = $1 AND a.customer = u.customer AND a.feature_key = u.feature
+"""  # noqa: S608 (parameter numbers only; no input is formatted in)
+
+
+def _account_arrays(states: Mapping[tuple[str, str], dict[str, Any]]) -> tuple[list[str], ...]:
+    ordered = sorted(states.items())
+    return (
+        [customer for (customer, _feature), _state in ordered],
+        [feature for (_customer, feature), _state in ordered],
+        [json.dumps(state) for _key, state in ordered],
+    )
+
+
+_SAVE_ACCOUNTS = _update_accounts(now=2, first_array=3)
 _RECORD_CONSUMES = f"""
 WITH events AS ({_UNNEST_INSERT.strip()} RETURNING 1),
-accounts AS (
-  UPDATE quota_accounts AS a SET state = u.state::jsonb, updated_at = $15
-  FROM unnest($12::text[], $13::text[], $14::text[]) AS u(customer, feature, state)
-  WHERE a.tenant_id = $1 AND a.customer = u.customer AND a.feature_key = u.feature
-  RETURNING 1
-)
+accounts AS ({_update_accounts(now=15, first_array=12).strip()} RETURNING 1)
 SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM accounts)
-"""  # noqa: S608 (one constant is formatted in, no input)
+"""  # noqa: S608 (constants only; no input is formatted in)
 
 
 async def record_consumes(
@@ -138,17 +154,9 @@ async def record_consumes(
         inserted = await insert_new(session, rows)
         await save_accounts(session, tenant_id, states, now)
         return len(inserted)
-    ordered = sorted(states.items())
     connection = await session.connection()
     result: Any = await connection.exec_driver_sql(
-        _RECORD_CONSUMES,
-        (
-            *_event_arrays(rows, ()),
-            [customer for (customer, _feature), _state in ordered],
-            [feature for (_customer, feature), _state in ordered],
-            [json.dumps(state) for _key, state in ordered],
-            now,
-        ),
+        _RECORD_CONSUMES, (*_event_arrays(rows, ()), *_account_arrays(states), now)
     )
     events, _accounts = result.one()
     return int(events)
@@ -164,7 +172,7 @@ async def ids_by_key(session: AsyncSession, tenant_id: str, keys: Sequence[str])
 
 def property_text(session: AsyncSession, name: str) -> ColumnElement[str]:
     """One property of the stored JSON, as exact JSON text (`"gpt-4o"`, `0.125`), or NULL."""
-    if session.get_bind().dialect.name == "postgresql":
+    if _is_postgres(session):
         return cast(type_coerce(usage_events.c.properties, JSONB).op("->")(literal(name)), Text)
     return type_coerce(usage_events.c.properties, Text).op("->")(literal(f'$."{name}"'))
 
@@ -274,13 +282,6 @@ async def read_account(
     return dict(state) if state else {}
 
 
-_SAVE_ACCOUNTS = """
-UPDATE quota_accounts AS a SET state = u.state::jsonb, updated_at = $2
-FROM unnest($3::text[], $4::text[], $5::text[]) AS u(customer, feature, state)
-WHERE a.tenant_id = $1 AND a.customer = u.customer AND a.feature_key = u.feature
-"""
-
-
 async def save_accounts(
     session: AsyncSession,
     tenant_id: str,
@@ -290,18 +291,9 @@ async def save_accounts(
     if not states:
         return
     if _is_postgres(session):
-        ordered = sorted(states.items())
         connection = await session.connection()
-        await connection.exec_driver_sql(
-            _SAVE_ACCOUNTS,
-            (
-                tenant_id,
-                now,
-                [customer for (customer, _feature), _state in ordered],
-                [feature for (_customer, feature), _state in ordered],
-                [json.dumps(state) for _key, state in ordered],
-            ),
-        )
+        arguments = (tenant_id, now, *_account_arrays(states))
+        await connection.exec_driver_sql(_SAVE_ACCOUNTS, arguments)
         return
     statement = (
         update(quota_accounts)

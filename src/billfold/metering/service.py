@@ -86,9 +86,11 @@ async def ingest(
     earlier = [row["idempotency_key"] for row in rows if row["idempotency_key"] not in inserted]
     if earlier:
         stored.update(await repository.ids_by_key(session, ctx.tenant_id, earlier))
-    # Last: drawing locks the customers' quota accounts until the caller commits.
+    settled = [_settle(outcome, inserted, stored) for outcome in outcomes]
+    # Last: drawing locks the customers' quota accounts until the caller commits, and
+    # every other batch of these customers waits for those locks.
     overages = await quotas.draw_reported(session, ctx, catalog, fresh, late_window=late_window)
-    return [_settle(outcome, inserted, stored) for outcome in outcomes], overages
+    return settled, overages
 
 
 def _settle(outcome: Outcome, inserted: set[str], ids: dict[str, str]) -> Outcome:
