@@ -165,14 +165,19 @@ async def scalar(dsn: str, query: str, *args: Any) -> Any:
         await connection.close()
 
 
-def batch_totals(base: str) -> tuple[float, float]:
-    """(consumes, transactions) so far, from the server's group-commit histogram."""
-    totals = {"sum": 0.0, "count": 0.0}
+def batch_totals(base: str) -> tuple[float, float, float]:
+    """(consumes, batches, consumes drawn again under lock) so far, from /metrics."""
+    names = (
+        "billfold_consume_batch_size_sum",
+        "billfold_consume_batch_size_count",
+        "billfold_consume_redrawn_total",
+    )
+    totals = dict.fromkeys(names, 0.0)
     for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
-        for name in totals:
-            if line.startswith(f"billfold_consume_batch_size_{name} "):
-                totals[name] = float(line.split()[-1])
-    return totals["sum"], totals["count"]
+        name, _, value = line.partition(" ")
+        if name in totals:
+            totals[name] = float(value)
+    return totals[names[0]], totals[names[1]], totals[names[2]]
 
 
 def consume_run(
@@ -340,11 +345,12 @@ def one_round(args: argparse.Namespace, wrk: str, admin_url: str, number: int) -
                 ("hot customer", hot_rate, hot, 1_000, (before, middle)),
                 ("1,000 customers", spread_rate, spread, 3_000, (middle, after)),
             ):
-                consumes, transactions = end[0] - start[0], end[1] - start[1]
+                consumes, batches, redrawn = (b - a for a, b in zip(start, end, strict=True))
                 if args.workers == 1:  # each worker has its own /metrics
                     print(
-                        f"   (group commit: {consumes:,.0f} consumes in {transactions:,.0f} "
-                        f"transactions, {consumes / max(transactions, 1):.1f} per transaction)"
+                        f"   (group commit: {consumes:,.0f} consumes in {batches:,.0f} "
+                        f"batches, {consumes / max(batches, 1):.1f} per batch; "
+                        f"{redrawn:,.0f} drawn again under lock)"
                     )
                 print(
                     f"   consume, 64 clients, {name}: {rate:,} req/s (recorded {total:,} tokens); "

@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from billfold.app import create_app
+from billfold.catalog import service as catalog_service
+from billfold.kit.db import Database
+from billfold.metering import quotas
 from billfold.metering.quota import Enforcement
 from tests.conftest import Harness, assert_problem, new_harness, postgresql_only
 
@@ -162,6 +168,97 @@ async def test_64_parallel_consumes_never_overspend(enforcing: Harness) -> None:
     assert (await usage(enforcing))["used"] == "9900"
     metered = await enforcing.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
     assert metered.json()["buckets"][0]["value"] == "9900"
+
+
+@postgresql_only  # two processes' batches racing for one account's row
+async def test_two_processes_consuming_one_quota_never_overspend(enforcing: Harness) -> None:
+    """A second app on the same database stands for a second server process: its
+    batches race the first one's for the same account, unlocked and locked alike."""
+    database = Database(enforcing.settings.database_url, pool_size=5)
+    other = create_app(enforcing.settings, clock=enforcing.clock, database=database)
+    transport = httpx.ASGITransport(app=other, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://b.test") as client:
+            body = {"customer": "ada", "feature": "ai.tokens", "amount": 300}
+
+            async def either(i: int) -> httpx.Response:
+                if i % 2:
+                    return await consume(enforcing, f"p{i}", amount=300)
+                sent = {**body, "idempotency_key": f"p{i}"}
+                return await client.post(CONSUME, json=sent, headers=enforcing.admin)
+
+            answers = await asyncio.gather(*(either(i) for i in range(96)))
+    finally:
+        await database.dispose()
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) == 33, [a.text for a in answers if a.status_code != 402]
+    assert statuses.count(402) == 63
+    assert (await usage(enforcing))["used"] == "9900"
+    metered = await enforcing.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
+    assert metered.json()["buckets"][0]["value"] == "9900"
+
+
+@postgresql_only  # the unlocked path is PostgreSQL's; on SQLite every batch locks
+@pytest.mark.parametrize("existing", [True, False], ids=["account", "new-account"])
+@pytest.mark.parametrize("writer_kind", ["consume", "reported"])
+async def test_an_unlocked_draw_is_not_stored_when_its_account_moved(
+    enforcing: Harness, existing: bool, writer_kind: str
+) -> None:
+    """Consume's unlocked path writes an account only at the version it read: a draw
+    from a state that another writer (a consume under lock, or reported usage) moved
+    meanwhile stores nothing, and is handed back (None) to be drawn again under lock."""
+    if existing:
+        assert (await consume(enforcing, "first", amount=1000)).status_code == 200
+    async with enforcing.database.transaction(write=False) as session:
+        catalog, _archived = await catalog_service.stored(session, enforcing.tenant_id)
+
+    def request(key: str) -> quotas.ConsumeRequest:
+        return quotas.prepare_consume(
+            enforcing.operator(),
+            catalog,
+            "ada",
+            "ai.tokens",
+            Decimal(4000),
+            key,
+            default_enforcement=Enforcement.ENFORCE,
+        )
+
+    async def unlocked() -> list[Any]:
+        async with enforcing.database.autocommit() as session:
+            return list(await quotas.consume_unlocked(session, [request("unlocked")]))
+
+    async with enforcing.database.transaction() as writer:
+        if writer_kind == "consume":  # it holds the account until the block ends
+            await quotas.consume_batch(writer, [request("locked")])
+        else:
+            reported = {
+                "type": "ai.tokens",
+                "customer": "ada",
+                "occurred_at": enforcing.clock.now(),
+                "properties": {"tokens": 4000},
+            }
+            await quotas.draw_reported(
+                writer, enforcing.operator(), catalog, [reported], late_window=timedelta(days=1)
+            )
+        loser = asyncio.create_task(unlocked())
+        async with enforcing.database.autocommit() as watcher:  # a fresh view each time
+            for _ in range(200):  # until its write waits for the writer's row lock
+                waiting = await watcher.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND query LIKE '%INSERT INTO quota_accounts AS a%'"
+                    )
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.02)
+            assert waiting, "the unlocked write never waited for the row lock"
+    assert await loser == [None]  # the writer committed first: nothing stored
+    used = 1000 * existing + 4000
+    assert (await usage(enforcing))["used"] == str(used)
+    again = await consume(enforcing, "unlocked")  # through the API, it is stored once
+    assert (again.status_code, again.json()["used"]) == (200, str(used + 4000))
+    assert (await usage(enforcing))["used"] == str(used + 4000)
 
 
 async def test_consume_records_the_amount_exactly_or_refuses_it(harness: Harness) -> None:

@@ -69,6 +69,7 @@ def create_app(
             late_window=timedelta(seconds=settings.usage_late_window_s),
             snapshots=lambda: snapshots if changes.live else None,
             on_batch=metrics.consume_batch.observe,
+            on_redraw=metrics.consume_redrawn.inc,
         ),
         publisher=(
             UsagePublisher(settings.ingest_url, settings.ingest_stream)

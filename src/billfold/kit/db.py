@@ -107,6 +107,9 @@ class Database:
             self.engine.execution_options(billfold_write=True), expire_on_commit=False
         )
         self._read = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._autocommit = async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
+        )
 
     @property
     def is_postgres(self) -> bool:
@@ -121,6 +124,13 @@ class Database:
         """A session whose work commits when the block ends, or rolls back on error."""
         factory = self._write if write else self._read
         async with factory() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncSession]:
+        """A session in which each statement commits on its own, with no BEGIN or COMMIT
+        round trip: for work made of single statements that are each atomic."""
+        async with self._autocommit() as session:
             yield session
 
     @asynccontextmanager

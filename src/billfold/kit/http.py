@@ -74,8 +74,14 @@ class Metrics:
         )
         self.consume_batch = Histogram(
             "billfold_consume_batch_size",
-            "Consumes recorded together in one transaction (group commit)",
+            "Consumes recorded together in one batch (group commit)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
+            registry=self.registry,
+        )
+        self.consume_redrawn = Counter(
+            "billfold_consume_redrawn",
+            "Consumes drawn again under lock: their account moved during an unlocked draw, "
+            "they write the event log, or their key was stored already",
             registry=self.registry,
         )
         self.failures = Counter(

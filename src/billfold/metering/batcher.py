@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Final
 
@@ -34,6 +34,9 @@ MAX_BATCH: Final = 500
 # is checked and sent. Consumes of an account that a running batch holds wait for it.
 IN_FLIGHT: Final = 4
 ATTEMPTS: Final = 4  # a batch that lost a race (a key, a deadlock) runs again, this often
+# An account whose unlocked write lost a race stays on the locked path for this many
+# batches of the process.
+LOCKED_FOR: Final = 100
 
 Pending = tuple[ConsumeRequest, "asyncio.Future[Consumed]"]
 
@@ -54,14 +57,18 @@ class ConsumeBatcher:
         late_window: timedelta,
         snapshots: Callable[[], SnapshotCache | None],
         on_batch: Callable[[int], None] = lambda _size: None,
+        on_redraw: Callable[[int], None] = lambda _count: None,
     ) -> None:
         self._database = database
         self._late_window = late_window
         self._snapshots = snapshots
         self._on_batch = on_batch
+        self._on_redraw = on_redraw
         self._queue: list[Pending] = []
         self._runners: set[asyncio.Task[None]] = set()
         self._held: set[AccountKey] = set()  # the accounts of the batches in flight
+        self._batches = 0  # batches run so far
+        self._contended: dict[AccountKey, int] = {}  # account -> locked until batch number
 
     async def consume(self, request: ConsumeRequest) -> Consumed:
         """The consume's answer once its batch has committed; raises its refusal."""
@@ -108,16 +115,80 @@ class ConsumeBatcher:
 
     async def _settle(self, batch: list[Pending]) -> None:
         self._on_batch(len(batch))
-        answers: list[Consumed | BaseException] | None = None
+        self._batches += 1
+        answers: list[Consumed | BaseException | None] = [None] * len(batch)
+        look_up_keys = False
+        again = list(range(len(batch)))
+        if self._database.is_postgres and not any(
+            self._contended.get(_key(request), 0) > self._batches for request, _f in batch
+        ):
+            answers, look_up_keys = await self._run_unlocked(batch)
+            again = [index for index, answer in enumerate(answers) if answer is None]
+            if again:
+                # Their accounts moved, they write the event log, or a key was stored
+                # already: drawn again under lock. Their accounts stay on the locked path
+                # for a while (a hot account that two processes share would otherwise
+                # lose most of its races).
+                self._on_redraw(len(again))
+                for index in again:
+                    self._contended[_key(batch[index][0])] = self._batches + LOCKED_FOR
+                if len(self._contended) > 10_000:  # forget the accounts that are due back
+                    self._contended = {
+                        k: n for k, n in self._contended.items() if n > self._batches
+                    }
+        if again:
+            locked = await self._run_locked([batch[i] for i in again], look_up_keys)
+            for index, answer in zip(again, locked, strict=True):
+                answers[index] = answer
+        for (_request, future), done in zip(batch, answers, strict=True):
+            if future.done():
+                continue
+            if isinstance(done, BaseException):
+                future.set_exception(done)
+            elif done is not None:
+                future.set_result(done)
+
+    async def _run_unlocked(
+        self, batch: list[Pending]
+    ) -> tuple[list[Consumed | BaseException | None], bool]:
+        """The batch without locks (PostgreSQL): an answer per consume, None for those to
+        draw again under lock; and whether their keys must be looked up first."""
+        answers: list[Consumed | BaseException | None] = [None] * len(batch)
+        look_up_keys = False
+        for _tenant, indexes in _by_tenant(batch):
+            done: Sequence[Consumed | BaseException | None]
+            try:
+                async with self._database.autocommit() as session:
+                    done = await quotas.consume_unlocked(
+                        session,
+                        [batch[i][0] for i in indexes],
+                        late_window=self._late_window,
+                        snapshots=self._snapshots(),
+                    )
+            except quotas.KeyRaced:
+                look_up_keys = True
+                continue  # nothing was written: under lock, with the keys looked up
+            except DBAPIError as error:
+                if _worth_retrying(error):
+                    continue
+                done = [error] * len(indexes)
+            except Exception as error:  # every consume of the tenant gets the failure
+                done = [error] * len(indexes)
+            for index, answer in zip(indexes, done, strict=True):
+                answers[index] = answer
+        return answers, look_up_keys
+
+    async def _run_locked(
+        self, batch: list[Pending], look_up_keys: bool
+    ) -> list[Consumed | BaseException]:
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                # The first run takes every key to be new; a retry looks them up.
-                answers = await self._run(batch, look_up_keys=attempt > 1)
-                break
+                # The first run takes every key to be new, unless told; a retry looks
+                # them up.
+                return await self._run(batch, look_up_keys=look_up_keys or attempt > 1)
             except (quotas.KeyRaced, DBAPIError) as error:
                 if not _worth_retrying(error):
-                    answers = [error] * len(batch)
-                    break
+                    return [error] * len(batch)
                 if attempt == ATTEMPTS:
                     log.warning("consume batch of %d lost %d races: %s", len(batch), attempt, error)
                     busy = ConsumeContended(
@@ -125,32 +196,20 @@ class ConsumeBatcher:
                         "retrying with the same idempotency key is safe",
                         headers={"Retry-After": "1"},
                     )
-                    answers = [busy] * len(batch)
-                    break
+                    return [busy] * len(batch)
                 log.debug("consume batch of %d runs again (%s)", len(batch), error)
             except Exception as error:  # every consume in the batch gets the failure
-                answers = [error] * len(batch)
-                break
-        assert answers is not None
-        for (_request, future), answer in zip(batch, answers, strict=True):
-            if future.done():
-                continue
-            if isinstance(answer, BaseException):
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
+                return [error] * len(batch)
+        raise AssertionError("unreachable")
 
     async def _run(
         self, batch: list[Pending], *, look_up_keys: bool
     ) -> list[Consumed | BaseException]:
-        by_tenant: dict[str, list[int]] = {}
-        for index, (request, _future) in enumerate(batch):
-            by_tenant.setdefault(request.ctx.tenant_id, []).append(index)
         answers: list[Consumed | BaseException] = [RuntimeError("not run")] * len(batch)
         async with self._database.transaction() as session:
             # Tenants in a fixed order, each one's accounts locked in key order: two
             # processes' batches take their locks in the same order and never deadlock.
-            for _tenant, indexes in sorted(by_tenant.items()):
+            for _tenant, indexes in _by_tenant(batch):
                 done = await quotas.consume_batch(
                     session,
                     [batch[i][0] for i in indexes],
@@ -161,6 +220,14 @@ class ConsumeBatcher:
                 for index, answer in zip(indexes, done, strict=True):
                     answers[index] = answer
         return answers
+
+
+def _by_tenant(batch: list[Pending]) -> list[tuple[str, list[int]]]:
+    """The batch's positions by tenant, tenants in a fixed order."""
+    by_tenant: dict[str, list[int]] = {}
+    for index, (request, _future) in enumerate(batch):
+        by_tenant.setdefault(request.ctx.tenant_id, []).append(index)
+    return sorted(by_tenant.items())
 
 
 AccountKey = tuple[str, str, str]

@@ -15,6 +15,7 @@ from decimal import Decimal
 from functools import cached_property, lru_cache
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.audit import service as audit
@@ -258,11 +259,99 @@ async def consume_batch(
     if not requests:
         return []
     tenant_id = requests[0].ctx.tenant_id
+    keys = [(r.customer, r.quota.feature.key) for r in requests]
+    states = await repository.lock_accounts(session, tenant_id, keys, requests[-1].ctx.now)
+    batch = await _draw_batch(
+        session, requests, keys, states, late_window, snapshots, look_up_keys=look_up_keys
+    )
+    if batch.rows:
+        stored = await repository.record_consumes(
+            session, batch.rows, batch.states, requests[-1].ctx.now
+        )
+        if stored != len(batch.rows):
+            raise KeyRaced(f"{len(batch.rows)} keys, some stored already")
+    for entry in batch.entries:
+        data = entry.data
+        log.warning(
+            "quota exceeded: tenant %s customer %s feature %s overage %s (%s)",
+            tenant_id,
+            data["customer"],
+            data["feature"],
+            data["overage"],
+            data["enforcement"],
+        )
+    await audit.record_many(session, batch.entries)
+    return batch.answers
+
+
+async def consume_unlocked(
+    session: AsyncSession,
+    requests: Sequence[ConsumeRequest],
+    *,
+    late_window: timedelta = timedelta(days=7),
+    snapshots: SnapshotCache | None = None,
+) -> list[Consumed | BillfoldError | None]:
+    """`consume_batch` without locks, on PostgreSQL, for a session in autocommit: two
+    statements, a read and a write, instead of a transaction's four (decision 0018).
+
+    The accounts are read as they stand, and each is written only if no other writer
+    moved it meanwhile. The answer is None for the consumes that must be drawn again,
+    under lock: those of an account that moved, and all of them when the batch would
+    write the event log (the audit chain is written in a transaction). Raises `KeyRaced`
+    when a key is stored already; then nothing was written."""
+    if not requests:
+        return []
+    tenant_id = requests[0].ctx.tenant_id
+    keys = [(r.customer, r.quota.feature.key) for r in requests]
+    read = await repository.read_accounts(session, tenant_id, keys)
+    states = {key: state for key, (state, _version) in read.items()}
+    batch = await _draw_batch(session, requests, keys, states, late_window, snapshots)
+    if batch.entries:
+        return [None] * len(requests)
+    if not batch.rows:
+        return list(batch.answers)
+    versions = {key: read[key][1] if key in read else 0 for key in batch.states}
+    try:
+        written = await repository.record_unless_changed(
+            session, batch.rows, batch.features, batch.states, versions, requests[-1].ctx.now
+        )
+    except IntegrityError as error:
+        if getattr(error.orig, "sqlstate", None) == "23505":  # unique violation: a key
+            raise KeyRaced(f"{len(batch.rows)} keys, some stored already") from error
+        raise
+    return [
+        None if key in batch.states and key not in written else answer
+        for key, answer in zip(keys, batch.answers, strict=True)
+    ]
+
+
+@dataclass
+class _Batch:
+    """A batch of consumes drawn, and what storing it writes."""
+
+    answers: list[Consumed | BillfoldError]
+    rows: list[dict[str, Any]]  # the new usage events
+    features: list[str]  # each new event's feature
+    states: dict[tuple[str, str], dict[str, Any]]  # the drawn accounts' new state
+    entries: list[audit.Entry]  # QuotaExceeded, for the event log
+
+
+async def _draw_batch(
+    session: AsyncSession,
+    requests: Sequence[ConsumeRequest],
+    keys: Sequence[tuple[str, str]],
+    states: Mapping[tuple[str, str], Mapping[str, Any]],
+    late_window: timedelta,
+    snapshots: SnapshotCache | None,
+    *,
+    look_up_keys: bool = False,
+) -> _Batch:
+    """Draw one tenant's consumes, in order, from their accounts' `states` (an account
+    missing there has drawn nothing yet)."""
+    tenant_id = requests[0].ctx.tenant_id
     invariant(all(r.ctx.tenant_id == tenant_id for r in requests), "one tenant per batch")
     last = requests[-1].ctx.now
-    keys = [(r.customer, r.quota.feature.key) for r in requests]
-    states = await repository.lock_accounts(session, tenant_id, keys, last)
-    accounts = {key: _drawn(state) for key, state in states.items()}
+    accounts = {key: _drawn(states.get(key, {})) for key in set(keys)}
     # Without `look_up_keys`, every key is taken to be new: the common case saves a round
     # trip, and a key found stored after all raises `KeyRaced`, to run again with it.
     known: dict[str, tuple[str, str, str]] = {}
@@ -276,37 +365,28 @@ async def consume_batch(
     held = await entitlements.current_snapshots(
         session, catalog, tenant_id, [r.customer for r in requests], last, snapshots
     )
-    answers: list[Consumed | BillfoldError] = []
+    batch = _Batch([], [], [], {}, [])
     ids = iter(new_ids("use", len(requests)))  # one read of the random source per batch
-    rows: list[dict[str, Any]] = []
     changed: set[tuple[str, str]] = set()
-    entries: list[audit.Entry] = []
     for request, key in zip(requests, keys, strict=True):
         drawn, ends = accounts[key]
         try:
             here = await _position(session, request, drawn, held, snapshots)
         except BillfoldError as error:  # for example an unknown customer, no default plan
-            answers.append(error)
+            batch.answers.append(error)
             continue
         answer, totals = _draw_one(request, here, drawn, known, next(ids))
-        answers.append(answer)
+        batch.answers.append(answer)
         if totals is None or not isinstance(answer, Consumed):
             continue  # refused, or replayed: nothing drawn
-        rows.append(_usage_row(request, answer.event_id))
+        batch.rows.append(_usage_row(request, answer.event_id))
+        batch.features.append(key[1])
         known[request.idempotency_key] = (answer.event_id, request.customer, _type_of(request))
         _remember_ends(ends, here.buckets)
         accounts[key] = quota.prune(totals, ends, request.ctx.now - late_window)
         changed.add(key)
         if answer.overage > 0 and request.enforcement is not Enforcement.OFF:
-            log.warning(
-                "quota exceeded: tenant %s customer %s feature %s overage %s (%s)",
-                tenant_id,
-                request.customer,
-                answer.feature,
-                answer.overage,
-                request.enforcement,
-            )
-            entries.append(
+            batch.entries.append(
                 _overage_entry(
                     request.ctx,
                     request.customer,
@@ -316,12 +396,8 @@ async def consume_batch(
                     answer.standing,
                 )
             )
-    if rows:
-        states = {key: _state(*accounts[key]) for key in changed}
-        if await repository.record_consumes(session, rows, states, last) != len(rows):
-            raise KeyRaced(f"{len(rows)} keys, some stored already")
-    await audit.record_many(session, entries)
-    return answers
+    batch.states = {key: _state(*accounts[key]) for key in sorted(changed)}
+    return batch
 
 
 async def _position(

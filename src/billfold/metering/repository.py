@@ -52,18 +52,28 @@ async def insert_new(
 # A batch as one array per column: asyncpg encodes each in binary, and the server unnests
 # them in one statement. Per row this costs a fraction of a multi-row VALUES list, which
 # SQLAlchemy builds and binds parameter by parameter (docs/decisions/0016).
-_UNNEST_INSERT = """
+_EVENT_COLUMNS = """
 INSERT INTO usage_events (id, tenant_id, idempotency_key, customer, type, service,
-                          correlation_id, occurred_at, received_at, properties)
+                          correlation_id, occurred_at, received_at, properties)"""
+
+
+def _events_from_arrays(extra: str = "", where: str = "") -> str:
+    """The SELECT that unnests `_event_arrays`: the tenant is $1, the batch's instant $2,
+    the arrays $3 to $11; `extra` adds columns to the unnest (numbered from $12)."""
+    return f"""
 SELECT e.id, $1, e.key, e.customer, e.type, e.service, e.correlation,
        coalesce(e.occurred_at, e.received_at, $2), coalesce(e.received_at, $2),
        e.properties::jsonb
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::timestamptz[], $10::timestamptz[], $11::text[])
+            $9::timestamptz[], $10::timestamptz[], $11::text[]{extra})
      AS e(id, key, customer, type, service, correlation, occurred_at, received_at,
-          properties)
-ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-"""
+          properties{", feature" if extra else ""})
+{where}"""  # noqa: S608 (constants only; no input is formatted in)
+
+
+_UNNEST_INSERT = (
+    _EVENT_COLUMNS + _events_from_arrays() + "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING\n"
+)
 
 
 def _event_arrays(
@@ -118,7 +128,8 @@ def _update_accounts(now: int, first_array: int) -> str:
     arrays (customers, features, states as JSON) are numbered from the arguments."""
     c, f, s = first_array, first_array + 1, first_array + 2
     return f"""
-UPDATE quota_accounts AS a SET state = u.state::jsonb, updated_at = ${now}
+UPDATE quota_accounts AS a
+SET state = u.state::jsonb, updated_at = ${now}, version = a.version + 1
 FROM unnest(${c}::text[], ${f}::text[], ${s}::text[]) AS u(customer, feature, state)
 WHERE a.tenant_id = $1 AND a.customer = u.customer AND a.feature_key = u.feature
 """  # noqa: S608 (parameter numbers only; no input is formatted in)
@@ -160,6 +171,85 @@ async def record_consumes(
     )
     events, _accounts = result.one()
     return int(events)
+
+
+# Consume's unlocked write (docs/decisions/0018): each account is written only if its
+# version is still the one read (a missing account is version 0, and is created), and a
+# consume's event is stored only if its account was. An account that moved meanwhile is
+# left as it is, with its events, and the caller draws those consumes again. A key that is
+# stored already fails the whole statement: there is no ON CONFLICT on the events.
+_RECORD_UNLESS_CHANGED = f"""
+WITH accounts AS (
+INSERT INTO quota_accounts AS a (tenant_id, customer, feature_key, state, updated_at, version)
+SELECT $1, u.customer, u.feature, u.state::jsonb, $16, u.version + 1
+FROM unnest($13::text[], $14::text[], $15::text[], $17::bigint[])
+     AS u(customer, feature, state, version)
+ON CONFLICT (tenant_id, customer, feature_key) DO UPDATE
+SET state = excluded.state, updated_at = excluded.updated_at, version = excluded.version
+WHERE a.version = excluded.version - 1
+RETURNING a.customer, a.feature_key
+),
+events AS ({_EVENT_COLUMNS.strip()}
+{
+    _events_from_arrays(
+        extra=", $12::text[]", where="WHERE (e.customer, e.feature) IN (SELECT * FROM accounts)"
+    ).strip()
+}
+RETURNING 1)
+SELECT customer, feature_key FROM accounts
+"""  # noqa: S608 (constants only; no input is formatted in)
+
+
+async def record_unless_changed(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    features: Sequence[str],
+    states: Mapping[tuple[str, str], dict[str, Any]],
+    versions: Mapping[tuple[str, str], int],
+    now: datetime,
+) -> set[tuple[str, str]]:
+    """Store consumes' events (`features[i]` is row i's feature) and their accounts' new
+    states, for the accounts whose version is still `versions[key]`; returns those
+    accounts. PostgreSQL only; one statement, which commits on its own in autocommit.
+
+    Raises the driver's unique violation (23505) if a key is stored already."""
+    connection = await session.connection()
+    customers, account_features, texts = _account_arrays(states)
+    read = [versions[key] for key in zip(customers, account_features, strict=True)]
+    arguments = (
+        *_event_arrays(rows, ()),
+        list(features),
+        customers,
+        account_features,
+        texts,
+        now,
+        read,
+    )
+    result: Any = await connection.exec_driver_sql(_RECORD_UNLESS_CHANGED, arguments)
+    return {(row[0], row[1]) for row in result}
+
+
+# A read of accounts, locking nothing: what the unlocked path draws from.
+_READ_ACCOUNTS = """
+SELECT a.customer, a.feature_key, a.state::text, a.version
+FROM unnest($2::text[], $3::text[]) AS k(customer, feature)
+JOIN quota_accounts AS a
+  ON a.tenant_id = $1 AND a.customer = k.customer AND a.feature_key = k.feature
+"""
+
+
+async def read_accounts(
+    session: AsyncSession, tenant_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[dict[str, Any], int]]:
+    """The (state, version) of the existing accounts among (customer, feature) pairs,
+    without locking them. PostgreSQL only."""
+    ordered = sorted(set(keys))
+    connection = await session.connection()
+    result: Any = await connection.exec_driver_sql(
+        _READ_ACCOUNTS,
+        (tenant_id, [key[0] for key in ordered], [key[1] for key in ordered]),
+    )
+    return {(row[0], row[1]): (json.loads(row[2]), int(row[3])) for row in result}
 
 
 def _unless_all_null(column: list[Any]) -> list[Any] | None:
@@ -302,7 +392,11 @@ async def save_accounts(
             quota_accounts.c.customer == bindparam("b_customer"),
             quota_accounts.c.feature_key == bindparam("b_feature"),
         )
-        .values(state=bindparam("b_state"), updated_at=bindparam("b_now"))
+        .values(
+            state=bindparam("b_state"),
+            updated_at=bindparam("b_now"),
+            version=quota_accounts.c.version + 1,
+        )
     )
     rows = [
         {

@@ -1,4 +1,13 @@
-from sqlalchemy import Column, ForeignKey, Index, String, Table, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    UniqueConstraint,
+    text,
+)
 
 from billfold.kit.db import JSONDocument, UTCDateTime, metadata
 
@@ -23,8 +32,9 @@ usage_events = Table(
 )
 
 # What each customer has drawn from each quota bucket of a metered feature (see
-# metering/quota.py). The row is locked while usage is drawn, so concurrent consumes of
-# one customer's quota run one after the other and never overspend.
+# metering/quota.py). Usage is drawn either under the row's lock, or (consume's unlocked
+# path) from a read whose write applies only if `version` has not moved since: either way,
+# concurrent draws on one customer's quota never overspend (docs/decisions/0018).
 quota_accounts = Table(
     "quota_accounts",
     metadata,
@@ -34,4 +44,5 @@ quota_accounts = Table(
     # {"drawn": {bucket key: decimal string}, "ends": {bucket key: ISO instant}}
     Column("state", JSONDocument, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("version", BigInteger, nullable=False, server_default=text("0")),  # +1 per write
 )
