@@ -7,6 +7,11 @@ as many consumes a second as round trips fit in a second; spread over many custo
 each consume pays for its own seven. Batched, a transaction costs the same few round
 trips for one consume or five hundred, and holds each account's lock once.
 
+On PostgreSQL a batch first runs without a transaction: it reads its accounts, draws,
+and writes each account only at the version it read (docs/decisions/0018). That is two
+round trips instead of four. The consumes of an account that moved meanwhile are drawn
+again in a locked transaction.
+
 Every answer is the one the consume would get alone, in arrival order: the batch draws
 them one after the other. Nothing is answered before its batch has committed.
 """

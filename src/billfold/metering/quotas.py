@@ -28,7 +28,7 @@ from billfold.entitlements.service import FeatureNotFound
 from billfold.entitlements.snapshot import Snapshot, SnapshotCache
 from billfold.kit.context import Context
 from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
-from billfold.kit.ids import new_ids
+from billfold.kit.ids import new_sorted_ids
 from billfold.kit.invariants import invariant
 from billfold.metering import quota, repository
 from billfold.metering.events import json_number
@@ -366,7 +366,7 @@ async def _draw_batch(
         session, catalog, tenant_id, [r.customer for r in requests], last, snapshots
     )
     batch = _Batch([], [], [], {}, [])
-    ids = iter(new_ids("use", len(requests)))  # one read of the random source per batch
+    ids = iter(new_sorted_ids("use", len(requests), last))  # one random read per batch
     changed: set[tuple[str, str]] = set()
     for request, key in zip(requests, keys, strict=True):
         drawn, ends = accounts[key]

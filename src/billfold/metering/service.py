@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold.catalog.catalog import Catalog
 from billfold.kit.context import Context
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
-from billfold.kit.ids import new_ids
+from billfold.kit.ids import new_sorted_ids
 from billfold.metering import quota, quotas, repository
 from billfold.metering.events import Rejection, UsageEvent
 from billfold.metering.model import Accumulator, Meter, NotANumber, Row, aggregate, json_value
@@ -63,7 +63,7 @@ async def ingest(
     Usage events are their own append-only record, so they are not copied into the
     event log one by one; a quota overage is."""
     outcomes, firsts = triage(items)
-    ids = iter(new_ids("use", len(firsts)))
+    ids = iter(new_sorted_ids("use", len(firsts), ctx.now))
     rows: list[dict[str, Any]] = [
         {
             "id": next(ids),
