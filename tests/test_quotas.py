@@ -14,8 +14,10 @@ from sqlalchemy import text
 
 from billfold.app import create_app
 from billfold.catalog import service as catalog_service
+from billfold.catalog.catalog import Catalog
 from billfold.kit.db import Database
 from billfold.metering import quotas
+from billfold.metering.batcher import ConsumeBatcher
 from billfold.metering.quota import Enforcement
 from tests.conftest import Harness, assert_problem, new_harness, postgresql_only
 
@@ -39,6 +41,14 @@ async def consume(
 ) -> httpx.Response:
     body = {"customer": customer, "feature": "ai.tokens", "amount": amount, "idempotency_key": key}
     return await harness.post(CONSUME, {**body, **extra})
+
+
+def metric(exposition: str, name: str) -> float:
+    """A metric's value in a /metrics page (0 when absent)."""
+    for line in exposition.splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 async def usage(harness: Harness, customer: str = "ada") -> dict[str, Any]:
@@ -188,14 +198,53 @@ async def test_two_processes_consuming_one_quota_never_overspend(enforcing: Harn
                 return await client.post(CONSUME, json=sent, headers=enforcing.admin)
 
             answers = await asyncio.gather(*(either(i) for i in range(96)))
+            scraped = [(await c.get("/metrics")).text for c in (enforcing.client, client)]
     finally:
         await database.dispose()
+    unlocked = sum(metric(text, "billfold_consume_unlocked_total") for text in scraped)
+    assert unlocked > 0  # some consumes were answered without a lock
     statuses = sorted(a.status_code for a in answers)
     assert statuses.count(200) == 33, [a.text for a in answers if a.status_code != 402]
     assert statuses.count(402) == 63
     assert (await usage(enforcing))["used"] == "9900"
     metered = await enforcing.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
     assert metered.json()["buckets"][0]["value"] == "9900"
+
+
+async def stored_catalog(harness: Harness) -> Catalog:
+    async with harness.database.transaction(write=False) as session:
+        catalog, _archived = await catalog_service.stored(session, harness.tenant_id)
+    return catalog
+
+
+def consume_request(
+    harness: Harness, catalog: Catalog, key: str, amount: int, customer: str = "ada"
+) -> quotas.ConsumeRequest:
+    return quotas.prepare_consume(
+        harness.operator(),
+        catalog,
+        customer,
+        "ai.tokens",
+        Decimal(amount),
+        key,
+        default_enforcement=Enforcement.ENFORCE,
+    )
+
+
+async def until_the_unlocked_write_waits(harness: Harness) -> None:
+    """Until an unlocked write waits for a row lock that another transaction holds."""
+    async with harness.database.autocommit() as watcher:  # a fresh view each time
+        for _ in range(250):
+            waiting = await watcher.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%INSERT INTO quota_accounts AS a%'"
+                )
+            )
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("the unlocked write never waited for the row lock")
 
 
 @postgresql_only  # the unlocked path is PostgreSQL's; on SQLite every batch locks
@@ -209,27 +258,17 @@ async def test_an_unlocked_draw_is_not_stored_when_its_account_moved(
     meanwhile stores nothing, and is handed back (None) to be drawn again under lock."""
     if existing:
         assert (await consume(enforcing, "first", amount=1000)).status_code == 200
-    async with enforcing.database.transaction(write=False) as session:
-        catalog, _archived = await catalog_service.stored(session, enforcing.tenant_id)
+    catalog = await stored_catalog(enforcing)
 
-    def request(key: str) -> quotas.ConsumeRequest:
-        return quotas.prepare_consume(
-            enforcing.operator(),
-            catalog,
-            "ada",
-            "ai.tokens",
-            Decimal(4000),
-            key,
-            default_enforcement=Enforcement.ENFORCE,
-        )
-
-    async def unlocked() -> list[Any]:
+    async def unlocked() -> tuple[list[Any], set[tuple[str, str]]]:
         async with enforcing.database.autocommit() as session:
-            return list(await quotas.consume_unlocked(session, [request("unlocked")]))
+            request = consume_request(enforcing, catalog, "unlocked", 4000)
+            answers, locked = await quotas.consume_unlocked(session, [request])
+            return list(answers), locked
 
     async with enforcing.database.transaction() as writer:
         if writer_kind == "consume":  # it holds the account until the block ends
-            await quotas.consume_batch(writer, [request("locked")])
+            await quotas.consume_batch(writer, [consume_request(enforcing, catalog, "l", 4000)])
         else:
             reported = {
                 "type": "ai.tokens",
@@ -241,24 +280,68 @@ async def test_an_unlocked_draw_is_not_stored_when_its_account_moved(
                 writer, enforcing.operator(), catalog, [reported], late_window=timedelta(days=1)
             )
         loser = asyncio.create_task(unlocked())
-        async with enforcing.database.autocommit() as watcher:  # a fresh view each time
-            for _ in range(200):  # until its write waits for the writer's row lock
-                waiting = await watcher.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND query LIKE '%INSERT INTO quota_accounts AS a%'"
-                    )
-                )
-                if waiting:
-                    break
-                await asyncio.sleep(0.02)
-            assert waiting, "the unlocked write never waited for the row lock"
-    assert await loser == [None]  # the writer committed first: nothing stored
+        await until_the_unlocked_write_waits(enforcing)
+    # The writer committed first: nothing is stored, and the account goes under lock.
+    assert await loser == ([None], {("ada", "ai.tokens")})
     used = 1000 * existing + 4000
     assert (await usage(enforcing))["used"] == str(used)
     again = await consume(enforcing, "unlocked")  # through the API, it is stored once
     assert (again.status_code, again.json()["used"]) == (200, str(used + 4000))
     assert (await usage(enforcing))["used"] == str(used + 4000)
+
+
+@postgresql_only  # the unlocked path is PostgreSQL's; on SQLite every batch locks
+async def test_a_consume_answered_from_a_redrawn_key_is_redrawn_with_it(
+    enforcing: Harness,
+) -> None:
+    """Ada's consume with key K loses its unlocked race, and under lock it is refused, so
+    K is never stored. Bob's consume with the same K, in the same batch, must not be told
+    that K belongs to Ada's usage: it is drawn again too, and K becomes Bob's."""
+    catalog = await stored_catalog(enforcing)
+    batcher = ConsumeBatcher(
+        enforcing.database, late_window=timedelta(days=7), snapshots=lambda: None
+    )
+    async with enforcing.database.transaction() as writer:
+        await quotas.consume_batch(writer, [consume_request(enforcing, catalog, "l", 8000)])
+        both = asyncio.gather(
+            batcher.consume(consume_request(enforcing, catalog, "K", 4000)),
+            batcher.consume(consume_request(enforcing, catalog, "K", 1, customer="bob")),
+            return_exceptions=True,
+        )
+        await until_the_unlocked_write_waits(enforcing)
+    ada, bob = await both
+    await batcher.close()
+    assert isinstance(ada, quotas.QuotaExceeded)  # 8,000 of 10,000 were gone
+    assert isinstance(bob, quotas.Consumed), bob
+    assert (bob.replayed, bob.customer) == (False, "bob")
+    assert (await usage(enforcing, "bob"))["used"] == "1"
+
+
+async def test_a_retry_after_the_quota_ran_out_is_replayed(enforcing: Harness) -> None:
+    """A refusal stores nothing, so the retry of a consume that took the last of the
+    quota is still recognised: it is replayed, not refused."""
+    first = await consume(enforcing, "all", amount=10000)
+    assert first.status_code == 200, first.text
+    again = await consume(enforcing, "all", amount=10000)
+    assert again.status_code == 200, again.text
+    assert again.json()["replayed"] is True
+    assert again.json()["event_id"] == first.json()["event_id"]
+    assert (await usage(enforcing))["used"] == "10000"
+
+
+@postgresql_only  # the trigger of migration 0006 is PostgreSQL's
+async def test_every_update_of_an_account_moves_its_version(harness: Harness) -> None:
+    """A writer that does not know the version column (a process of the code before it,
+    during a rolling upgrade) still moves it: an unlocked write cannot overwrite it."""
+    assert (await consume(harness, "v1", amount=10)).status_code == 200
+    query = "SELECT version FROM quota_accounts WHERE tenant_id = :t AND customer = 'ada'"
+    async with harness.database.transaction() as session:
+        before = await session.scalar(text(query), {"t": harness.tenant_id})
+        await session.execute(
+            text("UPDATE quota_accounts SET updated_at = updated_at WHERE tenant_id = :t"),
+            {"t": harness.tenant_id},
+        )
+        assert await session.scalar(text(query), {"t": harness.tenant_id}) == before + 1
 
 
 async def test_consume_records_the_amount_exactly_or_refuses_it(harness: Harness) -> None:

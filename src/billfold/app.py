@@ -70,6 +70,7 @@ def create_app(
             snapshots=lambda: snapshots if changes.live else None,
             on_batch=metrics.consume_batch.observe,
             on_redraw=metrics.consume_redrawn.inc,
+            on_unlocked=metrics.consume_unlocked.inc,
         ),
         publisher=(
             UsagePublisher(settings.ingest_url, settings.ingest_stream)

@@ -2,7 +2,8 @@
 
 Sessions commit in exactly one place: when a `Database.transaction()` block ends
 without an error (one per request or per CLI command). Services and repositories
-only flush.
+only flush. The one exception is `Database.autocommit()`, for work made of statements
+that are each atomic on their own (consume's unlocked path, decision 0018).
 """
 
 from __future__ import annotations

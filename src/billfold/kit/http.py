@@ -78,6 +78,11 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 500),
             registry=self.registry,
         )
+        self.consume_unlocked = Counter(
+            "billfold_consume_unlocked",
+            "Consumes answered by a batch's unlocked run (PostgreSQL, decision 0018)",
+            registry=self.registry,
+        )
         self.consume_redrawn = Counter(
             "billfold_consume_redrawn",
             "Consumes drawn again under lock: their account moved during an unlocked draw, "

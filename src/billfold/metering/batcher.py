@@ -1,16 +1,16 @@
 """Group commit for consume: the consumes that arrive while one transaction runs are
 checked and recorded together in the next one (docs/decisions/0017).
 
-A consume must lock its quota account, so one customer's consumes run one after the
-other however many clients send them. Run one transaction each, and a hot customer gets
-as many consumes a second as round trips fit in a second; spread over many customers,
-each consume pays for its own seven. Batched, a transaction costs the same few round
-trips for one consume or five hundred, and holds each account's lock once.
+One customer's consumes take effect one after the other, however many clients send
+them. Run one transaction each, and a hot customer gets as many consumes a second as
+round trips fit in a second; spread over many customers, each consume pays for its own
+seven. Batched, a transaction costs the same few round trips for one consume or five
+hundred, and holds each account's lock once.
 
 On PostgreSQL a batch first runs without a transaction: it reads its accounts, draws,
 and writes each account only at the version it read (docs/decisions/0018). That is two
-round trips instead of four. The consumes of an account that moved meanwhile are drawn
-again in a locked transaction.
+round trips instead of five. The consumes of an account that moved meanwhile, or that
+writes the event log, are drawn again in a locked transaction.
 
 Every answer is the one the consume would get alone, in arrival order: the batch draws
 them one after the other. Nothing is answered before its batch has committed.
@@ -39,8 +39,8 @@ MAX_BATCH: Final = 500
 # is checked and sent. Consumes of an account that a running batch holds wait for it.
 IN_FLIGHT: Final = 4
 ATTEMPTS: Final = 4  # a batch that lost a race (a key, a deadlock) runs again, this often
-# An account whose unlocked write lost a race stays on the locked path for this many
-# batches of the process.
+# An account whose unlocked write lost a race, or that wrote the event log, stays on the
+# locked path for this many batches of the process.
 LOCKED_FOR: Final = 100
 
 Pending = tuple[ConsumeRequest, "asyncio.Future[Consumed]"]
@@ -63,12 +63,14 @@ class ConsumeBatcher:
         snapshots: Callable[[], SnapshotCache | None],
         on_batch: Callable[[int], None] = lambda _size: None,
         on_redraw: Callable[[int], None] = lambda _count: None,
+        on_unlocked: Callable[[int], None] = lambda _count: None,
     ) -> None:
         self._database = database
         self._late_window = late_window
         self._snapshots = snapshots
         self._on_batch = on_batch
         self._on_redraw = on_redraw
+        self._on_unlocked = on_unlocked
         self._queue: list[Pending] = []
         self._runners: set[asyncio.Task[None]] = set()
         self._held: set[AccountKey] = set()  # the accounts of the batches in flight
@@ -129,18 +131,10 @@ class ConsumeBatcher:
         ):
             answers, look_up_keys = await self._run_unlocked(batch)
             again = [index for index, answer in enumerate(answers) if answer is None]
-            if again:
-                # Their accounts moved, they write the event log, or a key was stored
-                # already: drawn again under lock. Their accounts stay on the locked path
-                # for a while (a hot account that two processes share would otherwise
-                # lose most of its races).
-                self._on_redraw(len(again))
-                for index in again:
-                    self._contended[_key(batch[index][0])] = self._batches + LOCKED_FOR
-                if len(self._contended) > 10_000:  # forget the accounts that are due back
-                    self._contended = {
-                        k: n for k, n in self._contended.items() if n > self._batches
-                    }
+            self._on_unlocked(len(batch) - len(again))
+            # Their accounts moved, they write the event log, or a key was stored
+            # already: drawn again under lock.
+            self._on_redraw(len(again))
         if again:
             locked = await self._run_locked([batch[i] for i in again], look_up_keys)
             for index, answer in zip(again, locked, strict=True):
@@ -160,16 +154,17 @@ class ConsumeBatcher:
         draw again under lock; and whether their keys must be looked up first."""
         answers: list[Consumed | BaseException | None] = [None] * len(batch)
         look_up_keys = False
-        for _tenant, indexes in _by_tenant(batch):
+        for tenant, indexes in _by_tenant(batch):
             done: Sequence[Consumed | BaseException | None]
             try:
                 async with self._database.autocommit() as session:
-                    done = await quotas.consume_unlocked(
+                    done, locked = await quotas.consume_unlocked(
                         session,
                         [batch[i][0] for i in indexes],
                         late_window=self._late_window,
                         snapshots=self._snapshots(),
                     )
+                self._hold_back(tenant, locked)
             except quotas.KeyRaced:
                 look_up_keys = True
                 continue  # nothing was written: under lock, with the keys looked up
@@ -182,6 +177,15 @@ class ConsumeBatcher:
             for index, answer in zip(indexes, done, strict=True):
                 answers[index] = answer
         return answers, look_up_keys
+
+    def _hold_back(self, tenant_id: str, accounts: set[tuple[str, str]]) -> None:
+        """Keep these accounts on the locked path for a while: they lost a race, or they
+        write the event log, and would most likely do it again (a hot account that two
+        processes share, a customer in overage under `advisory`)."""
+        for customer, feature in accounts:
+            self._contended[(tenant_id, customer, feature)] = self._batches + LOCKED_FOR
+        if len(self._contended) > 10_000:  # forget the accounts that are due back
+            self._contended = {k: n for k, n in self._contended.items() if n > self._batches}
 
     async def _run_locked(
         self, batch: list[Pending], look_up_keys: bool

@@ -1,8 +1,10 @@
 """Metered features: where a customer stands, atomic check-and-consume, and drawing
 reported usage from quota buckets. Takes a session and a context; never commits.
 
-Every draw locks the customer's quota account row first, so concurrent consumes of one
-quota run one after the other and the final usage is exact.
+A draw either locks the customer's quota account row first, or (consume on PostgreSQL)
+writes the row only if its version is the one it drew from (decision 0018). Either way,
+concurrent draws on one quota take effect one after the other, and the final usage is
+exact.
 """
 
 from __future__ import annotations
@@ -290,39 +292,43 @@ async def consume_unlocked(
     *,
     late_window: timedelta = timedelta(days=7),
     snapshots: SnapshotCache | None = None,
-) -> list[Consumed | BillfoldError | None]:
+) -> tuple[list[Consumed | BillfoldError | None], set[tuple[str, str]]]:
     """`consume_batch` without locks, on PostgreSQL, for a session in autocommit: two
-    statements, a read and a write, instead of a transaction's four (decision 0018).
+    statements, a read and a write, instead of a transaction's five (decision 0018).
 
     The accounts are read as they stand, and each is written only if no other writer
-    moved it meanwhile. The answer is None for the consumes that must be drawn again,
-    under lock: those of an account that moved, and all of them when the batch would
-    write the event log (the audit chain is written in a transaction). Raises `KeyRaced`
-    when a key is stored already; then nothing was written."""
+    moved it meanwhile. Returns an answer per request, None for those to draw again under
+    lock, and the (customer, feature) accounts that need the lock: those another writer
+    moved, and those whose draw writes the event log (its chain is written in a
+    transaction). A consume answered from an earlier one's key (a replay, or a key used
+    for another customer) is drawn again with it. Raises `KeyRaced` when a key is stored
+    already; then nothing was written."""
     if not requests:
-        return []
+        return [], set()
     tenant_id = requests[0].ctx.tenant_id
     keys = [(r.customer, r.quota.feature.key) for r in requests]
     read = await repository.read_accounts(session, tenant_id, keys)
     states = {key: state for key, (state, _version) in read.items()}
     batch = await _draw_batch(session, requests, keys, states, late_window, snapshots)
-    if batch.entries:
-        return [None] * len(requests)
-    if not batch.rows:
-        return list(batch.answers)
-    versions = {key: read[key][1] if key in read else 0 for key in batch.states}
-    try:
-        written = await repository.record_unless_changed(
-            session, batch.rows, batch.features, batch.states, versions, requests[-1].ctx.now
-        )
-    except IntegrityError as error:
-        if getattr(error.orig, "sqlstate", None) == "23505":  # unique violation: a key
-            raise KeyRaced(f"{len(batch.rows)} keys, some stored already") from error
-        raise
-    return [
-        None if key in batch.states and key not in written else answer
-        for key, answer in zip(keys, batch.answers, strict=True)
+    locked = set(batch.audited)
+    unlocked = {key: state for key, state in batch.states.items() if key not in locked}
+    if unlocked:
+        versions = {key: read[key][1] if key in read else 0 for key in unlocked}
+        try:
+            written = await repository.record_unless_changed(
+                session, batch.rows, batch.features, unlocked, versions, requests[-1].ctx.now
+            )
+        except IntegrityError as error:
+            if getattr(error.orig, "sqlstate", None) == "23505":  # unique violation: a key
+                raise KeyRaced(f"{len(batch.rows)} keys, some stored already") from error
+            raise
+        locked |= unlocked.keys() - written
+    again = {r.idempotency_key for r, key in zip(requests, keys, strict=True) if key in locked}
+    answers = [
+        None if key in locked or request.idempotency_key in again else answer
+        for request, key, answer in zip(requests, keys, batch.answers, strict=True)
     ]
+    return answers, locked
 
 
 @dataclass
@@ -334,6 +340,7 @@ class _Batch:
     features: list[str]  # each new event's feature
     states: dict[tuple[str, str], dict[str, Any]]  # the drawn accounts' new state
     entries: list[audit.Entry]  # QuotaExceeded, for the event log
+    audited: set[tuple[str, str]]  # the accounts those entries are about
 
 
 async def _draw_batch(
@@ -365,7 +372,7 @@ async def _draw_batch(
     held = await entitlements.current_snapshots(
         session, catalog, tenant_id, [r.customer for r in requests], last, snapshots
     )
-    batch = _Batch([], [], [], {}, [])
+    batch = _Batch([], [], [], {}, [], set())
     ids = iter(new_sorted_ids("use", len(requests), last))  # one random read per batch
     changed: set[tuple[str, str]] = set()
     for request, key in zip(requests, keys, strict=True):
@@ -386,6 +393,7 @@ async def _draw_batch(
         accounts[key] = quota.prune(totals, ends, request.ctx.now - late_window)
         changed.add(key)
         if answer.overage > 0 and request.enforcement is not Enforcement.OFF:
+            batch.audited.add(key)
             batch.entries.append(
                 _overage_entry(
                     request.ctx,
@@ -397,6 +405,16 @@ async def _draw_batch(
                 )
             )
     batch.states = {key: _state(*accounts[key]) for key in sorted(changed)}
+    if not look_up_keys:
+        refused = [
+            request.idempotency_key
+            for request, answer in zip(requests, batch.answers, strict=True)
+            if isinstance(answer, QuotaExceeded)
+        ]
+        # A refusal stores nothing, so no insert would reveal a retry of a consume that
+        # was stored before the quota ran out; it must be answered `replayed`.
+        if refused and await repository.events_by_keys(session, tenant_id, refused):
+            raise KeyRaced(f"{len(refused)} refused keys, some stored already")
     return batch
 
 

@@ -122,14 +122,15 @@ async def _insert_new_postgres(
 
 # Consume's write: the batch's events and its accounts' new state in one statement, one
 # round trip (a consume batch waits on every one). The counts tell whether every key was
-# new: if not, the caller rolls back.
+# new: if not, the caller rolls back. On PostgreSQL a trigger adds 1 to an account's
+# `version` on every update (migration 0006), so no statement here sets it.
 def _update_accounts(now: int, first_array: int) -> str:
     """The UPDATE that writes accounts' states: the tenant is $1, the instant and the three
     arrays (customers, features, states as JSON) are numbered from the arguments."""
     c, f, s = first_array, first_array + 1, first_array + 2
     return f"""
 UPDATE quota_accounts AS a
-SET state = u.state::jsonb, updated_at = ${now}, version = a.version + 1
+SET state = u.state::jsonb, updated_at = ${now}
 FROM unnest(${c}::text[], ${f}::text[], ${s}::text[]) AS u(customer, feature, state)
 WHERE a.tenant_id = $1 AND a.customer = u.customer AND a.feature_key = u.feature
 """  # noqa: S608 (parameter numbers only; no input is formatted in)
@@ -185,7 +186,7 @@ SELECT $1, u.customer, u.feature, u.state::jsonb, $16, u.version + 1
 FROM unnest($13::text[], $14::text[], $15::text[], $17::bigint[])
      AS u(customer, feature, state, version)
 ON CONFLICT (tenant_id, customer, feature_key) DO UPDATE
-SET state = excluded.state, updated_at = excluded.updated_at, version = excluded.version
+SET state = excluded.state, updated_at = excluded.updated_at
 WHERE a.version = excluded.version - 1
 RETURNING a.customer, a.feature_key
 ),
@@ -329,7 +330,9 @@ async def lock_accounts(
     return found
 
 
-# Create the missing accounts, then lock them all in key order. (A single upsert whose
+# Create the missing accounts, then lock them all in key order: byte order (COLLATE "C"),
+# which is Python's order for the sorted arrays that the unlocked write goes through, so
+# both paths lock rows in one order whatever the database's collation. (A single upsert whose
 # no-op update takes the lock was measured too: it writes a new version of every account
 # row, and on a 1,000-customer usage batch that cost the database more than the round
 # trip it saved.)
@@ -344,7 +347,7 @@ SELECT a.customer, a.feature_key, a.state::text
 FROM unnest($2::text[], $3::text[]) AS k(customer, feature)
 JOIN quota_accounts AS a
   ON a.tenant_id = $1 AND a.customer = k.customer AND a.feature_key = k.feature
-ORDER BY a.customer, a.feature_key
+ORDER BY a.customer COLLATE "C", a.feature_key COLLATE "C"
 FOR UPDATE OF a
 """
 
