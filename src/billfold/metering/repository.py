@@ -57,18 +57,20 @@ INSERT INTO usage_events (id, tenant_id, idempotency_key, customer, type, servic
                           correlation_id, occurred_at, received_at, properties)"""
 
 
-def _events_from_arrays(extra: str = "", where: str = "") -> str:
+def _events_from_arrays(*, with_feature: bool = False) -> str:
     """The SELECT that unnests `_event_arrays`: the tenant is $1, the batch's instant $2,
-    the arrays $3 to $11; `extra` adds columns to the unnest (numbered from $12)."""
+    the arrays $3 to $11. `with_feature` adds $12, each event's feature, as `e.feature`
+    (not stored: the unlocked write matches events to their accounts by it)."""
+    extra_array, extra_name = (", $12::text[]", ", feature") if with_feature else ("", "")
     return f"""
 SELECT e.id, $1, e.key, e.customer, e.type, e.service, e.correlation,
        coalesce(e.occurred_at, e.received_at, $2), coalesce(e.received_at, $2),
        e.properties::jsonb
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::timestamptz[], $10::timestamptz[], $11::text[]{extra})
+            $9::timestamptz[], $10::timestamptz[], $11::text[]{extra_array})
      AS e(id, key, customer, type, service, correlation, occurred_at, received_at,
-          properties{", feature" if extra else ""})
-{where}"""  # noqa: S608 (constants only; no input is formatted in)
+          properties{extra_name})
+"""  # noqa: S608 (constants only; no input is formatted in)
 
 
 _UNNEST_INSERT = (
@@ -179,6 +181,7 @@ async def record_consumes(
 # consume's event is stored only if its account was. An account that moved meanwhile is
 # left as it is, with its events, and the caller draws those consumes again. A key that is
 # stored already fails the whole statement: there is no ON CONFLICT on the events.
+_EVENTS_WITH_FEATURE = _events_from_arrays(with_feature=True)
 _RECORD_UNLESS_CHANGED = f"""
 WITH accounts AS (
 INSERT INTO quota_accounts AS a (tenant_id, customer, feature_key, state, updated_at, version)
@@ -190,12 +193,8 @@ SET state = excluded.state, updated_at = excluded.updated_at
 WHERE a.version = excluded.version - 1
 RETURNING a.customer, a.feature_key
 ),
-events AS ({_EVENT_COLUMNS.strip()}
-{
-    _events_from_arrays(
-        extra=", $12::text[]", where="WHERE (e.customer, e.feature) IN (SELECT * FROM accounts)"
-    ).strip()
-}
+events AS ({_EVENT_COLUMNS.strip()}{_EVENTS_WITH_FEATURE.rstrip()}
+WHERE (e.customer, e.feature) IN (SELECT * FROM accounts)
 RETURNING 1)
 SELECT customer, feature_key FROM accounts
 """  # noqa: S608 (constants only; no input is formatted in)
@@ -230,7 +229,8 @@ async def record_unless_changed(
     return {(row[0], row[1]) for row in result}
 
 
-# A read of accounts, locking nothing: what the unlocked path draws from.
+# Accounts of (customer, feature) pairs. As it is, it locks nothing: what the unlocked
+# path draws from. `_LOCK_ACCOUNTS` adds the lock.
 _READ_ACCOUNTS = """
 SELECT a.customer, a.feature_key, a.state::text, a.version
 FROM unnest($2::text[], $3::text[]) AS k(customer, feature)
@@ -342,14 +342,12 @@ SELECT $1, k.customer, k.feature, '{}'::jsonb, $2
 FROM unnest($3::text[], $4::text[]) AS k(customer, feature)
 ON CONFLICT DO NOTHING
 """
-_LOCK_ACCOUNTS = """
-SELECT a.customer, a.feature_key, a.state::text
-FROM unnest($2::text[], $3::text[]) AS k(customer, feature)
-JOIN quota_accounts AS a
-  ON a.tenant_id = $1 AND a.customer = k.customer AND a.feature_key = k.feature
-ORDER BY a.customer COLLATE "C", a.feature_key COLLATE "C"
+_LOCK_ACCOUNTS = (
+    _READ_ACCOUNTS
+    + """ORDER BY a.customer COLLATE "C", a.feature_key COLLATE "C"
 FOR UPDATE OF a
 """
+)
 
 
 async def _lock_accounts_postgres(
@@ -398,7 +396,7 @@ async def save_accounts(
         .values(
             state=bindparam("b_state"),
             updated_at=bindparam("b_now"),
-            version=quota_accounts.c.version + 1,
+            version=quota_accounts.c.version + 1,  # PostgreSQL's trigger does this there
         )
     )
     rows = [
