@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from billfold.catalog import plansfile
-from billfold.catalog.model import UNLIMITED
+from billfold.catalog.features import UNLIMITED
 from billfold.catalog.plansfile import PlansFileError
 from tests.conftest import EXAMPLE_PLANS, Harness
 

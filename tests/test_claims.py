@@ -21,7 +21,6 @@ from billfold.claims import codes
 from billfold.claims import service as claims_service
 from billfold.claims.tables import claim_codes
 from billfold.customers import service as customers_service
-from billfold.tenants import repository as tenants_repository
 from tests.conftest import (
     CSV_HEADER,
     SECRET_KEY,
@@ -692,8 +691,7 @@ async def test_one_customer_racing_itself_in_the_service_gets_one_grant(
 
         async def attempt() -> claims_service.Redemption:
             async with harness.database.transaction() as session:
-                revision = await tenants_repository.catalog_revision(session, harness.tenant_id)
-                loaded = await catalog_reader.load(session, harness.tenant_id, revision)
+                loaded = await catalog_reader.current(session, harness.tenant_id)
                 return await claims_service.redeem(
                     session,
                     harness.operator(),

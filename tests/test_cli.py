@@ -269,7 +269,7 @@ def test_plans_diff_shows_the_change_and_apply_stores_it_once(tmp_path: Path, cl
     )
     assert [(v, json.loads(f)["spaces.max"]) for v, f in versions] == [(1, 50), (2, 60)]
     assert cli.sql("SELECT count(*) FROM plan_versions") == [(5,)]
-    assert cli.sql("SELECT catalog_revision FROM tenants") == [(2,)]
+    assert cli.sql("SELECT revision FROM catalogs") == [(2,)]
 
 
 def test_changing_a_feature_type_is_refused(tmp_path: Path, cli: Cli) -> None:
@@ -289,7 +289,7 @@ def test_changing_a_feature_type_is_refused(tmp_path: Path, cli: Cli) -> None:
     assert "applied" not in applied.stdout
     assert cli.sql("SELECT type FROM features WHERE key = 'rag.enabled'") == [("boolean",)]
     assert cli.sql("SELECT count(*) FROM plan_versions") == before
-    assert cli.sql("SELECT catalog_revision FROM tenants") == [(1,)]
+    assert cli.sql("SELECT revision FROM catalogs") == [(1,)]
 
 
 # --- claim codes -----------------------------------------------------------------------

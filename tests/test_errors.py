@@ -14,7 +14,7 @@ import pytest
 from fastapi import Request, Response
 
 from billfold.app import create_app
-from billfold.deps import AdminCall, ReadCall, short_path, short_paths
+from billfold.http.calls import AdminCall, ReadCall, short_path, short_paths
 from billfold.kit.invariants import InvariantViolation
 from tests.conftest import Harness, assert_problem
 

@@ -13,22 +13,22 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from billfold.deps import Services
+from billfold.http.calls import Runtime
 from tests.conftest import Harness, new_harness, postgresql_only
 
 pytestmark = pytest.mark.anyio
 LISTEN_TIMEOUT_S = 10.0
 
 
-def services_of(harness: Harness) -> Services:
+def runtime_of(harness: Harness) -> Runtime:
     app: Any = harness.client._transport.app  # type: ignore[attr-defined]
-    services: Services = app.state.services
-    return services
+    runtime: Runtime = app.state.runtime
+    return runtime
 
 
 @pytest.fixture
 async def live(harness: Harness) -> AsyncIterator[Harness]:
-    feed = services_of(harness).changes
+    feed = runtime_of(harness).changes
     await feed.start()
     assert await feed.wait_live(LISTEN_TIMEOUT_S)
     try:
@@ -126,7 +126,7 @@ async def test_changes_made_by_another_process_reach_the_cache(
 
 @postgresql_only
 async def test_losing_the_listener_drops_the_caches(live: Harness) -> None:
-    feed = services_of(live).changes
+    feed = runtime_of(live).changes
     assert await allowed(live, "tia") is False
     async with live.database.connect() as conn:
         await conn.execute(

@@ -19,6 +19,7 @@ import pytest
 from nats import errors as nats_errors
 from sqlalchemy import text
 
+from billfold.metering.deps import Metering
 from billfold.metering.stream import next_batch
 from tests.conftest import ROOT, Harness, new_harness, postgresql_only
 
@@ -35,7 +36,7 @@ async def streaming(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
     try:
         yield built
     finally:
-        await built.app.state.services.publisher.close()
+        await built.app.state.runtime.collaborators[Metering].publisher.close()
         await built.client.aclose()
         await built.database.dispose()
         import nats

@@ -265,7 +265,7 @@ async def test_a_limit_backed_by_a_gauge_needs_no_current(harness: Harness) -> N
 
 def test_an_outcome_answers_with_exactly_the_fields_openapi_promises() -> None:
     """`/v1/events` answers outcomes as plain data (10,000 per batch), not models."""
+    from billfold.metering.ingest import Outcome
     from billfold.metering.schemas import OutcomeOut
-    from billfold.metering.service import Outcome
 
     assert list(Outcome._fields) == list(OutcomeOut.model_fields)

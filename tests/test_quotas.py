@@ -15,10 +15,12 @@ from sqlalchemy import text
 from billfold.app import create_app
 from billfold.catalog import service as catalog_service
 from billfold.catalog.catalog import Catalog
+from billfold.catalog.quotas import Enforcement
 from billfold.kit.db import Database
-from billfold.metering import quotas
-from billfold.metering.batcher import ConsumeBatcher
-from billfold.metering.quota import Enforcement
+from billfold.metering.quotas import consume as quotas
+from billfold.metering.quotas.batcher import ConsumeBatcher
+from billfold.metering.quotas.lookup import Enforcing
+from billfold.metering.quotas.reported import draw_reported
 from tests.conftest import Harness, assert_problem, new_harness, postgresql_only
 
 pytestmark = pytest.mark.anyio
@@ -227,7 +229,7 @@ def consume_request(
         "ai.tokens",
         Decimal(amount),
         key,
-        default_enforcement=Enforcement.ENFORCE,
+        enforcing=Enforcing(Enforcement.ENFORCE),
     )
 
 
@@ -276,7 +278,7 @@ async def test_an_unlocked_draw_is_not_stored_when_its_account_moved(
                 "occurred_at": enforcing.clock.now(),
                 "properties": {"tokens": 4000},
             }
-            await quotas.draw_reported(
+            await draw_reported(
                 writer, enforcing.operator(), catalog, [reported], late_window=timedelta(days=1)
             )
         loser = asyncio.create_task(unlocked())

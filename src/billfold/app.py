@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,21 +17,25 @@ from billfold import __version__
 from billfold.audit.api import router as audit_router
 from billfold.catalog.api import router as catalog_router
 from billfold.catalog.catalog import CatalogCache
+from billfold.claims import deps as claims_deps
 from billfold.claims.api import router as claims_router
 from billfold.customers.api import router as customers_router
-from billfold.deps import ReadCall, Services, permission_of, short_path, short_paths
 from billfold.entitlements.api import router as entitlements_router
-from billfold.entitlements.snapshot import SnapshotCache
-from billfold.kit import http
+from billfold.grants import deps as grants_deps
+from billfold.grants.api import router as grants_router
+from billfold.grants.snapshots import SnapshotCache
+from billfold.http import problems
+from billfold.http.bodies import json_response
+from billfold.http.calls import ReadCall, Runtime, permission_of, short_path, short_paths
+from billfold.http.guard import RequestGuard
+from billfold.http.metrics import Metrics
 from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock, SystemClock
 from billfold.kit.db import Database
 from billfold.kit.schemas import Out
-from billfold.metering.ai_api import router as ai_router
+from billfold.metering import deps as metering_deps
 from billfold.metering.api import EVENTS_PATH
 from billfold.metering.api import router as metering_router
-from billfold.metering.batcher import ConsumeBatcher
-from billfold.metering.stream import UsagePublisher
 from billfold.settings import Settings
 from billfold.subscriptions.api import router as subscriptions_router
 from billfold.tenants.api import router as tenants_router
@@ -52,43 +55,38 @@ def create_app(
     settings: Settings, *, clock: Clock | None = None, database: Database | None = None
 ) -> FastAPI:
     database = database or Database(settings.database_url, pool_size=settings.database_pool_size)
-    metrics = http.Metrics()
+    metrics = Metrics()
     changes = ChangeFeed(settings.database_url, metrics.registry)
-    snapshots = SnapshotCache()
-    services = Services(
+    principals = PrincipalCache()
+    changes.subscribe(principals.on_change, principals.reset)
+    # Each domain wires its own collaborators; a route asks its call for them by type.
+    snapshots = grants_deps.wire(changes)
+    metering = metering_deps.wire(
+        settings,
+        database,
+        metrics.registry,
+        snapshots=lambda: snapshots if changes.live else None,
+    )
+    runtime = Runtime(
         settings=settings,
         database=database,
         clock=clock or SystemClock(),
-        catalogs=CatalogCache(),
-        metrics=metrics,
         changes=changes,
-        principals=PrincipalCache(),
-        snapshots=snapshots,
-        consumer=ConsumeBatcher(
-            database,
-            late_window=timedelta(seconds=settings.usage_late_window_s),
-            snapshots=lambda: snapshots if changes.live else None,
-            on_batch=metrics.consume_batch.observe,
-            on_redraw=metrics.consume_redrawn.inc,
-            on_unlocked=metrics.consume_unlocked.inc,
-        ),
-        publisher=(
-            UsagePublisher(settings.ingest_url, settings.ingest_stream)
-            if settings.ingest_url
-            else None
-        ),
+        principals=principals,
+        catalogs=CatalogCache(),
+        collaborators={
+            SnapshotCache: snapshots,
+            metering_deps.Metering: metering,
+            claims_deps.Claims: claims_deps.wire(settings),
+        },
     )
-    services.changes.subscribe(services.principals.on_change, services.principals.reset)
-    services.changes.subscribe(services.snapshots.on_change, services.snapshots.reset)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await services.changes.start()
+        await changes.start()
         yield
-        await services.changes.stop()
-        await services.consumer.close()
-        if services.publisher is not None:
-            await services.publisher.close()
+        await changes.stop()
+        await metering.close()
         await database.dispose()
 
     app = FastAPI(
@@ -101,13 +99,13 @@ def create_app(
         # hooks cost ~30 µs a request just to find out that nobody configured them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.services = services
-    http.install(app, metrics)
+    app.state.runtime = runtime
+    problems.install(app, metrics)
     # Filled at the end, once every route is declared.
     fast: dict[tuple[str, str], Any] = {}
     app.state.short_paths = fast
     app.add_middleware(
-        http.RequestGuard,
+        RequestGuard,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         short_paths=fast,
@@ -136,19 +134,19 @@ def create_app(
         """An authenticated request that does nothing else: the benchmark's baseline.
 
         It takes the same short path as the check API, so the two compare like for like."""
-        return http.json_response(
+        return json_response(
             PingOut(ok=True, tenant_id=call.ctx.tenant_id, scope=call.principal.scope.value)
         )
 
     routers = (  # the hot check routes first: routes are matched in order
         entitlements_router,
+        grants_router,
         tenants_router,
         catalog_router,
         customers_router,
         subscriptions_router,
         claims_router,
         metering_router,
-        ai_router,
         audit_router,
     )
     for router in routers:

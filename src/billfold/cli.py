@@ -26,8 +26,8 @@ from billfold.catalog.plansfile import PlansFileError
 from billfold.claims import service as claims
 from billfold.claims.export import batch_metadata, csv_of
 from billfold.customers import service as customers
-from billfold.entitlements import service as entitlements
-from billfold.entitlements.service import Window
+from billfold.grants import service as grants
+from billfold.grants.service import Window
 from billfold.kit import migrate
 from billfold.kit.clock import SystemClock
 from billfold.kit.context import Actor, Context
@@ -125,8 +125,7 @@ def _in_tenant(slug: str, work: Callable[[AsyncSession, Context, Catalog], Await
     async def unit(database: Database) -> T:
         async with database.transaction() as session:
             tenant = await tenants.tenant_by_slug(session, slug)
-            revision = await tenants_repository.catalog_revision(session, tenant.id)
-            catalog = await catalog_reader.load(session, tenant.id, revision)
+            catalog = await catalog_reader.current(session, tenant.id)
             ctx = Context(
                 tenant_id=tenant.id,
                 actor=_operator(),
@@ -403,13 +402,11 @@ def grants_add(
         target = await customers.ensure(session, ctx, customer)
         claims.check_source(source)
         if plan is not None:
-            version = entitlements.plan_version(catalog, plan)
-            grant = await entitlements.grant_plan(
-                session, ctx, target, version, window, source=source
-            )
+            version = catalog.require_plan(plan)
+            grant = await grants.grant_plan(session, ctx, target, version, window, source=source)
         else:
             assert feature is not None
-            grant = await entitlements.grant_feature(
+            grant = await grants.grant_feature(
                 session, ctx, catalog, target, feature, _cli_value(value), window, source=source
             )
         typer.echo(f"granted {grant.id} to {customer} until {grant.ends_at or 'revoked'}")
@@ -438,7 +435,7 @@ def grants_revoke(
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     async def work(session: AsyncSession, ctx: Context, catalog: Catalog) -> None:
-        grant = await entitlements.revoke(session, ctx, catalog, grant_id, reason=reason)
+        grant = await grants.revoke(session, ctx, catalog, grant_id, reason=reason)
         typer.echo(f"{grant.id}: revoked at {grant.revoked_at or '(had already ended)'}")
 
     _in_tenant(tenant, work)

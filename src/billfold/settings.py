@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from billfold.metering.quota import Enforcement
+from billfold.catalog.quotas import Enforcement
 
 Mode = Literal["self-hosted", "platform"]
 

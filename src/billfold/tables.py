@@ -1,12 +1,17 @@
 """Imports every domain's tables so the shared metadata knows them all."""
 
-from billfold.audit.tables import event_chain_heads, event_log
-from billfold.catalog.tables import catalog_settings, features, meters, plan_versions, plans
+from billfold.catalog.tables import (
+    catalog_settings,
+    catalogs,
+    features,
+    meters,
+    plan_versions,
+    plans,
+)
 from billfold.claims.tables import claim_batches, claim_codes, claim_redemptions
 from billfold.customers.tables import customers
-from billfold.entitlements.tables import grants
-from billfold.kit.idempotency_tables import idempotency_keys
-from billfold.kit.ratelimit_tables import rate_limit_counters
+from billfold.grants.tables import grants
+from billfold.kit.tables import event_chain_heads, event_log, idempotency_keys, rate_limit_counters
 from billfold.metering.tables import quota_accounts, usage_events
 from billfold.subscriptions.tables import subscriptions
 from billfold.tenants.tables import api_keys, tenants
@@ -14,6 +19,7 @@ from billfold.tenants.tables import api_keys, tenants
 __all__ = [
     "api_keys",
     "catalog_settings",
+    "catalogs",
     "claim_batches",
     "claim_codes",
     "claim_redemptions",

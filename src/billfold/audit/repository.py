@@ -1,46 +1,15 @@
-"""All SQL for the event log."""
+"""All SQL that reads the event log (`billfold.kit.eventlog` writes it)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.audit.chain import GENESIS_HASH
-from billfold.audit.tables import event_chain_heads, event_log
 from billfold.kit.db import Record
-
-
-async def create_chain(session: AsyncSession, tenant_id: str) -> None:
-    await session.execute(
-        insert(event_chain_heads).values(tenant_id=tenant_id, seq=0, hash=GENESIS_HASH)
-    )
-
-
-async def lock_head(session: AsyncSession, tenant_id: str) -> tuple[int, str]:
-    """The chain head, locked until this transaction ends (SQLite: the write lock does it)."""
-    row = (
-        await session.execute(
-            select(event_chain_heads.c.seq, event_chain_heads.c.hash)
-            .where(event_chain_heads.c.tenant_id == tenant_id)
-            .with_for_update()
-        )
-    ).one()
-    return int(row.seq), str(row.hash)
-
-
-async def append(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert chained entries of one tenant, in order, and move its head to the last."""
-    await session.execute(insert(event_log), list(rows))
-    last = rows[-1]
-    await session.execute(
-        update(event_chain_heads)
-        .where(event_chain_heads.c.tenant_id == last["tenant_id"])
-        .values(seq=last["seq"], hash=last["hash"])
-    )
+from billfold.kit.tables import event_chain_heads, event_log
 
 
 async def head(session: AsyncSession, tenant_id: str) -> tuple[int, str]:

@@ -1,86 +1,77 @@
-"""The append-only, hash-chained event log: writing entries and verifying the chain."""
+"""Reading the event log and verifying its hash chain (`billfold.kit.eventlog` writes it)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.audit import repository
-from billfold.audit.chain import GENESIS_HASH, entry_hash, hashed_fields
-from billfold.kit.context import Context
-from billfold.kit.invariants import invariant
-
-EventType = Literal[
-    "SubscriptionActivated",
-    "SubscriptionRenewed",
-    "SubscriptionCancelled",
-    "EntitlementGranted",
-    "EntitlementRevoked",
-    "ClaimBatchCreated",
-    "ClaimCodeRedeemed",
-    "ClaimCodesRevoked",
-    "CatalogApplied",
-    "ApiKeyCreated",
-    "ApiKeyRevoked",
-    "CustomerUpdated",
-    "QuotaExceeded",
-]
+from billfold.customers import service as customers
+from billfold.kit.db import Record
+from billfold.kit.errors import FieldError, InvalidInput
+from billfold.kit.eventlog import GENESIS_HASH, entry_hash, hashed_fields
+from billfold.kit.schemas import decode_cursor, encode_cursor
 
 
-class Entry(NamedTuple):
-    """One entry to append: who did what (the context), and to which customer."""
+@dataclass(frozen=True)
+class Page:
+    """Entries of the log, oldest first, each with its customer's external id."""
 
-    ctx: Context
-    type: EventType
-    data: Mapping[str, Any]
-    customer_id: str | None = None
+    entries: list[tuple[Record, str | None]]
+    next_cursor: str | None
 
 
-async def record(
+async def page(
     session: AsyncSession,
-    ctx: Context,
-    type: EventType,
-    data: Mapping[str, Any],
+    tenant_id: str,
     *,
-    customer_id: str | None = None,
-) -> int:
-    """Append one entry in the caller's transaction and return its sequence number."""
-    return (await record_many(session, [Entry(ctx, type, data, customer_id)]))[0]
-
-
-async def record_many(session: AsyncSession, entries: Sequence[Entry]) -> list[int]:
-    """Append one tenant's entries in order, in the caller's transaction: the chain head
-    is locked and moved once, however many there are. Returns their sequence numbers."""
-    if not entries:
-        return []
-    tenant_id = entries[0].ctx.tenant_id
-    invariant(all(e.ctx.tenant_id == tenant_id for e in entries), "one tenant's chain at a time")
-    seq, prev_hash = await repository.lock_head(session, tenant_id)
-    rows = []
-    for ctx, type, data, customer_id in entries:
-        seq += 1
-        fields = hashed_fields(
-            tenant_id=tenant_id,
-            type=type,
-            customer_id=customer_id,
-            data=data,
-            actor_kind=ctx.actor.kind,
-            actor_id=ctx.actor.id,
-            actor_scope=ctx.actor.scope,
-            correlation_id=ctx.correlation_id,
-            occurred_at=ctx.now,
+    customer: str | None,
+    types: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> Page:
+    """One page of the tenant's log, filtered by customer, type and time; `cursor` is the
+    last page's `next_cursor`."""
+    after = decode_cursor(cursor)
+    if after is not None and not after.isdigit():
+        raise InvalidInput(
+            "the cursor is not valid", errors=[FieldError("bad cursor", parameter="cursor")]
         )
-        values = dict(fields)
-        values["seq"] = seq
-        values["occurred_at"] = ctx.now
-        values["prev_hash"] = prev_hash
-        values["hash"] = prev_hash = entry_hash(prev_hash, fields)
-        rows.append(values)
-    await repository.append(session, rows)
-    return [row["seq"] for row in rows]
+    customer_id: str | None = None
+    if customer is not None:
+        customers.check_external_id(customer, parameter="customer")
+        found = await customers.find(session, tenant_id, customer)
+        if found is None:
+            return Page([], None)
+        customer_id = found.id
+    rows = await repository.page(
+        session,
+        tenant_id,
+        after_seq=int(after or 0),
+        limit=limit + 1,
+        customer_id=customer_id,
+        types=types,
+        since=since,
+        until=until,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    external_ids: dict[str, str] = {}
+    for row in rows:
+        if row.customer_id and row.customer_id not in external_ids:
+            external_ids[row.customer_id] = await customers.external_id_of(
+                session, tenant_id, row.customer_id
+            )
+    return Page(
+        entries=[(row, external_ids.get(row.customer_id or "")) for row in rows],
+        next_cursor=encode_cursor(str(rows[-1].seq)) if more and rows else None,
+    )
 
 
 @dataclass(frozen=True)

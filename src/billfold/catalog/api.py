@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
 from billfold.catalog import plansfile, service
-from billfold.catalog.catalog import Catalog
-from billfold.catalog.model import to_json
 from billfold.catalog.plansfile import PlansFileError
-from billfold.deps import AdminCall, ReadCall
+from billfold.catalog.schemas import ApplyOut, CatalogOut, catalog_out
+from billfold.http.calls import AdminCall, ReadCall
 from billfold.kit.errors import BillfoldError, FieldError
-from billfold.kit.schemas import Out
-from billfold.metering.schemas import MeterOut
 
 router = APIRouter(tags=["catalog"])
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
@@ -25,60 +21,6 @@ class InvalidPlans(BillfoldError):
     status = 422
     code = "invalid_plans"
     title = "The plans document is not valid"
-
-
-class FeatureOut(Out):
-    key: str
-    type: str
-    description: str | None
-
-
-class PlanOut(Out):
-    key: str
-    name: str
-    version: int
-    default: bool
-    features: dict[str, bool | int | str | list[str]]
-    created_at: datetime | None = None
-
-
-class CatalogOut(Out):
-    revision: int
-    meters: list[MeterOut]
-    features: list[FeatureOut]
-    plans: list[PlanOut]
-
-
-class ApplyOut(Out):
-    applied: bool
-    revision: int
-    changes: list[str]
-
-
-def catalog_out(catalog: Catalog) -> CatalogOut:
-    plans = []
-    for plan in catalog.plans.values():
-        version = catalog.current_version(plan.key)
-        if version is None:
-            continue
-        plans.append(
-            PlanOut(
-                key=plan.key,
-                name=version.name,
-                version=version.version,
-                default=plan.is_default,
-                features={k: to_json(v) for k, v in version.features.items()},
-            )
-        )
-    return CatalogOut(
-        revision=catalog.revision,
-        meters=[MeterOut(key=m.key, **m.as_json()) for m in catalog.meters.values()],
-        features=[
-            FeatureOut(key=f.key, type=f.type.value, description=f.description)
-            for f in catalog.features.values()
-        ],
-        plans=plans,
-    )
 
 
 @router.get("/v1/catalog")

@@ -7,9 +7,18 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog import repository
-from billfold.catalog.model import Feature, FeatureType, FeatureValue, from_json
-from billfold.metering.ai import AiSettings
-from billfold.metering.model import Meter
+from billfold.catalog.ai import AiSettings
+from billfold.catalog.features import Feature, FeatureType, FeatureValue, from_json
+from billfold.catalog.meters import Meter
+from billfold.kit.errors import FieldError, NotFound
+
+
+class FeatureNotFound(NotFound):
+    code = "feature_not_found"
+
+
+class PlanNotFound(NotFound):
+    code = "plan_not_found"
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,37 @@ class Catalog:
         if plan is None or plan.archived or plan.current_version_id is None:
             return None
         return self.versions[plan.current_version_id]
+
+    def require_plan(self, plan_key: str, *, pointer: str = "#/plan") -> PlanVersion:
+        """The current version of an active plan, or `PlanNotFound` naming `pointer`."""
+        version = self.current_version(plan_key)
+        if version is None:
+            raise PlanNotFound(
+                f"no active plan {plan_key!r} in the catalog",
+                errors=[FieldError("not an active plan of the catalog", pointer=pointer)],
+            )
+        return version
+
+    def require_feature(
+        self,
+        key: str,
+        *,
+        kind: FeatureType | None = None,
+        pointer: str | None = "#/feature",
+        parameter: str | None = None,
+    ) -> Feature:
+        """An active feature (of type `kind`, if given), or `FeatureNotFound` naming where
+        the request gave it: a body `pointer` or a query `parameter`."""
+        feature = self.features.get(key)
+        if feature is None or (kind is not None and feature.type is not kind):
+            what = "feature" if kind is None else f"{kind} feature"
+            where = FieldError(
+                "not a feature of the catalog" if kind is None else f"expected a {what}",
+                pointer=None if parameter else pointer,
+                parameter=parameter,
+            )
+            raise FeatureNotFound(f"no {what} {key!r} in the catalog", errors=[where])
+        return feature
 
 
 async def load(session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
@@ -108,6 +148,11 @@ async def load(session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
         meters=meters,
         ai=AiSettings.from_json(documents["ai"]) if "ai" in documents else AiSettings(),
     )
+
+
+async def current(session: AsyncSession, tenant_id: str) -> Catalog:
+    """The tenant's catalog as it stands, read afresh (for the CLI and the workers)."""
+    return await load(session, tenant_id, await repository.revision(session, tenant_id))
 
 
 class CatalogCache:

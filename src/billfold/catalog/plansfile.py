@@ -22,7 +22,9 @@ from typing import Any
 
 import yaml
 
-from billfold.catalog.model import (
+from billfold.catalog import ai
+from billfold.catalog.ai import AiSettings
+from billfold.catalog.features import (
     FEATURE_KEY,
     MAX_KEY_LENGTH,
     PLAN_KEY,
@@ -32,9 +34,7 @@ from billfold.catalog.model import (
     PlanDefinition,
     parse_value,
 )
-from billfold.metering import ai
-from billfold.metering.ai import AiSettings
-from billfold.metering.model import (
+from billfold.catalog.meters import (
     EVENT_TYPE,
     MAX_FILTER_VALUES,
     MAX_GROUP_BY,
@@ -44,7 +44,9 @@ from billfold.metering.model import (
     FilterValue,
     Meter,
 )
-from billfold.metering.quota import Anchor, Enforcement, LimitKind, QuotaPolicy, Reset
+from billfold.catalog.quotas import Anchor, Enforcement, LimitKind, QuotaPolicy
+from billfold.kit.money import CURRENCY
+from billfold.kit.periods import Reset
 
 SUPPORTED_VERSION = 1
 MAX_FILE_BYTES = 1_048_576
@@ -159,7 +161,7 @@ def _ai(raw: Any, errors: list[str]) -> AiSettings:
         errors.append("ai.event: expected an event type, e.g. ai.tokens")
         event = "ai.tokens"
     currency = raw.get("currency", "USD")
-    if not isinstance(currency, str) or not ai.CURRENCY.match(currency):
+    if not isinstance(currency, str) or not CURRENCY.match(currency):
         errors.append("ai.currency: expected an ISO 4217 code, e.g. USD")
         currency = "USD"
     models: dict[str, ai.Price] = {}

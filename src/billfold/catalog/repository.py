@@ -1,4 +1,4 @@
-"""All SQL for features, plans and plan versions."""
+"""All SQL for the catalog: its revision, features, meters, plans and plan versions."""
 
 from __future__ import annotations
 
@@ -8,9 +8,44 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.catalog.tables import catalog_settings, features, meters, plan_versions, plans
+from billfold.catalog.tables import (
+    catalog_settings,
+    catalogs,
+    features,
+    meters,
+    plan_versions,
+    plans,
+)
 from billfold.kit.db import Record
 from billfold.kit.sql import dialect_insert
+
+
+async def revision(session: AsyncSession, tenant_id: str) -> int:
+    """The tenant's catalog revision: 0 before its first apply."""
+    statement = select(catalogs.c.revision).where(catalogs.c.tenant_id == tenant_id)
+    return int((await session.execute(statement)).scalar_one_or_none() or 0)
+
+
+async def lock_revision(session: AsyncSession, tenant_id: str, now: datetime) -> int:
+    """Lock the tenant's catalog for a change, creating its row on the first apply, and
+    return its current revision. Concurrent first applies meet on the primary key."""
+    await session.execute(
+        dialect_insert(session, catalogs)
+        .values(tenant_id=tenant_id, revision=0, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["tenant_id"])
+    )
+    statement = select(catalogs.c.revision).where(catalogs.c.tenant_id == tenant_id)
+    return int((await session.execute(statement.with_for_update())).scalar_one())
+
+
+async def bump_revision(session: AsyncSession, tenant_id: str, now: datetime) -> int:
+    result = await session.execute(
+        update(catalogs)
+        .where(catalogs.c.tenant_id == tenant_id)
+        .values(revision=catalogs.c.revision + 1, updated_at=now)
+        .returning(catalogs.c.revision)
+    )
+    return int(result.scalar_one())
 
 
 async def all_features(session: AsyncSession, tenant_id: str) -> list[Record]:

@@ -10,16 +10,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.audit import service as audit
 from billfold.catalog import catalog as catalog_reader
 from billfold.catalog import repository
 from billfold.catalog.catalog import Catalog
-from billfold.catalog.model import FeatureType, PlanDefinition, to_json
+from billfold.catalog.features import FeatureType, PlanDefinition, to_json
 from billfold.catalog.plansfile import CatalogSpec, PlansFileError
+from billfold.kit import eventlog
 from billfold.kit.changes import publish
 from billfold.kit.context import Context
 from billfold.kit.ids import new_id
-from billfold.tenants import repository as tenants_repository
 
 
 @dataclass(frozen=True)
@@ -200,14 +199,14 @@ def _show(value: object) -> str:
 async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple[Diff, int]:
     """Store what changed as new plan versions; returns the diff and the catalog revision.
 
-    Locks the tenant row first, so two applies at once run one after the other.
+    Locks the tenant's catalog first, so two applies at once run one after the other.
     """
-    revision = await tenants_repository.lock_catalog(session, ctx.tenant_id)
+    revision = await repository.lock_revision(session, ctx.tenant_id, ctx.now)
     catalog, archived = await stored(session, ctx.tenant_id)
     changes = diff(catalog, archived, spec)
     if changes.empty:
         return changes, revision
-    revision = await tenants_repository.bump_catalog_revision(session, ctx.tenant_id)
+    revision = await repository.bump_revision(session, ctx.tenant_id, ctx.now)
     await publish(session, f"catalog:{ctx.tenant_id}")
     now = ctx.now
     for key, feature in spec.features.items():
@@ -283,7 +282,7 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
         if key not in spec.plans and not stored_plan.archived:
             await repository.update_plan(session, stored_plan.id, is_default=False, archived_at=now)
 
-    await audit.record(
+    await eventlog.record(
         session,
         ctx,
         "CatalogApplied",

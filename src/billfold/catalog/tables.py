@@ -1,3 +1,5 @@
+"""The catalog's tables: what the plans files applied so far declare."""
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -9,6 +11,17 @@ from sqlalchemy import (
 )
 
 from billfold.kit.db import JSONDocument, UTCDateTime, metadata
+
+# One row per tenant that has applied a plans file: its catalog revision, which moves on
+# with every apply that changes something, so cached catalogs know they are stale. An apply
+# locks this row, so two applies of one tenant run one after the other.
+catalogs = Table(
+    "catalogs",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("revision", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
 
 features = Table(
     "features",

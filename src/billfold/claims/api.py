@@ -10,14 +10,13 @@ from fastapi.responses import Response
 from pydantic import Field
 
 from billfold.claims import service
+from billfold.claims.deps import Claims
 from billfold.claims.export import CSV_MEDIA_TYPE, batch_metadata, csv_of, duration_label
 from billfold.claims.service import BatchRequest
-from billfold.customers import service as customers
-from billfold.deps import AdminCall, RedeemCall
-from billfold.entitlements.schemas import GrantOut
-from billfold.kit import ratelimit
+from billfold.grants.schemas import GrantOut
+from billfold.http.calls import AdminCall, RedeemCall
+from billfold.http.problems import problem_for
 from billfold.kit.errors import BillfoldError
-from billfold.kit.http import problem_for
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Out
 
@@ -92,7 +91,7 @@ async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
             source=body.source,
             metadata=batch_metadata(body.campaign, body.tier),
         ),
-        secret_key=call.services.settings.secret_key,
+        secret_key=call.collaborator(Claims).secret_key,
     )
     if CSV_MEDIA_TYPE in request.headers.get("accept", ""):
         return Response(csv_of(batch, issued), status_code=201, media_type=CSV_MEDIA_TYPE)
@@ -123,31 +122,19 @@ async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
 )
 async def redeem(body: RedeemIn, call: RedeemCall, request: Request) -> Any:
     """Redeem a code for a customer. Redeeming it again answers the same, granting nothing."""
-    customers.check_external_id(body.customer, pointer="#/customer")
-    settings = call.services.settings
-    tenant = call.ctx.tenant_id
-    for key, limit in (
-        (f"claims:customer:{tenant}:{body.customer}", settings.claim_attempts_per_customer),
-        (f"claims:address:{tenant}:{call.client_address}", settings.claim_attempts_per_address),
-    ):
-        await ratelimit.hit(
-            call.session,
-            key,
-            limit=limit,
-            window_s=settings.claim_attempt_window_s,
-            now=call.ctx.now,
-        )
+    claims = call.collaborator(Claims)
     catalog = await call.catalog()
     try:
-        async with call.session.begin_nested():
-            redemption = await service.redeem(
-                call.session,
-                call.ctx,
-                catalog,
-                external_id=body.customer,
-                code=body.code,
-                secret_key=settings.secret_key,
-            )
+        redemption = await service.attempt_redemption(
+            call.session,
+            call.ctx,
+            catalog,
+            external_id=body.customer,
+            code=body.code,
+            client_address=call.client_address,
+            attempts=claims.attempts,
+            secret_key=claims.secret_key,
+        )
     except BillfoldError as refusal:
         # Answer the refusal but keep the attempt counted: the transaction still commits.
         return problem_for(request, refusal)
@@ -165,7 +152,7 @@ async def redeem(body: RedeemIn, call: RedeemCall, request: Request) -> Any:
 async def revoke_code(body: RevokeCodeIn, call: AdminCall) -> RevokedOut:
     """Revoke one code, presented in full (only its hash is stored)."""
     revoked = await service.revoke_code(
-        call.session, call.ctx, code=body.code, secret_key=call.services.settings.secret_key
+        call.session, call.ctx, code=body.code, secret_key=call.collaborator(Claims).secret_key
     )
     return RevokedOut(revoked=revoked)
 

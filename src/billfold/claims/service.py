@@ -10,14 +10,15 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.audit import service as audit
 from billfold.catalog.catalog import Catalog
 from billfold.claims import codes, repository
 from billfold.customers import service as customers
-from billfold.entitlements import repository as grants_repository
-from billfold.entitlements import service as entitlements
-from billfold.entitlements.rules import Grant
-from billfold.entitlements.service import Window
+from billfold.grants import repository as grants_repository
+from billfold.grants import service as grants
+from billfold.grants.lookup import grant_from_row
+from billfold.grants.resolution import Grant
+from billfold.grants.service import Window
+from billfold.kit import eventlog, ratelimit
 from billfold.kit.context import Context
 from billfold.kit.errors import BillfoldError, Conflict, FieldError, Gone, InvalidInput, NotFound
 from billfold.kit.ids import new_id
@@ -126,7 +127,7 @@ async def create_batch(
     secret_key: bytes,
 ) -> tuple[Batch, list[str]]:
     """Issue `count` fresh codes. The codes are returned once; only their keyed hashes stay."""
-    version = entitlements.plan_version(catalog, request.plan)
+    version = catalog.require_plan(request.plan)
     check_source(request.source)
     if not 1 <= request.count <= MAX_BATCH_SIZE:
         raise InvalidInput(
@@ -185,7 +186,7 @@ async def create_batch(
             for code in issued
         ],
     )
-    await audit.record(
+    await eventlog.record(
         session,
         ctx,
         "ClaimBatchCreated",
@@ -201,6 +202,42 @@ async def create_batch(
         },
     )
     return batch, issued
+
+
+@dataclass(frozen=True)
+class Attempts:
+    """How many redemption attempts one customer, and one client address, may make in
+    a window of `window_s` seconds: a brute-force guess of codes runs into both."""
+
+    per_customer: int
+    per_address: int
+    window_s: int
+
+
+async def attempt_redemption(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    *,
+    external_id: str,
+    code: str,
+    client_address: str,
+    attempts: Attempts,
+    secret_key: bytes,
+) -> Redemption:
+    """Count the attempt against the customer's and the address's limits, then redeem in
+    a savepoint: a refusal undoes the redemption's writes but not the count, which
+    stands once the caller commits."""
+    customers.check_external_id(external_id, pointer="#/customer")
+    for key, limit in (
+        (f"claims:customer:{ctx.tenant_id}:{external_id}", attempts.per_customer),
+        (f"claims:address:{ctx.tenant_id}:{client_address}", attempts.per_address),
+    ):
+        await ratelimit.hit(session, key, limit=limit, window_s=attempts.window_s, now=ctx.now)
+    async with session.begin_nested():
+        return await redeem(
+            session, ctx, catalog, external_id=external_id, code=code, secret_key=secret_key
+        )
 
 
 async def redeem(
@@ -233,13 +270,13 @@ async def redeem(
         raise ClaimCodeRevoked("this claim code has been revoked")
     if row.expires_at is not None and row.expires_at <= ctx.now:
         raise ClaimCodeExpired(f"this claim code expired at {row.expires_at.isoformat()}")
-    version = entitlements.plan_version(catalog, row.plan_key, pointer="#/code")
+    version = catalog.require_plan(row.plan_key, pointer="#/code")
     ends_at = None if row.duration_days is None else ctx.now + timedelta(days=row.duration_days)
     try:
         async with session.begin_nested():
             if not await repository.take_redemption(session, row.id, row.max_redemptions):
                 raise ClaimCodeExhausted("this claim code has been redeemed as often as it may")
-            grant = await entitlements.grant_plan(
+            grant = await grants.grant_plan(
                 session,
                 ctx,
                 customer,
@@ -274,7 +311,7 @@ async def redeem(
         if fresh is not None and fresh.revoked_at is not None:
             raise ClaimCodeRevoked("this claim code has been revoked") from None
         raise
-    await audit.record(
+    await eventlog.record(
         session,
         ctx,
         "ClaimCodeRedeemed",
@@ -308,7 +345,7 @@ async def _replay(
         code_id=code_row.id,
         batch_id=code_row.batch_id,
         plan=code_row.plan_key,
-        grant=entitlements.grant_from_row(catalog, grant_row),
+        grant=grant_from_row(catalog, grant_row),
         redeemed_at=redemption.created_at,
         replayed=True,
     )
@@ -327,7 +364,7 @@ async def revoke_code(session: AsyncSession, ctx: Context, *, code: str, secret_
         raise ClaimCodeUnknown("no such claim code")
     revoked = await repository.revoke_code(session, ctx.tenant_id, row.id, ctx.now)
     if revoked:
-        await audit.record(
+        await eventlog.record(
             session, ctx, "ClaimCodesRevoked", {"claim_code_id": row.id, "batch_id": row.batch_id}
         )
     return revoked
@@ -338,7 +375,7 @@ async def revoke_batch(session: AsyncSession, ctx: Context, batch_id: str) -> in
         raise ClaimBatchNotFound(f"no claim batch {batch_id!r}")
     revoked = await repository.revoke_batch(session, ctx.tenant_id, batch_id, ctx.now)
     if revoked:
-        await audit.record(
+        await eventlog.record(
             session, ctx, "ClaimCodesRevoked", {"batch_id": batch_id, "codes": revoked}
         )
     return revoked

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from billfold.customers import service
 from billfold.customers.service import Customer
-from billfold.deps import AdminCall, ReadCall
+from billfold.http.calls import AdminCall, ReadCall
 from billfold.kit.schemas import MAX_PAGE_SIZE, Body, Metadata, Out, decode_cursor, encode_cursor
 
 router = APIRouter(tags=["customers"])

@@ -19,8 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.kit.errors import BillfoldError, Conflict, FieldError, InvalidInput
-from billfold.kit.idempotency_tables import idempotency_keys
 from billfold.kit.sql import dialect_insert
+from billfold.kit.tables import idempotency_keys
 
 HEADER = "Idempotency-Key"
 _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")

@@ -8,8 +8,8 @@ from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.kit.errors import RateLimited
-from billfold.kit.ratelimit_tables import rate_limit_counters
 from billfold.kit.sql import dialect_insert
+from billfold.kit.tables import rate_limit_counters
 
 
 async def hit(session: AsyncSession, key: str, *, limit: int, window_s: int, now: datetime) -> None:

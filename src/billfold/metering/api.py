@@ -1,41 +1,45 @@
-"""Routes: report usage events, and read a customer's usage through a meter."""
+"""Routes: report usage events (and the AI runtime's usage summaries), consume quota, and
+read a customer's usage through a meter or as an AI cost report."""
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import timedelta
+from decimal import ROUND_HALF_EVEN
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AwareDatetime
 from pydantic_core import to_json
 
+from billfold.catalog.schemas import MeterOut
 from billfold.customers import service as customers
-from billfold.deps import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
-from billfold.kit.errors import BillfoldError
-from billfold.kit.http import body_of, json_body_schema, json_response, read_json
-from billfold.metering import events, quotas, service
-from billfold.metering.model import exact
+from billfold.http.bodies import body_of, json_body_schema, json_response, read_json
+from billfold.http.calls import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
+from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
+from billfold.kit.money import round_minor
+from billfold.metering import ai, events, ingest, usage
+from billfold.metering.aggregation import exact
+from billfold.metering.deps import Metering
+from billfold.metering.quotas.consume import Consumed, prepare_consume
+from billfold.metering.quotas.format import show
 from billfold.metering.schemas import (
+    AiLineOut,
+    AiUsageOut,
     BucketOut,
     ConsumeIn,
     ConsumeOut,
     IngestOut,
-    MeterOut,
+    ModelOut,
+    SummaryOut,
     UsageOut,
+    UsageSummaryIn,
+    WorkflowOut,
 )
-from billfold.metering.service import Window
+from billfold.metering.usage import Window
 
 router = APIRouter(tags=["metering"])
 
 EVENTS_PATH = "/v1/events"
 ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
-
-
-class EventsRejected(BillfoldError):
-    status = 422
-    code = "events_rejected"
-    title = "No event was accepted"
 
 
 class UnreadableEvents(BillfoldError):
@@ -102,52 +106,27 @@ async def report_usage(request: Request, call: ReportCall) -> Response:
         items = events.read_body(await body_of(request), media_type)
     except events.BodyError as error:
         raise UnreadableEvents(str(error)) from None
-    return Response(to_json(await accept(call, items, media_type)), media_type=events.JSON_TYPE)
+    return await accept_events(call, items, media_type)
 
 
-async def accept(call: Call, items: list[Any], media_type: str) -> dict[str, Any]:
-    """Check each item as a usage event, store or queue the good ones, and answer for
-    each (an `IngestOut`, as plain data: a batch holds up to 10,000 results);
-    `events_rejected` (with every result) when not one was good."""
-    settings = call.services.settings
-    late = timedelta(seconds=settings.usage_late_window_s)
-    skew = timedelta(seconds=settings.usage_clock_skew_s)
-    checked = [events.check(item, media_type, call.ctx.now, late, skew) for item in items]
-    outcomes, queued = await store_or_queue(call, checked)
-    results = [outcome._asdict() for outcome in outcomes]  # OutcomeOut's fields
-    counts = Counter(outcome.status for outcome in outcomes)
-    if counts["rejected"] == len(outcomes):
-        raise EventsRejected(
-            f"every event was rejected; the first: {outcomes[0].reason}",
-            extra={"results": results},
-        )
-    return {
-        "accepted": counts["accepted"],
-        "duplicates": counts["duplicate"],
-        "rejected": counts["rejected"],
-        "queued": queued,
-        "results": results,
-    }
-
-
-async def store_or_queue(
-    call: Call, checked: list[events.UsageEvent | events.Rejection]
-) -> tuple[list[service.Outcome], bool]:
-    """Store checked events (and draw quotas) now, or, with BILLFOLD_INGEST, append them
-    to the stream for `billfold worker ingest`. Returns the outcomes and whether queued."""
-    publisher = call.services.publisher
-    if publisher is not None:
-        outcomes, firsts = service.triage(checked)
-        if firsts:
-            await publisher.publish(call.ctx, list(firsts.values()))
-        return outcomes, True
-    late = timedelta(seconds=call.services.settings.usage_late_window_s)
-    outcomes, overages = await service.ingest(
-        call.session, call.ctx, await call.catalog(), checked, late_window=late
+async def accept_events(
+    call: Call, items: list[Any], media_type: str, *, echo: dict[str, Any] | None = None
+) -> Response:
+    """Usage events in, whichever route brought them: stored, or queued on the stream.
+    `echo` leads the answer (the AI summary route names its chat and sequence)."""
+    metering = call.collaborator(Metering)
+    answer, overages = await ingest.accept(
+        call.session,
+        call.ctx,
+        await call.catalog(),
+        items,
+        media_type,
+        windows=metering.windows,
+        publisher=metering.publisher,
     )
     for feature, overage in overages.items():
-        call.services.metrics.quota_overage.labels(feature, "reported").inc(float(overage))
-    return outcomes, False
+        metering.overage.labels(feature, "reported").inc(float(overage))
+    return Response(to_json({**(echo or {}), **answer}), media_type=events.JSON_TYPE)
 
 
 @router.get("/v1/customers/{external_id}/usage", response_model=UsageOut)
@@ -168,8 +147,8 @@ async def customer_usage(
 ) -> Response:
     """A meter's exact aggregate of one customer's usage, in the meter's own units."""
     customers.check_external_id(external_id)
-    start_at, end_at = service.reporting_period(call.ctx.now, start, end)
-    report = await service.usage(
+    start_at, end_at = usage.reporting_period(call.ctx.now, start, end)
+    report = await usage.usage(
         call.session,
         await call.catalog(),
         call.ctx.tenant_id,
@@ -224,28 +203,25 @@ async def consume(request: Request, call: SelfCommittingReportCall) -> Response:
     and written to the event log as `QuotaExceeded`."""
     body = await read_json(request, ConsumeIn)
     customers.check_external_id(body.customer, pointer="#/customer")
-    settings = call.services.settings
-    prepared = quotas.prepare_consume(
+    metering = call.collaborator(Metering)
+    prepared = prepare_consume(
         call.ctx,
         await call.catalog(),
         body.customer,
         body.feature,
         body.amount,
         body.idempotency_key,
-        default_enforcement=settings.enforcement,
-        platform=settings.mode == "platform",
+        enforcing=metering.enforcing,
         properties=body.properties,
     )
     await call.unit.release()  # hold no connection while the batch runs: it needs one
-    done = await call.services.consumer.consume(prepared)
+    done = await metering.consumer.consume(prepared)
     if done.overage > 0:
-        call.services.metrics.quota_overage.labels(body.feature, done.enforcement.value).inc(
-            float(done.overage)
-        )
+        metering.overage.labels(body.feature, done.enforcement.value).inc(float(done.overage))
     return Response(to_json(consumed_payload(done)), media_type=events.JSON_TYPE)
 
 
-def consumed_payload(done: quotas.Consumed) -> dict[str, Any]:
+def consumed_payload(done: Consumed) -> dict[str, Any]:
     """A `ConsumeOut` as plain data: consume is a hot route (the check API's pattern)."""
     standing = done.standing
     return {
@@ -254,11 +230,87 @@ def consumed_payload(done: quotas.Consumed) -> dict[str, Any]:
         "allowed": True,
         "amount": str(exact(done.amount)),
         "used": str(exact(standing.used)),
-        "remaining": quotas.show(standing.remaining),
-        "limit": quotas.show(standing.limit),
+        "remaining": show(standing.remaining),
+        "limit": show(standing.limit),
         "overage": str(exact(done.overage)),
         "resets_at": standing.resets_at,
         "enforcement": done.enforcement.value,
         "event_id": done.event_id,
         "replayed": done.replayed,
     }
+
+
+@router.post(
+    "/v1/integrations/ai/usage-summary",
+    response_model=SummaryOut,
+    openapi_extra=json_body_schema(UsageSummaryIn),
+)
+async def usage_summary(request: Request, call: ReportCall) -> Response:
+    """Turn a `chat.usage_summary` into usage events, one per model.
+
+    Idempotent on chat id, sequence and model: a summary sent again counts once. The
+    events draw on quotas like any others (`ai.tokens`)."""
+    body = await read_json(request, UsageSummaryIn)
+    customers.check_external_id(body.customer, pointer="#/customer")
+    catalog = await call.catalog()
+    payload = body.model_dump(mode="json")
+    try:
+        items = ai.events_of(payload, catalog.ai)
+    except ai.SummaryError as error:
+        raise InvalidInput(
+            str(error), errors=[FieldError(str(error), pointer=error.pointer)]
+        ) from None
+    return await accept_events(
+        call, items, events.JSON_TYPE, echo={"chat_id": body.chat_id, "sequence": body.sequence}
+    )
+
+
+def _line(line: ai.Line) -> dict[str, int]:
+    return {
+        "calls": line.calls,
+        "prompt_tokens": int(line.prompt_tokens),
+        "completion_tokens": int(line.completion_tokens),
+        "tokens": int(line.tokens),
+        "duration_ms": int(line.duration_ms),
+        "estimated_cost_minor": round_minor(line.cost, rounding=ROUND_HALF_EVEN),
+        "unpriced_tokens": int(line.unpriced_tokens),
+    }
+
+
+@router.get("/v1/customers/{external_id}/usage/ai", response_model=AiUsageOut)
+async def ai_usage(
+    external_id: Annotated[str, Path(min_length=1, max_length=255)],
+    call: ReadCall,
+    start: Annotated[
+        AwareDatetime | None, Query(alias="from", description="default: this month's start")
+    ] = None,
+    end: Annotated[
+        AwareDatetime | None, Query(alias="to", description="default: next month's start")
+    ] = None,
+) -> Response:
+    """Tokens and estimated cost per workflow and per model over [from, to).
+
+    Costs come from the plans file's `ai.models` price table, in minor units of
+    `ai.currency`; each line is rounded once, half to even."""
+    customers.check_external_id(external_id)
+    start_at, end_at = usage.reporting_period(call.ctx.now, start, end)
+    catalog = await call.catalog()
+    found = await usage.ai_usage(
+        call.session, catalog, call.ctx.tenant_id, external_id, start_at, end_at
+    )
+    return json_response(
+        AiUsageOut(
+            customer=external_id,
+            start=start_at,
+            end=end_at,
+            currency=catalog.ai.currency,
+            total=AiLineOut(**_line(found.total)),
+            workflows=[
+                WorkflowOut(workflow=name, **_line(line))
+                for name, line in sorted(found.by_workflow.items())
+            ],
+            models=[
+                ModelOut(model=name, **_line(line)) for name, line in sorted(found.by_model.items())
+            ],
+        )
+    )

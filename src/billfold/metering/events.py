@@ -15,8 +15,8 @@ from typing import Any, Final, NamedTuple
 
 from pydantic_core import to_json
 
+from billfold.catalog.meters import EVENT_TYPE
 from billfold.customers.service import EXTERNAL_ID
-from billfold.metering.model import EVENT_TYPE
 
 MAX_BATCH: Final = 10_000
 MAX_PROPERTIES_BYTES: Final = 8_192

@@ -1,3 +1,5 @@
+"""Request and response models of the metering routes."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -6,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from billfold.kit.schemas import Body, Out
+from billfold.catalog.ai import MODEL
+from billfold.catalog.schemas import MeterOut
+from billfold.kit.schemas import Body, Instant, Out
 
 
 class OutcomeOut(Out):
@@ -26,17 +30,6 @@ class IngestOut(Out):
     # writes them; a key the store already holds is then dropped, still counted once.
     queued: bool = False
     results: list[OutcomeOut]
-
-
-class MeterOut(Out):
-    key: str
-    event: str
-    aggregation: str
-    property: str | None
-    filters: dict[str, list[str | int | bool]]
-    group_by: list[str]
-    description: str | None
-    subtract: str | None = None  # events of this type count negatively (a gauge)
 
 
 class BucketOut(Out):
@@ -78,3 +71,60 @@ class ConsumeOut(Out):
     enforcement: str
     event_id: str
     replayed: bool
+
+
+Count = Annotated[int, Field(ge=0, le=10**12)]
+
+
+class ModelUsageIn(Body):
+    model: Annotated[str, Field(pattern=MODEL.pattern)]
+    prompt_tokens: Count
+    completion_tokens: Count
+    total_tokens: Count | None = None  # default: prompt + completion
+    duration_ms: Count | None = None
+
+
+class UsageSummaryIn(Body):
+    """The AI runtime's `chat.usage_summary`: one chat turn's tokens, per model."""
+
+    event: Literal["chat.usage_summary"] = "chat.usage_summary"
+    customer: Annotated[str, Field(min_length=1, max_length=255)]
+    chat_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+    workflow_id: Annotated[str, Field(min_length=1, max_length=100)]
+    sequence: Annotated[int, Field(ge=0, le=10**12)]
+    timestamp: Instant | None = None
+    correlation_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    models: Annotated[list[ModelUsageIn], Field(min_length=1, max_length=100)]
+
+
+class SummaryOut(IngestOut):
+    chat_id: str
+    sequence: int
+
+
+class AiLineOut(Out):
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    tokens: int
+    duration_ms: int
+    estimated_cost_minor: int  # priced calls only, rounded once (half to even)
+    unpriced_tokens: int  # tokens of models the price table does not list
+
+
+class WorkflowOut(AiLineOut):
+    workflow: str
+
+
+class ModelOut(AiLineOut):
+    model: str
+
+
+class AiUsageOut(Out):
+    customer: str
+    start: datetime
+    end: datetime
+    currency: str
+    total: AiLineOut
+    workflows: list[WorkflowOut]
+    models: list[ModelOut]

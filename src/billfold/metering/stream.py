@@ -29,9 +29,8 @@ from nats.js.client import JetStreamContext
 from billfold.catalog import catalog as catalog_reader
 from billfold.kit.context import Actor, Context
 from billfold.kit.db import Database
-from billfold.metering import service
 from billfold.metering.events import UsageEvent
-from billfold.tenants import repository as tenants_repository
+from billfold.metering.ingest import ingest
 
 log = logging.getLogger("billfold.ingest")
 
@@ -183,8 +182,7 @@ async def _store(database: Database, bodies: list[dict[str, Any]], options: Work
         by_tenant.setdefault(body["tenant_id"], []).append(body)
     for tenant_id, tenant_bodies in by_tenant.items():
         async with database.transaction() as session:
-            revision = await tenants_repository.catalog_revision(session, tenant_id)
-            catalog = await catalog_reader.load(session, tenant_id, revision)
+            catalog = await catalog_reader.current(session, tenant_id)
             for body in tenant_bodies:
                 ctx = Context(
                     tenant_id=tenant_id,
@@ -193,4 +191,4 @@ async def _store(database: Database, bodies: list[dict[str, Any]], options: Work
                     now=datetime.fromisoformat(body["received_at"]),
                 )
                 events = [_event_of(raw) for raw in body["events"]]
-                await service.ingest(session, ctx, catalog, events, late_window=options.late_window)
+                await ingest(session, ctx, catalog, events, late_window=options.late_window)

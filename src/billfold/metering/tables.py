@@ -32,7 +32,7 @@ usage_events = Table(
 )
 
 # What each customer has drawn from each quota bucket of a metered feature (see
-# metering/quota.py). Usage is drawn either under the row's lock, or (consume's unlocked
+# metering/quotas/buckets.py). Usage is drawn either under the row's lock, or (consume's unlocked
 # path) from a read whose write applies only if `version` has not moved since: either way,
 # concurrent draws on one customer's quota never overspend (docs/decisions/0018).
 quota_accounts = Table(

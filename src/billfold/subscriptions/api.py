@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import Field
 
 from billfold.customers import service as customers
-from billfold.deps import AdminCall, ReadCall, idempotent
+from billfold.http.calls import AdminCall, ReadCall, idempotent
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Metadata, Out
 from billfold.subscriptions import service

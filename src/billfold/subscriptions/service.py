@@ -13,11 +13,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.audit import service as audit
 from billfold.catalog.catalog import Catalog
 from billfold.customers import service as customers
-from billfold.entitlements import service as entitlements
-from billfold.entitlements.service import Window
+from billfold.grants import service as grants
+from billfold.grants.service import Window
+from billfold.kit import eventlog
 from billfold.kit.context import Context
 from billfold.kit.db import Record
 from billfold.kit.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -70,7 +70,7 @@ async def activate(
     period_ends_at: datetime | None,
     metadata: dict[str, Any],
 ) -> Subscription:
-    version = entitlements.plan_version(catalog, plan_key)
+    version = catalog.require_plan(plan_key)
     window = Window(starts_at or ctx.now, period_ends_at)
     customer = await customers.ensure(session, ctx, external_id)
     existing = await repository.active_of(session, ctx.tenant_id, customer.id)
@@ -101,7 +101,7 @@ async def activate(
         if raced is None:
             raise
         raise _already_active(raced) from None
-    await entitlements.grant_plan(
+    await grants.grant_plan(
         session,
         ctx,
         customer,
@@ -111,7 +111,7 @@ async def activate(
         subscription_id=subscription_id,
         metadata={"subscription_id": subscription_id},
     )
-    await audit.record(
+    await eventlog.record(
         session,
         ctx,
         "SubscriptionActivated",
@@ -156,7 +156,7 @@ async def renew(
         )
     version = catalog.versions[row.plan_version_id]
     customer = await customers.get(session, ctx.tenant_id, row.customer_external_id)
-    await entitlements.grant_plan(
+    await grants.grant_plan(
         session,
         ctx,
         customer,
@@ -169,7 +169,7 @@ async def renew(
     await repository.update_subscription(
         session, subscription_id, current_period_ends_at=period_ends_at, updated_at=ctx.now
     )
-    await audit.record(
+    await eventlog.record(
         session,
         ctx,
         "SubscriptionRenewed",
@@ -204,7 +204,7 @@ async def cancel(
             )
         ends_at = max(row.current_period_ends_at, ctx.now)
     else:
-        await entitlements.revoke_subscription_grants(
+        await grants.revoke_subscription_grants(
             session, ctx, catalog, subscription_id, reason=reason or "subscription canceled"
         )
     await repository.update_subscription(
@@ -215,7 +215,7 @@ async def cancel(
         ends_at=ends_at,
         updated_at=ctx.now,
     )
-    await audit.record(
+    await eventlog.record(
         session,
         ctx,
         "SubscriptionCancelled",

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import Field
 
-from billfold.deps import AdminCall, ReadCall
+from billfold.http.calls import AdminCall, ReadCall
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Out
 from billfold.tenants import service

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billfold.catalog.tables import catalogs
 from billfold.kit.db import Record
 from billfold.tenants.tables import api_keys, tenants
 
@@ -26,35 +27,13 @@ async def all_tenants(session: AsyncSession) -> list[Record]:
     return list((await session.execute(select(tenants).order_by(tenants.c.created_at))).all())
 
 
-async def lock_catalog(session: AsyncSession, tenant_id: str) -> int:
-    """Lock the tenant row for a catalog change and return its current revision."""
-    statement = (
-        select(tenants.c.catalog_revision).where(tenants.c.id == tenant_id).with_for_update()
-    )
-    return int((await session.execute(statement)).scalar_one())
-
-
-async def catalog_revision(session: AsyncSession, tenant_id: str) -> int:
-    statement = select(tenants.c.catalog_revision).where(tenants.c.id == tenant_id)
-    return int((await session.execute(statement)).scalar_one())
-
-
-async def bump_catalog_revision(session: AsyncSession, tenant_id: str) -> int:
-    result = await session.execute(
-        update(tenants)
-        .where(tenants.c.id == tenant_id)
-        .values(catalog_revision=tenants.c.catalog_revision + 1)
-        .returning(tenants.c.catalog_revision)
-    )
-    return int(result.scalar_one())
-
-
 async def insert_key(session: AsyncSession, **values: Any) -> None:
     await session.execute(insert(api_keys).values(**values))
 
 
 async def key_with_tenant(session: AsyncSession, key_id: str) -> Record | None:
-    """The key and the bits of its tenant the request path needs, in one round trip."""
+    """The key and its tenant's catalog revision, which the request path needs, in one
+    round trip."""
     statement = (
         select(
             api_keys.c.id,
@@ -62,9 +41,9 @@ async def key_with_tenant(session: AsyncSession, key_id: str) -> Record | None:
             api_keys.c.scope,
             api_keys.c.secret_hash,
             api_keys.c.revoked_at,
-            tenants.c.catalog_revision,
+            func.coalesce(catalogs.c.revision, 0).label("catalog_revision"),
         )
-        .join(tenants, tenants.c.id == api_keys.c.tenant_id)
+        .outerjoin(catalogs, catalogs.c.tenant_id == api_keys.c.tenant_id)
         .where(api_keys.c.id == key_id)
     )
     return (await session.execute(statement)).one_or_none()

@@ -12,9 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.audit import repository as audit_repository
-from billfold.audit import service as audit
-from billfold.kit import changes
+from billfold.kit import changes, eventlog
 from billfold.kit.context import Actor, Context
 from billfold.kit.db import Record
 from billfold.kit.errors import Conflict, InvalidInput, NotFound, Unauthenticated
@@ -77,7 +75,7 @@ async def create_tenant(session: AsyncSession, slug: str, name: str, now: dateti
         raise TenantExists(f"tenant {slug!r} exists already")
     tenant = Tenant(id=new_id("ten"), slug=slug, name=name, created_at=now)
     await repository.insert_tenant(session, id=tenant.id, slug=slug, name=name, now=now)
-    await audit_repository.create_chain(session, tenant.id)
+    await eventlog.create_chain(session, tenant.id)
     return tenant
 
 
@@ -111,7 +109,7 @@ async def create_key(
         secret_hash=_digest(secret),
         created_at=ctx.now,
     )
-    await audit.record(session, ctx, "ApiKeyCreated", {"key_id": key_id, "scope": scope.value})
+    await eventlog.record(session, ctx, "ApiKeyCreated", {"key_id": key_id, "scope": scope.value})
     key = ApiKey(key_id, ctx.tenant_id, name, scope, ctx.now, None)
     return key, token
 
@@ -124,7 +122,7 @@ async def revoke_key(session: AsyncSession, ctx: Context, key_id: str) -> ApiKey
     """Revoke a key; revoking a revoked key answers the same and records nothing new."""
     if await repository.revoke_key(session, ctx.tenant_id, key_id, ctx.now):
         await changes.publish(session, f"key:{key_id}")
-        await audit.record(session, ctx, "ApiKeyRevoked", {"key_id": key_id})
+        await eventlog.record(session, ctx, "ApiKeyRevoked", {"key_id": key_id})
     row = await repository.key_in_tenant(session, ctx.tenant_id, key_id)
     if row is None:
         raise ApiKeyNotFound(f"no API key {key_id!r}")

@@ -1,4 +1,4 @@
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table
+from sqlalchemy import Column, ForeignKey, Index, String, Table
 
 from billfold.kit.db import UTCDateTime, metadata
 
@@ -8,8 +8,6 @@ tenants = Table(
     Column("id", String(40), primary_key=True),
     Column("slug", String(63), nullable=False, unique=True),
     Column("name", String(200), nullable=False),
-    # Bumped whenever the catalog changes, so cached catalogs know they are stale.
-    Column("catalog_revision", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
 )
 

@@ -10,7 +10,7 @@ The rules (also in docs/entitlements.md):
 - limit: the largest value of any live grant; `unlimited` beats every number.
 - pattern: the union of every live grant's glob patterns.
 - metered: the allowance per reset period is the largest value of any live plan grant;
-  feature grants are top-ups, drawn on by `billfold.metering.quota`.
+  feature grants are top-ups, drawn on by `billfold.metering.quotas.buckets`.
 - A feature no live grant mentions has its zero value: false, 0 or no patterns.
 - The `source` of a value is the grant that decides it: for booleans and patterns the
   first grant that allows, for limits the grant holding the largest value. Ties go to the
@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billfold.catalog.catalog import Catalog, PlanVersion
-from billfold.catalog.model import (
+from billfold.catalog.features import (
     UNLIMITED,
     Feature,
     FeatureType,

@@ -1,30 +1,25 @@
-"""Usage in, aggregates out. Takes a session and a context; never commits."""
+"""Usage read through a meter: exact aggregates of a customer's stored events over a
+period, by window and group, and the AI usage report. Reads only."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog
-from billfold.kit.context import Context
+from billfold.catalog.meters import Meter
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
-from billfold.kit.ids import new_sorted_ids
-from billfold.metering import quota, quotas, repository
-from billfold.metering.events import Rejection, UsageEvent
-from billfold.metering.model import Accumulator, Meter, NotANumber, Row, aggregate, json_value
-from billfold.metering.quota import Reset
+from billfold.kit.periods import Reset, period
+from billfold.metering import ai, repository
+from billfold.metering.aggregation import Accumulator, NotANumber, Row, aggregate, json_value
 
 MAX_BUCKETS: Final = 2_000
-
-Status = Literal["accepted", "duplicate", "rejected"]
 
 
 class MeterNotFound(NotFound):
@@ -38,91 +33,6 @@ class MeterValueNotANumber(InvalidInput):
     title = "A stored event holds a value this meter cannot add"
 
 
-class Outcome(NamedTuple):
-    """One event's fate, as `/v1/events` answers it (OutcomeOut's fields, in order)."""
-
-    index: int  # type: ignore[assignment]  # the answer names it so; shadows tuple.index
-    status: Status
-    idempotency_key: str | None
-    id: str | None = None
-    code: str | None = None
-    reason: str | None = None
-
-
-async def ingest(
-    session: AsyncSession,
-    ctx: Context,
-    catalog: Catalog,
-    items: Sequence[UsageEvent | Rejection],
-    *,
-    late_window: timedelta,
-) -> tuple[list[Outcome], dict[str, Decimal]]:
-    """Append the events whose idempotency key is new, draw them from the quotas their
-    meters feed, and report each item's fate (and the overage per metered feature).
-
-    Usage events are their own append-only record, so they are not copied into the
-    event log one by one; a quota overage is."""
-    outcomes, firsts = triage(items)
-    ids = iter(new_sorted_ids("use", len(firsts), ctx.now))
-    rows: list[dict[str, Any]] = [
-        {
-            "id": next(ids),
-            "tenant_id": ctx.tenant_id,
-            "idempotency_key": item.idempotency_key,
-            "customer": item.customer,
-            "type": item.type,
-            "service": item.service,
-            "correlation_id": item.correlation_id,
-            "occurred_at": item.timestamp or ctx.now,
-            "received_at": ctx.now,
-            "properties": item.properties,
-        }
-        for item in firsts.values()
-    ]
-    texts = [item.properties_json or json.dumps(item.properties) for item in firsts.values()]
-    inserted = await repository.insert_new(session, rows, texts) if rows else set()
-    fresh = [row for row in rows if row["idempotency_key"] in inserted]
-    stored = {row["idempotency_key"]: row["id"] for row in fresh}
-    earlier = [row["idempotency_key"] for row in rows if row["idempotency_key"] not in inserted]
-    if earlier:
-        stored.update(await repository.ids_by_key(session, ctx.tenant_id, earlier))
-    settled = [_settle(outcome, inserted, stored) for outcome in outcomes]
-    # Last: drawing locks the customers' quota accounts until the caller commits, and
-    # every other batch of these customers waits for those locks.
-    overages = await quotas.draw_reported(session, ctx, catalog, fresh, late_window=late_window)
-    return settled, overages
-
-
-def _settle(outcome: Outcome, inserted: set[str], ids: dict[str, str]) -> Outcome:
-    """An outcome once the store has answered: a key it already held is a duplicate."""
-    key = outcome.idempotency_key
-    if outcome.status == "rejected" or key is None:
-        return outcome
-    status: Status = "accepted" if outcome.status == "accepted" and key in inserted else "duplicate"
-    return Outcome(outcome.index, status, key, ids.get(key))
-
-
-def triage(
-    items: Sequence[UsageEvent | Rejection],
-) -> tuple[list[Outcome], dict[str, UsageEvent]]:
-    """Each item's fate before any store is asked: rejected, a repeat of a key earlier in
-    the same batch (duplicate), or to be stored (accepted, unless the store has the key
-    already). Returns the outcomes and the events to store, by key."""
-    outcomes: list[Outcome] = []
-    firsts: dict[str, UsageEvent] = {}
-    for index, item in enumerate(items):
-        if isinstance(item, Rejection):
-            outcomes.append(
-                Outcome(index, "rejected", item.idempotency_key, code=item.code, reason=item.reason)
-            )
-        elif item.idempotency_key in firsts:
-            outcomes.append(Outcome(index, "duplicate", item.idempotency_key))
-        else:
-            firsts[item.idempotency_key] = item
-            outcomes.append(Outcome(index, "accepted", item.idempotency_key))
-    return outcomes, firsts
-
-
 class Window(StrEnum):
     HOUR = "hour"
     DAY = "day"
@@ -131,12 +41,12 @@ class Window(StrEnum):
     def floor(self, instant: datetime) -> datetime:
         if self is Window.HOUR:
             return instant.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        return quota.period(Reset(self.value), instant)[0]  # the calendar's days and months
+        return period(Reset(self.value), instant)[0]  # the calendar's days and months
 
     def next(self, start: datetime) -> datetime:
         if self is Window.HOUR:
             return start + timedelta(hours=1)
-        return quota.period(Reset(self.value), start)[1]
+        return period(Reset(self.value), start)[1]
 
 
 def reporting_period(
@@ -259,3 +169,34 @@ def _buckets(
         empty = Accumulator(meter.aggregation)
         out.append(Bucket(start, end, {}, empty.result(), 0))
     return out
+
+
+# What the AI usage report reads of each `ai.tokens` event.
+_AI_PROPERTIES = (
+    "model",
+    "workflow",
+    "prompt_tokens",
+    "completion_tokens",
+    "tokens",
+    "duration_ms",
+)
+
+
+async def ai_usage(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    customer: str,
+    start: datetime,
+    end: datetime,
+) -> ai.AiReport:
+    """Tokens and estimated cost per workflow and per model over [start, end), priced by
+    the plans file's `ai.models` table."""
+    records = await repository.events_of(
+        session, tenant_id, customer, [catalog.ai.event], start, end, _AI_PROPERTIES
+    )
+    rows = (
+        (record[0], {name: json_value(record[i + 2]) for i, name in enumerate(_AI_PROPERTIES)})
+        for record in records
+    )
+    return ai.report(catalog.ai, rows)

@@ -10,7 +10,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers.tables import customers
-from billfold.entitlements.tables import grants
+from billfold.grants.tables import grants
 from billfold.kit.db import Record
 
 

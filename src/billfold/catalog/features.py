@@ -1,7 +1,7 @@
 """The catalog's value types: feature types, feature values and plan definitions.
 
 A plan never decides access by its name: code asks for a feature's value, and the
-value comes from the grants a customer holds (see `billfold.entitlements.rules`).
+value comes from the grants a customer holds (see `billfold.grants.resolution`).
 """
 
 from __future__ import annotations

@@ -14,123 +14,17 @@ last. What no bucket covers is overage. See docs/quotas.md.
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
-from typing import Any
 
-from billfold.catalog.model import Unlimited
-from billfold.entitlements.rules import Contribution, Entitlement
+from billfold.catalog.features import Unlimited
+from billfold.catalog.quotas import Anchor, QuotaPolicy
+from billfold.grants.resolution import Contribution, Entitlement
+from billfold.kit.periods import BEGINNING, NEVER, period
 
-NEVER = datetime.max.replace(tzinfo=UTC)
-BEGINNING = datetime.min.replace(tzinfo=UTC)
 OVERAGE = "overage"
-
-
-class Reset(StrEnum):
-    DAY = "day"
-    WEEK = "week"
-    MONTH = "month"
-    YEAR = "year"
-    NEVER = "never"
-
-
-class Anchor(StrEnum):
-    CALENDAR = "calendar"  # periods start at midnight UTC, Monday, the 1st, January 1st
-    SUBSCRIPTION = "subscription"  # periods start on the active subscription's start
-
-
-class LimitKind(StrEnum):
-    HARD = "hard"  # enforce refuses what the quota does not cover
-    SOFT = "soft"  # always allowed; the overage is recorded and reported
-
-
-class Enforcement(StrEnum):
-    OFF = "off"  # record usage, check nothing
-    ADVISORY = "advisory"  # allow, and record, log and count the overage
-    ENFORCE = "enforce"  # refuse (402) what a hard quota does not cover
-
-
-@dataclass(frozen=True)
-class QuotaPolicy:
-    meter: str
-    reset: Reset = Reset.MONTH
-    anchor: Anchor = Anchor.CALENDAR
-    limit: LimitKind = LimitKind.HARD
-    overage: bool = False  # overage may be used (and billed) even under enforce
-    enforcement: Enforcement | None = None  # None: the deployment's default
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "meter": self.meter,
-            "reset": self.reset.value,
-            "anchor": self.anchor.value,
-            "limit": self.limit.value,
-            "overage": self.overage,
-            "enforcement": self.enforcement.value if self.enforcement else None,
-        }
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> QuotaPolicy:
-        enforcement = raw.get("enforcement")
-        return cls(
-            meter=raw["meter"],
-            reset=Reset(raw.get("reset", "month")),
-            anchor=Anchor(raw.get("anchor", "calendar")),
-            limit=LimitKind(raw.get("limit", "hard")),
-            overage=bool(raw.get("overage", False)),
-            enforcement=Enforcement(enforcement) if enforcement else None,
-        )
-
-    def enforcement_under(self, default: Enforcement) -> Enforcement:
-        return self.enforcement or default
-
-
-def _add_months(start: datetime, months: int, day: int) -> datetime:
-    month_index = start.month - 1 + months
-    year, month = start.year + month_index // 12, month_index % 12 + 1
-    return start.replace(year=year, month=month, day=min(day, calendar.monthrange(year, month)[1]))
-
-
-def period(
-    reset: Reset, moment: datetime, anchor: datetime | None = None
-) -> tuple[datetime, datetime]:
-    """The reset period [start, end) that holds `moment`.
-
-    Calendar periods (no `anchor`) are UTC days, ISO weeks, months and years. Anchored
-    periods repeat from `anchor`; a month anchored on the 31st ends on the last day of
-    shorter months."""
-    moment = moment.astimezone(UTC)
-    if reset is Reset.NEVER:
-        return BEGINNING, NEVER
-    if anchor is None:
-        day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-        if reset is Reset.DAY:
-            return day, day + timedelta(days=1)
-        if reset is Reset.WEEK:
-            start = day - timedelta(days=day.weekday())
-            return start, start + timedelta(days=7)
-        if reset is Reset.MONTH:
-            start = day.replace(day=1)
-            return start, _add_months(start, 1, 1)
-        start = day.replace(month=1, day=1)
-        return start, start.replace(year=start.year + 1)
-    anchor = anchor.astimezone(UTC)
-    if reset in (Reset.DAY, Reset.WEEK):
-        length = timedelta(days=1 if reset is Reset.DAY else 7)
-        steps = (moment - anchor) // length
-        start = anchor + steps * length
-        return start, start + length
-    months = 1 if reset is Reset.MONTH else 12
-    steps = ((moment.year - anchor.year) * 12 + moment.month - anchor.month) // months
-    start = _add_months(anchor, steps * months, anchor.day)
-    if start > moment:
-        steps -= 1
-        start = _add_months(anchor, steps * months, anchor.day)
-    return start, _add_months(anchor, (steps + 1) * months, anchor.day)
 
 
 @dataclass(frozen=True)

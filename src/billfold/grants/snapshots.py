@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from billfold.catalog.catalog import Catalog
-from billfold.entitlements import rules
-from billfold.entitlements.rules import Entitlement, Grant
+from billfold.grants import resolution
+from billfold.grants.resolution import Entitlement, Grant
 from billfold.kit.changes import Generations
 from billfold.kit.invariants import invariant
 
@@ -46,7 +46,7 @@ class Snapshot:
         held = self._resolved.get(key)
         if held is not None and held[0] <= moment < held[1]:
             return held
-        entitlement = rules.resolve(catalog, self.grants, moment, [key])[key]
+        entitlement = resolution.resolve(catalog, self.grants, moment, [key])[key]
         since, until = _BEFORE, _AFTER
         for grant in self.grants:  # a grant is live over [starts_at, effective_end)
             for edge in (grant.starts_at, grant.effective_end):

@@ -1,3 +1,6 @@
+"""The tables of kit's own machinery: idempotency keys, rate-limit counters, and the
+event log with its chain heads. Every domain writes through them; none owns them."""
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -10,6 +13,27 @@ from sqlalchemy import (
 )
 
 from billfold.kit.db import JSONDocument, UTCDateTime, metadata
+
+# One row per Idempotency-Key a client sent with a mutation: the request's fingerprint
+# and, once the mutation committed, the answer to replay for every retry.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("response", JSONDocument, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+rate_limit_counters = Table(
+    "rate_limit_counters",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("window_start", UTCDateTime, primary_key=True),
+    Column("count", Integer, nullable=False),
+)
 
 # Append-only and hash-chained per tenant. No code path updates or deletes a row;
 # on PostgreSQL a trigger refuses it, on SQLite a trigger does the same.

@@ -1,8 +1,13 @@
-"""What every route receives: an authorised call with its session, context and services.
+"""What every route receives: an authorised call with its unit of work and context.
 
 `authorize(Permission.X)` is the one place a route states who may call it. The app reads
 the permission back from each route to publish it in the OpenAPI document, and a test
 walks every route with every scope against it.
+
+Only what every call needs is central (`Runtime`): the database, the clock, the settings,
+the caches that authentication and the catalog read, and the change feed that keeps them
+correct. Each domain wires its own collaborators (`<domain>/deps.py`), and a route asks
+its call for them by type: `call.collaborator(Metering)`.
 """
 
 from __future__ import annotations
@@ -22,38 +27,35 @@ from starlette import types as asgi
 from starlette.routing import BaseRoute
 
 from billfold.catalog.catalog import Catalog, CatalogCache
-from billfold.entitlements.snapshot import SnapshotCache
+from billfold.http.problems import UNIT_STATE_KEY, answer_exception, correlation_id
 from billfold.kit import changes, idempotency
 from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock
 from billfold.kit.context import Context
 from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.errors import AgentForbidden, InsufficientScope, Unauthenticated
-from billfold.kit.http import UNIT_STATE_KEY, Metrics, answer_exception, correlation_id
 from billfold.kit.invariants import InvariantViolation
-from billfold.metering.batcher import ConsumeBatcher
-from billfold.metering.stream import UsagePublisher
 from billfold.settings import Settings
 from billfold.tenants import service as tenants
 from billfold.tenants.cache import PrincipalCache
 from billfold.tenants.scopes import GRANTED, Permission, Scope
 from billfold.tenants.service import Principal
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
-class Services:
-    """Built once by `create_app` and shared by every request."""
+class Runtime:
+    """Built once by `create_app` and shared by every call: what authorization, the call
+    context and the unit of work need, and the domains' collaborators by type."""
 
     settings: Settings
     database: Database
     clock: Clock
-    catalogs: CatalogCache
-    metrics: Metrics
     changes: ChangeFeed
     principals: PrincipalCache
-    snapshots: SnapshotCache
-    consumer: ConsumeBatcher
-    publisher: UsagePublisher | None = None  # BILLFOLD_INGEST: usage goes through NATS
+    catalogs: CatalogCache
+    collaborators: dict[type, Any]
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,14 @@ class Call:
     unit: UnitOfWork
     ctx: Context
     principal: Principal
-    services: Services
+    runtime: Runtime
     request: Request
     # (key, status code) when the request carries an Idempotency-Key for a replayable route
     idempotency: tuple[str, int] | None = None
 
     @property
     def client_address(self) -> str:
-        return client_address(self.request, self.services.settings)
+        return client_address(self.request, self.runtime.settings)
 
     @property
     def session(self) -> AsyncSession:
@@ -77,15 +79,19 @@ class Call:
 
     async def catalog(self) -> Catalog:
         tenant_id, revision = self.ctx.tenant_id, self.principal.catalog_revision
-        cached = self.services.catalogs.cached(tenant_id, revision)
+        cached = self.runtime.catalogs.cached(tenant_id, revision)
         if cached is not None:
             return cached
-        return await self.services.catalogs.get(self.session, tenant_id, revision)
+        return await self.runtime.catalogs.get(self.session, tenant_id, revision)
 
-    @property
-    def snapshots(self) -> SnapshotCache | None:
-        """The entitlement snapshots, while the change stream keeps them correct."""
-        return self.services.snapshots if self.services.changes.live else None
+    def collaborator(self, kind: type[T]) -> T:
+        """The collaborator of this type that a domain wired (see `<domain>/deps.py`)."""
+        return cast(T, self.runtime.collaborators[kind])
+
+    def cache(self, kind: type[T]) -> T | None:
+        """A collaborator that caches what the change feed invalidates, while the feed
+        keeps it correct; None otherwise (on SQLite, or while the listener is down)."""
+        return self.collaborator(kind) if self.runtime.changes.live else None
 
 
 def client_address(request: Request, settings: Settings) -> str:
@@ -108,15 +114,15 @@ def authorize(permission: Permission, *, commits_itself: bool = False) -> Any:
     if permission.changes_state and not commits_itself:
 
         async def write_dependency(request: Request) -> AsyncIterator[Call]:
-            services: Services = request.app.state.services
-            unit = services.database.unit(write=True)
+            runtime: Runtime = request.app.state.runtime
+            unit = runtime.database.unit(write=True)
             try:
-                yield await _open_call(request, services, unit, permission)
+                yield await _open_call(request, runtime, unit, permission)
                 await unit.commit()
                 if unit.opened:
                     # Committed: this process sees its own changes at once; the others
                     # hear of them through the change stream.
-                    services.changes.apply(changes.pending(unit.session))
+                    runtime.changes.apply(changes.pending(unit.session))
             except BaseException:
                 await unit.rollback()
                 raise
@@ -127,10 +133,10 @@ def authorize(permission: Permission, *, commits_itself: bool = False) -> Any:
         return Depends(write_dependency, scope="function")
 
     async def read_dependency(request: Request) -> Call:
-        services: Services = request.app.state.services
-        unit = services.database.unit(write=False)
+        runtime: Runtime = request.app.state.runtime
+        unit = runtime.database.unit(write=False)
         request.scope.setdefault("state", {})[UNIT_STATE_KEY] = unit
-        return await _open_call(request, services, unit, permission)
+        return await _open_call(request, runtime, unit, permission)
 
     read_dependency.permission = permission  # type: ignore[attr-defined]
     read_dependency.commits_itself = commits_itself  # type: ignore[attr-defined]
@@ -138,12 +144,12 @@ def authorize(permission: Permission, *, commits_itself: bool = False) -> Any:
 
 
 async def _open_call(
-    request: Request, services: Services, unit: UnitOfWork, permission: Permission
+    request: Request, runtime: Runtime, unit: UnitOfWork, permission: Permission
 ) -> Call:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("send an API key as `Authorization: Bearer bfk_...`")
-    principal = await _authenticate(services, unit, token.strip())
+    principal = await _authenticate(runtime, unit, token.strip())
     if permission not in GRANTED[principal.scope]:
         if principal.scope is Scope.AGENT and permission.changes_state:
             raise AgentForbidden(
@@ -156,13 +162,13 @@ async def _open_call(
         tenant_id=principal.tenant_id,
         actor=principal.actor,
         correlation_id=correlation_id(request),
-        now=services.clock.now(),
+        now=runtime.clock.now(),
     )
     return Call(
         unit=unit,
         ctx=ctx,
         principal=principal,
-        services=services,
+        runtime=runtime,
         request=request,
         idempotency=(
             await _claim_idempotency_key(request, unit, ctx) if permission.changes_state else None
@@ -170,15 +176,15 @@ async def _open_call(
     )
 
 
-async def _authenticate(services: Services, unit: UnitOfWork, token: str) -> Principal:
-    if not services.changes.live:
+async def _authenticate(runtime: Runtime, unit: UnitOfWork, token: str) -> Principal:
+    if not runtime.changes.live:
         return await tenants.authenticate(unit.session, token)
-    fingerprint = services.principals.fingerprint(token)
-    principal = services.principals.get(fingerprint)
+    fingerprint = runtime.principals.fingerprint(token)
+    principal = runtime.principals.get(fingerprint)
     if principal is None:
-        stamp = services.principals.stamp()
+        stamp = runtime.principals.stamp()
         principal = await tenants.authenticate(unit.session, token)
-        services.principals.store(fingerprint, principal, stamp)
+        runtime.principals.store(fingerprint, principal, stamp)
     return principal
 
 
@@ -260,10 +266,10 @@ def _short_path(route: APIRoute, permission: Permission) -> asgi.ASGIApp:
     async def answer(scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         scope["route"] = route
         request = Request(scope, receive)
-        services: Services = request.app.state.services
-        unit = services.database.unit(write=False)
+        runtime: Runtime = request.app.state.runtime
+        unit = runtime.database.unit(write=False)
         try:
-            call = await _open_call(request, services, unit, permission)
+            call = await _open_call(request, runtime, unit, permission)
             response: Response = await endpoint(request, call)
         except Exception as exc:
             response = await answer_exception(request, exc)

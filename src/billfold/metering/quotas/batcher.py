@@ -26,11 +26,16 @@ from typing import Final
 
 from sqlalchemy.exc import DBAPIError
 
-from billfold.entitlements.snapshot import SnapshotCache
+from billfold.grants.snapshots import SnapshotCache
 from billfold.kit.db import Database
 from billfold.kit.errors import BillfoldError
-from billfold.metering import quotas
-from billfold.metering.quotas import Consumed, ConsumeRequest
+from billfold.metering.quotas.consume import (
+    Consumed,
+    ConsumeRequest,
+    KeyRaced,
+    consume_batch,
+    consume_unlocked,
+)
 
 log = logging.getLogger("billfold.quotas")
 
@@ -158,14 +163,14 @@ class ConsumeBatcher:
             done: Sequence[Consumed | BaseException | None]
             try:
                 async with self._database.autocommit() as session:
-                    done, locked = await quotas.consume_unlocked(
+                    done, locked = await consume_unlocked(
                         session,
                         [batch[i][0] for i in indexes],
                         late_window=self._late_window,
                         snapshots=self._snapshots(),
                     )
                 self._hold_back(tenant, locked)
-            except quotas.KeyRaced:
+            except KeyRaced:
                 look_up_keys = True
                 continue  # nothing was written: under lock, with the keys looked up
             except DBAPIError as error:
@@ -195,7 +200,7 @@ class ConsumeBatcher:
                 # The first run takes every key to be new, unless told; a retry looks
                 # them up.
                 return await self._run(batch, look_up_keys=look_up_keys or attempt > 1)
-            except (quotas.KeyRaced, DBAPIError) as error:
+            except (KeyRaced, DBAPIError) as error:
                 if not _worth_retrying(error):
                     return [error] * len(batch)
                 if attempt == ATTEMPTS:
@@ -219,7 +224,7 @@ class ConsumeBatcher:
             # Tenants in a fixed order, each one's accounts locked in key order: two
             # processes' batches take their locks in the same order and never deadlock.
             for _tenant, indexes in _by_tenant(batch):
-                done = await quotas.consume_batch(
+                done = await consume_batch(
                     session,
                     [batch[i][0] for i in indexes],
                     late_window=self._late_window,
@@ -252,7 +257,7 @@ def _retrieve(future: asyncio.Future[Consumed]) -> None:
 
 
 def _worth_retrying(error: Exception) -> bool:
-    if isinstance(error, quotas.KeyRaced):
+    if isinstance(error, KeyRaced):
         return True
     code = getattr(getattr(error, "orig", None), "sqlstate", None)
     return code in ("40001", "40P01")  # serialization failure, deadlock

@@ -1,0 +1,74 @@
+"""Response models of the catalog routes; `MeterOut` is also the usage report's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from billfold.catalog.catalog import Catalog
+from billfold.catalog.features import to_json
+from billfold.kit.schemas import Out
+
+
+class MeterOut(Out):
+    key: str
+    event: str
+    aggregation: str
+    property: str | None
+    filters: dict[str, list[str | int | bool]]
+    group_by: list[str]
+    description: str | None
+    subtract: str | None = None  # events of this type count negatively (a gauge)
+
+
+class FeatureOut(Out):
+    key: str
+    type: str
+    description: str | None
+
+
+class PlanOut(Out):
+    key: str
+    name: str
+    version: int
+    default: bool
+    features: dict[str, bool | int | str | list[str]]
+    created_at: datetime | None = None
+
+
+class CatalogOut(Out):
+    revision: int
+    meters: list[MeterOut]
+    features: list[FeatureOut]
+    plans: list[PlanOut]
+
+
+class ApplyOut(Out):
+    applied: bool
+    revision: int
+    changes: list[str]
+
+
+def catalog_out(catalog: Catalog) -> CatalogOut:
+    plans = []
+    for plan in catalog.plans.values():
+        version = catalog.current_version(plan.key)
+        if version is None:
+            continue
+        plans.append(
+            PlanOut(
+                key=plan.key,
+                name=version.name,
+                version=version.version,
+                default=plan.is_default,
+                features={k: to_json(v) for k, v in version.features.items()},
+            )
+        )
+    return CatalogOut(
+        revision=catalog.revision,
+        meters=[MeterOut(key=m.key, **m.as_json()) for m in catalog.meters.values()],
+        features=[
+            FeatureOut(key=f.key, type=f.type.value, description=f.description)
+            for f in catalog.features.values()
+        ],
+        plans=plans,
+    )

@@ -1,0 +1,69 @@
+"""Routes: grant a plan or a feature to a customer, list and read grants, revoke one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+
+from billfold.customers import service as customers
+from billfold.grants import service
+from billfold.grants.resolution import Grant
+from billfold.grants.schemas import GrantIn, GrantOut, GrantsOut, RevokeIn
+from billfold.http.calls import AdminCall, ReadCall, idempotent
+from billfold.kit.ids import ID_PATTERN
+
+router = APIRouter(tags=["grants"])
+
+ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
+GrantId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
+
+
+@router.post("/v1/customers/{external_id}/grants", status_code=201)
+@idempotent
+async def create_grant(external_id: ExternalId, body: GrantIn, call: AdminCall) -> GrantOut:
+    """Grant a plan or a single feature to a customer, for a window or open-ended."""
+    catalog = await call.catalog()
+    grant = await service.create(call.session, call.ctx, catalog, external_id, body)
+    return GrantOut.of(catalog, external_id, grant, call.ctx.now)
+
+
+@router.get("/v1/customers/{external_id}/grants")
+async def list_grants(
+    external_id: ExternalId,
+    call: ReadCall,
+    state: Annotated[Literal["live", "all"], Query()] = "all",
+) -> GrantsOut:
+    customers.check_external_id(external_id)
+    catalog = await call.catalog()
+    grants = await service.grants_of(
+        call.session, catalog, call.ctx, external_id, live_only=state == "live"
+    )
+    return GrantsOut(
+        customer=external_id,
+        grants=[GrantOut.of(catalog, external_id, g, call.ctx.now) for g in grants],
+    )
+
+
+@router.get("/v1/grants/{grant_id}")
+async def get_grant(grant_id: GrantId, call: ReadCall) -> GrantOut:
+    grant = await service.get(call.session, await call.catalog(), call.ctx.tenant_id, grant_id)
+    return await _grant_out(call, grant)
+
+
+@router.post("/v1/grants/{grant_id}/revoke")
+async def revoke_grant(
+    grant_id: GrantId, call: AdminCall, body: RevokeIn | None = None
+) -> GrantOut:
+    """End a grant now. Revoking it again answers the same."""
+    grant = await service.revoke(
+        call.session, call.ctx, await call.catalog(), grant_id, reason=body.reason if body else None
+    )
+    return await _grant_out(call, grant)
+
+
+async def _grant_out(call: ReadCall | AdminCall, grant: Grant) -> GrantOut:
+    external_id = await customers.external_id_of(
+        call.session, call.ctx.tenant_id, grant.customer_id
+    )
+    return GrantOut.of(await call.catalog(), external_id, grant, call.ctx.now)

@@ -1,0 +1,118 @@
+"""The outermost middleware: correlation ids, the body size limit, request metrics, and
+the short paths that answer the hot routes past FastAPI's routing."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billfold.http.metrics import Metrics
+from billfold.http.problems import CORRELATION_HEADER, UNIT_STATE_KEY, problem
+from billfold.kit.errors import PayloadTooLarge
+
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_CORRELATION_KEY = CORRELATION_HEADER.encode()
+
+
+class RequestGuard:
+    """Pure ASGI middleware: correlation ids, the body size limit, and request metrics.
+
+    `short_paths` maps `(method, path)` to an ASGI app that answers that exact route
+    itself, past FastAPI's routing, exception middleware and dependency solving (see
+    `deps.short_paths`). The app fills the mapping once its routes are declared.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: Metrics,
+        short_paths: Mapping[tuple[str, str], ASGIApp] | None = None,
+        large_bodies: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        # (method, path) -> a larger body limit, for the routes that take batches
+        self.large_bodies = large_bodies or {}
+        self.metrics = metrics
+        self.short_paths = short_paths if short_paths is not None else {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_s = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        supplied = headers.get(_CORRELATION_KEY, b"").decode("latin-1")
+        correlation = supplied if _CORRELATION.match(supplied) else os.urandom(16).hex()
+        scope.setdefault("state", {})["correlation_id"] = correlation
+        status_holder = {"status": 500}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = message.setdefault("headers", [])
+                if not any(name == _CORRELATION_KEY for name, _ in headers):
+                    headers.append((_CORRELATION_KEY, correlation.encode()))
+            await send(message)
+
+        declared = headers.get(b"content-length")
+        limit = self.large_bodies.get((scope["method"], scope["path"]), self.max_body_bytes)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(scope, send_with_headers, limit)
+        else:
+            app = self.short_paths.get((scope["method"], scope["path"]), self.app)
+            try:
+                await app(scope, self._limited(receive, limit), send_with_headers)
+            finally:  # an unhandled error propagates from here; count its 500 too
+                unit = scope["state"].get(UNIT_STATE_KEY)
+                if unit is not None:  # a read-only request's unit of work, if it had one
+                    await unit.close()
+                self._observe(scope, status_holder["status"], started_s)
+            return
+        self._observe(scope, status_holder["status"], started_s)
+
+    def _observe(self, scope: Scope, status: int, started_s: float) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.metrics.observe(scope["method"], route, status, time.perf_counter() - started_s)
+
+    def _limited(self, receive: Receive, limit: int) -> Receive:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    # FastAPI turns any other exception raised while it reads a body into
+                    # a 400; it lets HTTPException through, and `_http` maps it below.
+                    raise StarletteHTTPException(
+                        413, detail=f"the body is larger than {limit} bytes"
+                    )
+            return message
+
+        return limited
+
+    async def _too_large(
+        self, scope: Scope, send: Callable[[Message], Awaitable[None]], limit: int
+    ) -> None:
+        response = problem(
+            None,
+            status=413,
+            code="payload_too_large",
+            title=PayloadTooLarge.title,
+            detail=f"the body is larger than {limit} bytes",
+        )
+        self.metrics.problems.labels(code="payload_too_large", status="413").inc()
+
+        async def drain() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, drain, send)

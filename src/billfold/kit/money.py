@@ -1,0 +1,37 @@
+"""Money: an integer count of minor units and an ISO 4217 currency, never a float.
+
+Prices and quantities stay exact `Decimal`s until a fee is made; then the amount is
+rounded once, to minor units, with a rounding mode the caller names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+from billfold.kit.invariants import invariant
+
+CURRENCY: Final = re.compile(r"^[A-Z]{3}$")  # an ISO 4217 alphabetic code
+
+
+def round_minor(amount: Decimal, *, rounding: str) -> int:
+    """An exact amount of minor units rounded once to a whole number, with `rounding`
+    (one of the `decimal` module's modes, such as `ROUND_HALF_EVEN`)."""
+    invariant(amount.is_finite(), "an amount of money is finite")
+    return int(amount.quantize(Decimal(1), rounding=rounding))
+
+
+@dataclass(frozen=True)
+class Money:
+    amount_minor: int
+    currency: str
+
+    def __post_init__(self) -> None:
+        invariant(type(self.amount_minor) is int, "minor units are an integer")
+        invariant(bool(CURRENCY.match(self.currency)), "a currency is an ISO 4217 code")
+
+    def __add__(self, other: Money) -> Money:
+        invariant(other.currency == self.currency, "money of one currency only adds up")
+        return Money(self.amount_minor + other.amount_minor, self.currency)

@@ -1,0 +1,171 @@
+"""Usage in: a body of events checked one by one, stored exactly once per idempotency
+key and drawn from the quotas their meters feed, or queued on the NATS stream for
+`billfold worker ingest`. Takes a session and a context; never commits."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Literal, NamedTuple, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.catalog.catalog import Catalog
+from billfold.kit.context import Context
+from billfold.kit.errors import BillfoldError
+from billfold.kit.ids import new_sorted_ids
+from billfold.metering import events, repository
+from billfold.metering.events import Rejection, UsageEvent
+from billfold.metering.quotas.reported import draw_reported
+
+Status = Literal["accepted", "duplicate", "rejected"]
+
+
+class EventsRejected(BillfoldError):
+    status = 422
+    code = "events_rejected"
+    title = "No event was accepted"
+
+
+@dataclass(frozen=True)
+class IngestWindows:
+    """How old (`late`), and how far ahead of the clock (`skew`), an event's time may be."""
+
+    late: timedelta
+    skew: timedelta
+
+
+class Publisher(Protocol):
+    """Where checked events go instead of the store, with `BILLFOLD_INGEST` (the stream)."""
+
+    async def publish(self, ctx: Context, events: Sequence[UsageEvent]) -> None: ...
+
+
+async def accept(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    items: list[Any],
+    media_type: str,
+    *,
+    windows: IngestWindows,
+    publisher: Publisher | None,
+) -> tuple[dict[str, Any], dict[str, Decimal]]:
+    """Check each item as a usage event, store (or queue) the good ones, and answer for
+    each: an `IngestOut` as plain data (a batch holds up to 10,000 results), with the
+    overage per metered feature that stored events drew. Raises `EventsRejected`, with
+    every result, when not one was good."""
+    checked = [
+        events.check(item, media_type, ctx.now, windows.late, windows.skew) for item in items
+    ]
+    overages: dict[str, Decimal] = {}
+    if publisher is not None:
+        outcomes, firsts = triage(checked)
+        if firsts:
+            await publisher.publish(ctx, list(firsts.values()))
+    else:
+        outcomes, overages = await ingest(session, ctx, catalog, checked, late_window=windows.late)
+    results = [outcome._asdict() for outcome in outcomes]  # OutcomeOut's fields
+    counts = Counter(outcome.status for outcome in outcomes)
+    if counts["rejected"] == len(outcomes):
+        raise EventsRejected(
+            f"every event was rejected; the first: {outcomes[0].reason}",
+            extra={"results": results},
+        )
+    answer = {
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "queued": publisher is not None,
+        "results": results,
+    }
+    return answer, overages
+
+
+class Outcome(NamedTuple):
+    """One event's fate, as `/v1/events` answers it (OutcomeOut's fields, in order)."""
+
+    index: int  # type: ignore[assignment]  # the answer names it so; shadows tuple.index
+    status: Status
+    idempotency_key: str | None
+    id: str | None = None
+    code: str | None = None
+    reason: str | None = None
+
+
+async def ingest(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    items: Sequence[UsageEvent | Rejection],
+    *,
+    late_window: timedelta,
+) -> tuple[list[Outcome], dict[str, Decimal]]:
+    """Append the events whose idempotency key is new, draw them from the quotas their
+    meters feed, and report each item's fate (and the overage per metered feature).
+
+    Usage events are their own append-only record, so they are not copied into the
+    event log one by one; a quota overage is."""
+    outcomes, firsts = triage(items)
+    ids = iter(new_sorted_ids("use", len(firsts), ctx.now))
+    rows: list[dict[str, Any]] = [
+        {
+            "id": next(ids),
+            "tenant_id": ctx.tenant_id,
+            "idempotency_key": item.idempotency_key,
+            "customer": item.customer,
+            "type": item.type,
+            "service": item.service,
+            "correlation_id": item.correlation_id,
+            "occurred_at": item.timestamp or ctx.now,
+            "received_at": ctx.now,
+            "properties": item.properties,
+        }
+        for item in firsts.values()
+    ]
+    texts = [item.properties_json or json.dumps(item.properties) for item in firsts.values()]
+    inserted = await repository.insert_new(session, rows, texts) if rows else set()
+    fresh = [row for row in rows if row["idempotency_key"] in inserted]
+    stored = {row["idempotency_key"]: row["id"] for row in fresh}
+    earlier = [row["idempotency_key"] for row in rows if row["idempotency_key"] not in inserted]
+    if earlier:
+        stored.update(await repository.ids_by_key(session, ctx.tenant_id, earlier))
+    settled = [_settle(outcome, inserted, stored) for outcome in outcomes]
+    # Last: drawing locks the customers' quota accounts until the caller commits, and
+    # every other batch of these customers waits for those locks.
+    overages = await draw_reported(session, ctx, catalog, fresh, late_window=late_window)
+    return settled, overages
+
+
+def _settle(outcome: Outcome, inserted: set[str], ids: dict[str, str]) -> Outcome:
+    """An outcome once the store has answered: a key it already held is a duplicate."""
+    key = outcome.idempotency_key
+    if outcome.status == "rejected" or key is None:
+        return outcome
+    status: Status = "accepted" if outcome.status == "accepted" and key in inserted else "duplicate"
+    return Outcome(outcome.index, status, key, ids.get(key))
+
+
+def triage(
+    items: Sequence[UsageEvent | Rejection],
+) -> tuple[list[Outcome], dict[str, UsageEvent]]:
+    """Each item's fate before any store is asked: rejected, a repeat of a key earlier in
+    the same batch (duplicate), or to be stored (accepted, unless the store has the key
+    already). Returns the outcomes and the events to store, by key."""
+    outcomes: list[Outcome] = []
+    firsts: dict[str, UsageEvent] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, Rejection):
+            outcomes.append(
+                Outcome(index, "rejected", item.idempotency_key, code=item.code, reason=item.reason)
+            )
+        elif item.idempotency_key in firsts:
+            outcomes.append(Outcome(index, "duplicate", item.idempotency_key))
+        else:
+            firsts[item.idempotency_key] = item
+            outcomes.append(Outcome(index, "accepted", item.idempotency_key))
+    return outcomes, firsts
