@@ -1,0 +1,29 @@
+"""The `billfold` command: serve, migrate, init, tenants, keys, plans, grants,
+subscriptions, claims, audit and workers. One module per command group; operators act
+directly on the database, recorded in the event log as actor kind `operator`."""
+
+from __future__ import annotations
+
+import typer
+
+from billfold.cli import audit, claims, grants, plans, serve, subscriptions, tenants, workers
+
+app = typer.Typer(help="Billfold: billing and entitlements.", no_args_is_help=True)
+app.command()(serve.serve)
+app.command(name="migrate")(serve.migrate_command)
+app.command()(serve.init)
+for group, name in (
+    (tenants.tenants_app, "tenants"),
+    (tenants.keys_app, "keys"),
+    (plans.app, "plans"),
+    (grants.app, "grants"),
+    (subscriptions.app, "subscriptions"),
+    (claims.app, "claims"),
+    (audit.app, "audit"),
+    (workers.app, "worker"),
+):
+    app.add_typer(group, name=name)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,79 @@
+"""`billfold claims ...`: issue and revoke claim codes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.catalog.catalog import Catalog
+from billfold.claims import service as claims
+from billfold.claims.export import batch_metadata, csv_of
+from billfold.cli.common import DEFAULT_TENANT, TenantOption, fail, in_tenant, load_settings, moment
+from billfold.kit.context import Context
+
+app = typer.Typer(help="Claim codes: issue and revoke.", no_args_is_help=True)
+
+
+@app.command("create")
+def claims_create(
+    plan: Annotated[str, typer.Option()],
+    count: Annotated[int, typer.Option()],
+    duration: Annotated[str, typer.Option(help='"365d" or "lifetime"')],
+    max_redemptions: Annotated[int, typer.Option()] = 1,
+    expires: Annotated[str | None, typer.Option(help="last day to redeem, e.g. 2027-06-30")] = None,
+    source: Annotated[str, typer.Option()] = "claim",
+    campaign: Annotated[str | None, typer.Option()] = None,
+    tier: Annotated[str | None, typer.Option()] = None,
+    output: Annotated[Path | None, typer.Option(help="write the CSV here, not to stdout")] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+) -> None:
+    """Issue claim codes as CSV. The codes are shown only this once."""
+
+    async def work(session: AsyncSession, ctx: Context, catalog: Catalog) -> str:
+        batch, issued = await claims.create_batch(
+            session,
+            ctx,
+            catalog,
+            claims.BatchRequest(
+                plan=plan,
+                count=count,
+                duration_days=claims.parse_duration(duration),
+                max_redemptions=max_redemptions,
+                expires_at=moment(expires, end_of_day=True),
+                source=source,
+                metadata=batch_metadata(campaign, tier),
+            ),
+            secret_key=load_settings().secret_key,
+        )
+        return csv_of(batch, issued)
+
+    text = in_tenant(tenant, work)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {count} codes to {output}", err=True)
+
+
+@app.command("revoke")
+def claims_revoke(
+    batch: Annotated[str | None, typer.Option(help="revoke every code of a batch")] = None,
+    code: Annotated[str | None, typer.Option(help="revoke one code")] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+) -> None:
+    if (batch is None) == (code is None):
+        fail("give exactly one of --batch and --code")
+
+    async def work(session: AsyncSession, ctx: Context, _catalog: Catalog) -> int:
+        if batch is not None:
+            return await claims.revoke_batch(session, ctx, batch)
+        assert code is not None
+        return await claims.revoke_code(
+            session, ctx, code=code, secret_key=load_settings().secret_key
+        )
+
+    typer.echo(f"revoked {in_tenant(tenant, work)} code(s)")

@@ -1,0 +1,93 @@
+"""`billfold serve`, `migrate` and `init`: serving the API and setting up a database."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.catalog import service as catalog_service
+from billfold.catalog.catalog import Catalog
+from billfold.cli.common import (
+    DEFAULT_TENANT,
+    TenantOption,
+    in_tenant,
+    load_plans,
+    load_settings,
+    operator,
+    run,
+)
+from billfold.kit import migrate
+from billfold.kit.clock import SystemClock
+from billfold.kit.context import Context
+from billfold.kit.db import Database
+from billfold.tenants import repository as tenants_repository
+from billfold.tenants import service as tenants
+from billfold.tenants.scopes import Scope
+
+
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8080,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (uvicorn, uvloop, httptools; decision 0013)."""
+    import uvicorn
+
+    load_settings()  # fail early on bad configuration
+    uvicorn.run(
+        "billfold.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
+
+
+def migrate_command() -> None:
+    """Bring the database schema up to date."""
+    settings = load_settings()
+    migrate.upgrade(settings.database_url)
+    typer.echo("database is up to date")
+
+
+def init(
+    plans: Annotated[Path | None, typer.Option(help="plans file to apply")] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
+) -> None:
+    """Migrate, create the tenant with an admin key (printed once), apply a plans file."""
+    settings = load_settings()
+    migrate.upgrade(settings.database_url)
+    spec = load_plans(plans) if plans else None
+
+    async def work(database: Database) -> None:
+        async with database.transaction() as session:
+            if await tenants_repository.by_slug(session, tenant) is None:
+                now = SystemClock().now()
+                created = await tenants.create_tenant(session, tenant, tenant.title(), now)
+                ctx = Context(created.id, operator(), f"cli-{uuid.uuid4().hex[:16]}", now)
+                _key, token = await tenants.create_key(
+                    session, ctx, name="initial admin key", scope=Scope.ADMIN
+                )
+                typer.echo(f"created tenant {tenant!r}")
+                typer.echo("admin API key (shown once, store it now):")
+                typer.echo(f"  {token}")
+            else:
+                typer.echo(f"tenant {tenant!r} exists; `billfold keys create` makes more keys")
+
+    run(work)
+    if spec is not None:
+
+        async def apply(session: AsyncSession, ctx: Context, _catalog: Catalog) -> None:
+            changes, revision = await catalog_service.apply(session, ctx, spec)
+            typer.echo(
+                f"plans: {'no changes' if changes.empty else f'applied revision {revision}'}"
+            )
+
+        in_tenant(tenant, apply)
