@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billfold.catalog import plansfile
 from billfold.catalog.features import UNLIMITED
@@ -80,11 +84,16 @@ plans:
     ]
 
 
-def test_duplicate_keys_and_yaml_syntax_errors_are_reported() -> None:
+def test_duplicate_keys_are_reported_beside_the_other_problems() -> None:
     duplicate = errors_of("version: 1\nfeatures: {}\nplans: {}\nplans: {}\n")
-    assert len(duplicate) == 1
-    assert "duplicate key 'plans'" in duplicate[0]
-    assert duplicate[0].startswith("line 4")
+    assert duplicate == [
+        "line 4, column 1: duplicate key 'plans'",
+        "features: expected a mapping of feature keys to definitions",
+        "plans: expected a mapping of plan keys to definitions",
+    ]
+
+
+def test_yaml_syntax_errors_are_reported_with_their_line() -> None:
     broken = errors_of("version: 1\nfeatures: [unclosed\n")
     assert broken[0].startswith("line ")
 
@@ -184,10 +193,11 @@ plans:
         "meters.Tokens: meter keys are lowercase words, digits and _, e.g. ai_tokens",
         "meters.no_property.property: sum needs the property it reads",
         "meters.counted.property: count reads no property; remove it",
-        "meters.odd.colour: unknown key (expected one of event, aggregation, property, "
-        "filters, group_by, description, subtract)",
+        # in the order the document lists them: colour comes after event and aggregation
         "meters.odd.event: expected an event type, e.g. ai.tokens",
         "meters.odd.aggregation: expected one of count, sum, max, unique_count, latest",
+        "meters.odd.colour: unknown key (expected one of event, aggregation, property, "
+        "filters, group_by, description, subtract)",
         "meters.filtered.filters.model: expected {equals: value} or {in: [values]}",
         "meters.filtered.group_by: expected up to 5 distinct property names",
     ]
@@ -282,3 +292,98 @@ async def test_removing_a_setting_of_a_feature_is_a_change(harness: Harness) -> 
         "/v1/entitlements/check", {"customer": "ada", "feature": "spaces.max"}
     )
     assert check.status_code == 422  # no gauge any more: `current` is required again
+
+
+def test_a_description_longer_than_its_column_is_a_problem_not_a_failed_apply() -> None:
+    long = "x" * 501
+    errors = errors_of(
+        f"""
+version: 1
+features:
+  spaces.max: {{type: limit, description: {long}}}
+plans:
+  free: {{description: {long}, features: {{spaces.max: 1}}}}
+"""
+    )
+    assert errors == [
+        "features.spaces.max.description: expected text of at most 500 characters",
+        "plans.free.description: expected text of at most 500 characters",
+    ]
+
+
+def test_the_ai_section_and_plans_report_their_problems_with_paths() -> None:
+    errors = errors_of(
+        """
+version: 1
+features:
+  spaces.max: {type: limit}
+plans:
+  free: {name: " ", colour: red, features: [spaces.max]}
+ai:
+  currency: usd
+  models:
+    gpt-4o: {prompt: 1.5, completion: "-2"}
+    "bad model": {prompt: 1, completion: 1}
+    o3: {prompt: 1}
+"""
+    )
+    assert errors == [
+        "plans.free.name: expected text of at most 200 characters",
+        "plans.free.colour: unknown key (expected one of name, description, default, features)",
+        "plans.free.features: expected a mapping of feature keys to values",
+        "ai.currency: expected an ISO 4217 code, e.g. USD",
+        'ai.models.gpt-4o.prompt: expected minor units per million tokens, e.g. 250 or "7.5"',
+        'ai.models.gpt-4o.completion: expected a non-negative amount, e.g. 250 or "7.5"',
+        "ai.models.bad model: expected a model name",
+        "ai.models.o3: expected {prompt: <minor units>, completion: <minor units>}",
+    ]
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.floats()
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+
+
+def _replace(document: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    copy = dict(document)
+    copy[path[0]] = _replace(copy[path[0]], path[1:], value)
+    return copy
+
+
+def _paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(document, dict):
+        for key, value in document.items():
+            found += _paths(value, (*prefix, key))
+    return found
+
+
+EXAMPLE_DOCUMENT = yaml.safe_load(EXAMPLE_PLANS.read_text())
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_document_is_a_catalog_or_a_list_of_problems(data: st.DataObject) -> None:
+    """The example with one part replaced by anything: the parser answers with a catalog
+    or with problems, each `path: message`; it never fails otherwise."""
+    path = data.draw(st.sampled_from(_paths(EXAMPLE_DOCUMENT)))
+    document = _replace(EXAMPLE_DOCUMENT, path, data.draw(_VALUES))
+    outcome = _outcome(document)
+    if isinstance(outcome, list):
+        assert outcome
+        assert all(": " in problem for problem in outcome), outcome
+    else:
+        assert outcome.plans
+
+
+def _outcome(document: Any) -> plansfile.CatalogSpec | list[str]:
+    """The catalog a document declares, or its problems."""
+    try:
+        return plansfile.validate(document)
+    except PlansFileError as error:
+        return error.errors

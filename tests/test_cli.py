@@ -283,6 +283,14 @@ def test_changing_a_feature_type_is_refused(tmp_path: Path, cli: Cli) -> None:
     message = "features.rag.enabled.type: cannot change from boolean to limit"
     before = cli.sql("SELECT count(*) FROM plan_versions")
 
+    # `plans validate` refuses what `diff` and `apply` would: it reads the stored catalog.
+    validated = cli.run("plans", "validate", path)
+    assert validated.returncode == 1, validated.stdout
+    assert message in validated.stderr
+    assert "refused by tenant 'default'" in validated.stderr
+    offline = cli.run("plans", "validate", "--offline", path)
+    assert offline.returncode == 0, offline.stderr  # the file alone is valid
+
     applied = cli.run("plans", "apply", path)
     assert applied.returncode != 0
     assert message in applied.stderr

@@ -1,29 +1,49 @@
-"""Read and validate a plans file (YAML). Every error comes with its path.
+"""Read and validate a plans file (YAML, or the same document as JSON). Every problem is
+reported with its path, all of them at once, in the order the document lists them.
 
-version: 1
-features:
-  spaces.max: {type: limit, description: Spaces a customer may create}
-  plugins:    {type: pattern}
-plans:
-  free:
-    name: Free
-    default: true          # unknown customers get this plan's entitlements
-    features: {spaces.max: 3, plugins: ["basic_*"]}
+    version: 1
+    meters:
+      ai_tokens: {event: ai.tokens, aggregation: sum, property: tokens}
+    features:
+      spaces.max: {type: limit, description: Spaces a customer may create}
+      ai.tokens:  {type: metered, meter: ai_tokens, reset: month}
+    plans:
+      free:
+        name: Free
+        default: true          # unknown customers get this plan's entitlements
+        features: {spaces.max: 3, ai.tokens: 10000}
+
+The shape of each section is a pydantic model (`MeterDef`, the `FeatureDef` union
+discriminated by `type`, `PlanDef`, `AiDef`), validated item by item so that one bad
+item never hides the problems of another. What ties items together (a feature's meter,
+a plan's values for its features' types, one default plan) is checked afterwards, on
+the items that are valid. The result is a `CatalogSpec` of the catalog's own types.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
-from billfold.catalog import ai
-from billfold.catalog.ai import AiSettings
+from billfold.catalog.ai import MODEL, AiSettings, Price
 from billfold.catalog.features import (
     FEATURE_KEY,
     MAX_KEY_LENGTH,
@@ -48,23 +68,10 @@ from billfold.catalog.quotas import Anchor, Enforcement, LimitKind, QuotaPolicy
 from billfold.kit.money import CURRENCY
 from billfold.kit.periods import Reset
 
-SUPPORTED_VERSION = 1
-MAX_FILE_BYTES = 1_048_576
-_TOP_KEYS = ("version", "meters", "features", "plans", "ai")
-_METER_KEYS = (
-    "event",
-    "aggregation",
-    "property",
-    "filters",
-    "group_by",
-    "description",
-    "subtract",
-)
-_AGGREGATIONS = ", ".join(a.value for a in Aggregation)
-_FEATURE_KEYS = ("type", "description")
-_QUOTA_KEYS = ("meter", "reset", "anchor", "limit", "overage", "enforcement")
-_PLAN_KEYS = ("name", "description", "default", "features")
-_TYPES = ", ".join(t.value for t in FeatureType)
+SUPPORTED_VERSION: Final = 1
+MAX_FILE_BYTES: Final = 1_048_576
+MAX_TEXT_LENGTH: Final = 500  # descriptions; the tables hold 500 characters
+MAX_NAME_LENGTH: Final = 200
 
 
 class PlansFileError(Exception):
@@ -87,22 +94,244 @@ class CatalogSpec:
         return next((key for key, plan in self.plans.items() if plan.default), None)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate mapping keys instead of keeping the last one."""
+# --- values, each with the message a user sees when it is wrong ------------------------
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _value_node in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None,
-                    None,
-                    f"duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+
+def _refuse(message: str) -> PydanticCustomError:
+    return PydanticCustomError("plans_file", "{message}", {"message": message})
+
+
+def _value(message: str, accept: Callable[[Any], bool]) -> PlainValidator:
+    """A value that `accept`s as it is, or a problem saying `message`."""
+
+    def validate(value: Any) -> Any:
+        if not accept(value):
+            raise _refuse(message)
+        return value
+
+    return PlainValidator(validate)
+
+
+def _choice(kind: type[StrEnum]) -> PlainValidator:
+    names = ", ".join(item.value for item in kind)
+
+    def validate(value: Any) -> Any:
+        if not isinstance(value, str) or value not in {item.value for item in kind}:
+            raise _refuse(f"expected one of {names}")
+        return kind(value)
+
+    return PlainValidator(validate)
+
+
+def _text(limit: int) -> PlainValidator:
+    return _value(
+        f"expected text of at most {limit} characters",
+        lambda v: isinstance(v, str) and len(v) <= limit,
+    )
+
+
+def _matches(pattern: Any) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, str) and bool(pattern.match(v))
+
+
+def _amount(value: Any) -> Decimal:
+    """A price as an integer or a decimal string; never a float, which would round."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise _refuse('expected minor units per million tokens, e.g. 250 or "7.5"')
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        amount = Decimal(-1)
+    if not amount.is_finite() or amount < 0:
+        raise _refuse('expected a non-negative amount, e.g. 250 or "7.5"')
+    return amount
+
+
+def _group_by(value: Any) -> tuple[str, ...]:
+    names = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(names, list)
+        or len(names) > MAX_GROUP_BY
+        or not all(isinstance(name, str) and PROPERTY.match(name) for name in names)
+        or len(set(names)) != len(names)
+    ):
+        raise _refuse(f"expected up to {MAX_GROUP_BY} distinct property names")
+    return tuple(names)
+
+
+def _condition(value: Any) -> tuple[FilterValue, ...]:
+    """`{equals: gpt-4o}` or `{in: [gpt-4o, o3]}`."""
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise _refuse("expected exactly one of equals or in")
+    ((operator, operand),) = value.items()
+    if operator == "equals":
+        values = [operand]
+    elif operator == "in" and isinstance(operand, list) and operand:
+        values = operand
+    else:
+        raise _refuse("expected {equals: value} or {in: [values]}")
+    if len(values) > MAX_FILTER_VALUES or not all(isinstance(v, str | int | bool) for v in values):
+        raise _refuse(f"values are text, integers or true/false (at most {MAX_FILTER_VALUES})")
+    return tuple(values)
+
+
+def _mapping(message: str, *, empty: bool = True) -> BeforeValidator:
+    """A mapping (not empty, unless `empty`), or a problem saying `message`; what it maps
+    is validated by the annotation it stands before."""
+
+    def validate(value: Any) -> Any:
+        if not isinstance(value, Mapping) or (not empty and not value):
+            raise _refuse(message)
+        return value
+
+    return BeforeValidator(validate)
+
+
+Bool = Annotated[bool, _value("expected true or false", lambda v: isinstance(v, bool))]
+Description = Annotated[str, _text(MAX_TEXT_LENGTH)]
+EventType = Annotated[str, _value("expected an event type, e.g. ai.tokens", _matches(EVENT_TYPE))]
+Property = Annotated[str, _value("expected a property name, e.g. tokens", _matches(PROPERTY))]
+PropertyName = Annotated[str, _value("expected a property name", _matches(PROPERTY))]
+QuotaMeter = Annotated[
+    str, _value("expected a meter declared under meters", lambda v: isinstance(v, str))
+]
+GaugeMeter = Annotated[
+    str,
+    _value("expected a count or sum meter declared under meters", lambda v: isinstance(v, str)),
+]
+
+
+class _Section(BaseModel):
+    """One block of the file: unknown keys are refused, and nothing is coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class MeterDef(_Section):
+    event: EventType = Field(None, validate_default=True)
+    aggregation: Annotated[Aggregation, _choice(Aggregation)] = Field(None, validate_default=True)
+    property: Property | None = None
+    filters: Annotated[
+        dict[PropertyName, Annotated[tuple[FilterValue, ...], PlainValidator(_condition)]],
+        _mapping("expected a mapping of property names to {equals: v} or {in: [..]}"),
+    ] = Field(default_factory=dict)
+    group_by: Annotated[tuple[str, ...], PlainValidator(_group_by)] = ()
+    description: Description | None = None
+    subtract: (
+        Annotated[
+            str,
+            _value("expected another event type, e.g. space.deleted", _matches(EVENT_TYPE)),
+        ]
+        | None
+    ) = None
+
+
+class _FeatureBase(_Section):
+    description: Description | None = None
+
+
+class BooleanFeature(_FeatureBase):
+    type: Literal["boolean"]
+
+
+class LimitFeature(_FeatureBase):
+    type: Literal["limit"]
+    meter: GaugeMeter | None = None  # a count or sum meter that keeps the limit's count
+
+
+class PatternFeature(_FeatureBase):
+    type: Literal["pattern"]
+
+
+class MeteredFeature(_FeatureBase):
+    """A quota per reset period, drawn from by the usage its meter counts."""
+
+    type: Literal["metered"]
+    meter: QuotaMeter | None = None
+    reset: Annotated[Reset, _choice(Reset)] = Reset.MONTH
+    anchor: Annotated[Anchor, _choice(Anchor)] = Anchor.CALENDAR
+    limit: Annotated[LimitKind, _choice(LimitKind)] = LimitKind.HARD
+    overage: Bool = False
+    enforcement: Annotated[Enforcement, _choice(Enforcement)] | None = None
+
+
+FeatureDef = Annotated[
+    BooleanFeature | LimitFeature | PatternFeature | MeteredFeature, Field(discriminator="type")
+]
+_FEATURE_KINDS: Final[dict[str, type[_FeatureBase]]] = {
+    "boolean": BooleanFeature,
+    "limit": LimitFeature,
+    "pattern": PatternFeature,
+    "metered": MeteredFeature,
+}
+
+
+class PlanDef(_Section):
+    """A plan: its name, and a value for each feature it gives. (Prices come here.)"""
+
+    name: (
+        Annotated[
+            str,
+            _value(
+                f"expected text of at most {MAX_NAME_LENGTH} characters",
+                lambda v: isinstance(v, str) and bool(v.strip()) and len(v) <= MAX_NAME_LENGTH,
+            ),
+        ]
+        | None
+    ) = None
+    description: Description | None = None
+    default: Bool = False
+    # Checked against each feature's type once the features are known.
+    features: Annotated[
+        dict[Any, Any], _mapping("expected a mapping of feature keys to values")
+    ] = Field(default_factory=dict)
+
+
+class ModelPrice(_Section):
+    prompt: Annotated[Decimal, PlainValidator(_amount)]
+    completion: Annotated[Decimal, PlainValidator(_amount)]
+
+
+class AiDef(_Section):
+    """`ai: {event: ai.tokens, currency: USD, models: {gpt-4o: {prompt: 250, ...}}}`:
+    prices are minor units of the currency per million tokens."""
+
+    event: EventType = "ai.tokens"
+    currency: Annotated[str, _value("expected an ISO 4217 code, e.g. USD", _matches(CURRENCY))] = (
+        "USD"
+    )
+    models: Annotated[dict[Any, Any], _mapping("expected a mapping of model names to prices")] = (
+        Field(default_factory=dict)
+    )
+
+
+class PlansDocument(_Section):
+    """The top of the file. Each section is a mapping whose items are checked one by one."""
+
+    version: Annotated[
+        int,
+        _value(
+            f"expected {SUPPORTED_VERSION}",
+            lambda v: type(v) is int and v == SUPPORTED_VERSION,
+        ),
+    ] = Field(None, validate_default=True)
+    meters: Annotated[
+        dict[Any, Any], _mapping("expected a mapping of meter keys to definitions")
+    ] = Field(default_factory=dict)
+    features: Annotated[
+        dict[Any, Any],
+        _mapping("expected a mapping of feature keys to definitions", empty=False),
+    ] = Field(None, validate_default=True)
+    plans: Annotated[
+        dict[Any, Any],
+        _mapping("expected a mapping of plan keys to definitions", empty=False),
+    ] = Field(None, validate_default=True)
+    ai: Annotated[
+        dict[Any, Any], _mapping("expected a mapping with event, currency and models")
+    ] = Field(default_factory=dict)
+
+
+# --- reading -------------------------------------------------------------------------
 
 
 def load(path: Path) -> CatalogSpec:
@@ -115,319 +344,351 @@ def load(path: Path) -> CatalogSpec:
     return parse(path.read_text(encoding="utf-8"))
 
 
-def parse(text: str) -> CatalogSpec:
+class _Loader(yaml.SafeLoader):
+    """A safe loader that notes duplicate mapping keys, to report them with the rest."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[str] = []
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                self.duplicates.append(
+                    f"line {mark.line + 1}, column {mark.column + 1}: duplicate key {key!r}"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+YAML_TYPES: Final = ("application/yaml", "application/x-yaml", "text/yaml")
+
+
+def read(raw: bytes, media_type: str) -> CatalogSpec:
+    """A plans document as the API receives it: YAML (`application/yaml`) or JSON."""
+    if media_type in YAML_TYPES:
+        return parse(raw.decode("utf-8", errors="replace"))
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        document: Any = json.loads(raw or b"null")
+    except json.JSONDecodeError as error:
+        raise PlansFileError([f"line {error.lineno}, column {error.colno}: {error.msg}"]) from None
+    return validate(document)
+
+
+def parse(text: str) -> CatalogSpec:
+    """A YAML plans file, checked in full: its duplicate keys and every other problem."""
+    loader = _Loader(text)
+    try:
+        document = loader.get_single_data()
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
         problem = getattr(error, "problem", None) or str(error)
         raise PlansFileError([f"{where}: {problem}"]) from None
-    return validate(document)
+    finally:
+        loader.dispose()
+    return validate(document, problems=loader.duplicates)
 
 
-def validate(document: Any) -> CatalogSpec:
-    errors: list[str] = []
+def validate(document: Any, *, problems: list[str] | None = None) -> CatalogSpec:
+    """A parsed plans document as a `CatalogSpec`, or `PlansFileError` with every
+    problem, after `problems` already found (duplicate keys)."""
     if not isinstance(document, Mapping):
-        raise PlansFileError(["(top): expected a mapping with version, features and plans"])
-    for key in document:
-        if key not in _TOP_KEYS:
-            errors.append(f"{key}: unknown key (expected one of {', '.join(_TOP_KEYS)})")
-    if document.get("version") != SUPPORTED_VERSION:
-        errors.append(f"version: expected {SUPPORTED_VERSION}")
-    meters = _meters(document.get("meters", {}), errors)
-    ai = _ai(document.get("ai", {}), errors)
-    features = _features(document.get("features"), meters, errors)
-    plans = _plans(document.get("plans"), features, errors)
+        message = "(top): expected a mapping with version, features and plans"
+        raise PlansFileError([*(problems or []), message])
+    found = _Problems(document)
+    found.model(PlansDocument, document, ())  # the top's own keys, and each section's shape
+
+    def section(name: str) -> Mapping[Any, Any]:
+        raw = document.get(name)
+        return raw if isinstance(raw, Mapping) else {}
+
+    meters = _meters(section("meters"), found)
+    ai = _ai(section("ai"), found)
+    features = _features(section("features"), meters, found)
+    plans = _plans(section("plans"), features, found)
     defaults = [key for key, plan in plans.items() if plan.default]
     if len(defaults) > 1:
-        errors.append(f"plans: only one plan may be the default, found {', '.join(defaults)}")
-    if errors:
-        raise PlansFileError(errors)
+        found.add(
+            ("plans",), f"only one plan may be the default, found {', '.join(defaults)}", last=True
+        )
+    if problems or found:
+        raise PlansFileError([*(problems or []), *found.messages()])
     return CatalogSpec(features=features, plans=plans, meters=meters, ai=ai)
 
 
-def _ai(raw: Any, errors: list[str]) -> AiSettings:
-    """`ai: {event: ai.tokens, currency: USD, models: {gpt-4o: {prompt: 250, completion: 1000}}}`
-    Prices are minor units of the currency (cents) per million tokens."""
-    if not isinstance(raw, Mapping):
-        errors.append("ai: expected a mapping with event, currency and models")
-        return AiSettings()
-    for name in raw:
-        if name not in ("event", "currency", "models"):
-            errors.append(f"ai.{name}: unknown key (expected one of event, currency, models)")
-    event = raw.get("event", "ai.tokens")
-    if not isinstance(event, str) or not EVENT_TYPE.match(event):
-        errors.append("ai.event: expected an event type, e.g. ai.tokens")
-        event = "ai.tokens"
-    currency = raw.get("currency", "USD")
-    if not isinstance(currency, str) or not CURRENCY.match(currency):
-        errors.append("ai.currency: expected an ISO 4217 code, e.g. USD")
-        currency = "USD"
-    models: dict[str, ai.Price] = {}
-    raw_models = raw.get("models", {})
-    if not isinstance(raw_models, Mapping):
-        errors.append("ai.models: expected a mapping of model names to prices")
-        raw_models = {}
-    for model, price in raw_models.items():
-        path = f"ai.models.{model}"
-        if not isinstance(model, str) or not ai.MODEL.match(model):
-            errors.append(f"{path}: expected a model name")
-            continue
-        if not isinstance(price, Mapping) or set(price) != {"prompt", "completion"}:
-            errors.append(f"{path}: expected {{prompt: <minor units>, completion: <minor units>}}")
-            continue
-        amounts = [
-            _price(price[side], f"{path}.{side}", errors) for side in ("prompt", "completion")
-        ]
-        if amounts[0] is not None and amounts[1] is not None:
-            models[model] = ai.Price(amounts[0], amounts[1])
-    return AiSettings(event=event, currency=currency, models=models)
+def _key(
+    found: _Problems, path: tuple[str, ...], key: Any, pattern: Any, message: str
+) -> str | None:
+    if isinstance(key, str) and pattern.match(key) and len(key) <= MAX_KEY_LENGTH:
+        return key
+    found.add((*path, str(key)), message)
+    return None
 
 
-def _price(raw: Any, path: str, errors: list[str]) -> Decimal | None:
-    """A price as an integer or a decimal string; never a float, which would round."""
-    if isinstance(raw, bool) or not isinstance(raw, int | str):
-        errors.append(f'{path}: expected minor units per million tokens, e.g. 250 or "7.5"')
-        return None
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        value = Decimal(-1)
-    if not value.is_finite() or value < 0:
-        errors.append(f'{path}: expected a non-negative amount, e.g. 250 or "7.5"')
-        return None
-    return value
-
-
-def _meters(raw: Any, errors: list[str]) -> dict[str, Meter]:
-    if not isinstance(raw, Mapping):
-        errors.append("meters: expected a mapping of meter keys to definitions")
-        return {}
+def _meters(raw: Mapping[Any, Any], found: _Problems) -> dict[str, Meter]:
     meters: dict[str, Meter] = {}
     for key, body in raw.items():
-        path = f"meters.{key}"
-        if not isinstance(key, str) or not METER_KEY.match(key):
-            errors.append(f"{path}: meter keys are lowercase words, digits and _, e.g. ai_tokens")
+        path = ("meters", str(key))
+        message = "meter keys are lowercase words, digits and _, e.g. ai_tokens"
+        if _key(found, ("meters",), key, METER_KEY, message) is None:
             continue
         if not isinstance(body, Mapping):
-            errors.append(f"{path}: expected a mapping with event and aggregation")
+            found.add(path, "expected a mapping with event and aggregation")
             continue
-        before = len(errors)
-        for name in body:
-            if name not in _METER_KEYS:
-                errors.append(
-                    f"{path}.{name}: unknown key (expected one of {', '.join(_METER_KEYS)})"
-                )
-        event = body.get("event")
-        if not isinstance(event, str) or not EVENT_TYPE.match(event):
-            errors.append(f"{path}.event: expected an event type, e.g. ai.tokens")
-        raw_aggregation = body.get("aggregation")
-        aggregation = None
-        if raw_aggregation not in {a.value for a in Aggregation}:
-            errors.append(f"{path}.aggregation: expected one of {_AGGREGATIONS}")
-        else:
-            aggregation = Aggregation(raw_aggregation)
-        prop = body.get("property")
-        if prop is not None and (not isinstance(prop, str) or not PROPERTY.match(prop)):
-            errors.append(f"{path}.property: expected a property name, e.g. tokens")
-        elif aggregation is not None and aggregation.needs_property and prop is None:
-            errors.append(f"{path}.property: {aggregation} needs the property it reads")
-        elif aggregation is Aggregation.COUNT and prop is not None:
-            errors.append(f"{path}.property: count reads no property; remove it")
-        filters = _meter_filters(body.get("filters", {}), f"{path}.filters", errors)
-        group_by = body.get("group_by", [])
-        if isinstance(group_by, str):
-            group_by = [group_by]
-        if (
-            not isinstance(group_by, list)
-            or len(group_by) > MAX_GROUP_BY
-            or not all(isinstance(g, str) and PROPERTY.match(g) for g in group_by)
-            or len(set(group_by)) != len(group_by)
-        ):
-            errors.append(f"{path}.group_by: expected up to {MAX_GROUP_BY} distinct property names")
-            group_by = []
-        description = body.get("description")
-        if description is not None and not isinstance(description, str):
-            errors.append(f"{path}.description: expected text")
-        subtract = body.get("subtract")
-        if subtract is not None:
-            if not isinstance(subtract, str) or not EVENT_TYPE.match(subtract) or subtract == event:
-                errors.append(f"{path}.subtract: expected another event type, e.g. space.deleted")
-            elif aggregation is not None and not aggregation.adds:
-                errors.append(f"{path}.subtract: only count and sum meters can subtract")
-        if len(errors) > before or aggregation is None or not isinstance(event, str):
+        meter = found.model(MeterDef, body, path)
+        if meter is None:
+            continue
+        before = len(found)
+        aggregation = meter.aggregation
+        if meter.property is not None and aggregation is Aggregation.COUNT:
+            found.add((*path, "property"), "count reads no property; remove it")
+        elif meter.property is None and aggregation.needs_property:
+            found.add((*path, "property"), f"{aggregation} needs the property it reads")
+        if meter.subtract is not None:
+            if meter.subtract == meter.event:
+                found.add((*path, "subtract"), "expected another event type, e.g. space.deleted")
+            elif not aggregation.adds:
+                found.add((*path, "subtract"), "only count and sum meters can subtract")
+        if len(found) > before:
             continue
         meters[key] = Meter(
             key=key,
-            event_type=event,
+            event_type=meter.event,
             aggregation=aggregation,
-            property=prop,
-            filters=filters,
-            group_by=tuple(group_by),
-            description=description,
-            subtract=subtract,
+            property=meter.property,
+            filters=dict(meter.filters),
+            group_by=meter.group_by,
+            description=meter.description,
+            subtract=meter.subtract,
         )
     return meters
 
 
-def _meter_filters(raw: Any, path: str, errors: list[str]) -> dict[str, tuple[FilterValue, ...]]:
-    """`{model: {equals: gpt-4o}}` or `{model: {in: [gpt-4o, o3]}}`."""
-    if not isinstance(raw, Mapping):
-        errors.append(
-            f"{path}: expected a mapping of property names to {{equals: v}} or {{in: [..]}}"
-        )
-        return {}
-    filters: dict[str, tuple[FilterValue, ...]] = {}
-    for name, condition in raw.items():
-        where = f"{path}.{name}"
-        if not isinstance(name, str) or not PROPERTY.match(name):
-            errors.append(f"{where}: expected a property name")
+def _ai(raw: Mapping[Any, Any], found: _Problems) -> AiSettings:
+    ai = found.model(AiDef, raw, ("ai",))
+    raw_models = raw.get("models", {})
+    models: dict[str, Price] = {}
+    for model, body in (raw_models if isinstance(raw_models, Mapping) else {}).items():
+        path = ("ai", "models", str(model))
+        if not isinstance(model, str) or not MODEL.match(model):
+            found.add(path, "expected a model name")
             continue
-        if not isinstance(condition, Mapping) or len(condition) != 1:
-            errors.append(f"{where}: expected exactly one of equals or in")
+        if not isinstance(body, Mapping) or set(body) != {"prompt", "completion"}:
+            found.add(path, "expected {prompt: <minor units>, completion: <minor units>}")
             continue
-        ((operator, operand),) = condition.items()
-        if operator == "equals":
-            values = [operand]
-        elif operator == "in" and isinstance(operand, list) and operand:
-            values = operand
-        else:
-            errors.append(f"{where}: expected {{equals: value}} or {{in: [values]}}")
-            continue
-        if len(values) > MAX_FILTER_VALUES or not all(
-            isinstance(v, str | int | bool) for v in values
-        ):
-            errors.append(
-                f"{where}: values are text, integers or true/false (at most {MAX_FILTER_VALUES})"
-            )
-            continue
-        filters[name] = tuple(values)
-    return filters
+        price = found.model(ModelPrice, body, path)
+        if price is not None:
+            models[model] = Price(price.prompt, price.completion)
+    if ai is None:
+        return AiSettings()
+    return AiSettings(event=ai.event, currency=ai.currency, models=models)
 
 
-def _features(raw: Any, meters: Mapping[str, Meter], errors: list[str]) -> dict[str, Feature]:
-    if not isinstance(raw, Mapping) or not raw:
-        errors.append("features: expected a mapping of feature keys to definitions")
-        return {}
+M = TypeVar("M", bound=BaseModel)
+_FEATURES: Final = TypeAdapter(FeatureDef)
+_TYPES: Final = ", ".join(t.value for t in FeatureType)
+
+
+def _features(
+    raw: Mapping[Any, Any], meters: Mapping[str, Meter], found: _Problems
+) -> dict[str, Feature]:
     features: dict[str, Feature] = {}
     for key, body in raw.items():
-        path = f"features.{key}"
-        if not isinstance(key, str) or not FEATURE_KEY.match(key) or len(key) > MAX_KEY_LENGTH:
-            errors.append(f"{path}: feature keys are dotted lowercase words, e.g. spaces.max")
+        path = ("features", str(key))
+        message = "feature keys are dotted lowercase words, e.g. spaces.max"
+        if _key(found, ("features",), key, FEATURE_KEY, message) is None:
             continue
         if not isinstance(body, Mapping):
-            errors.append(f"{path}: expected a mapping with a type")
+            found.add(path, "expected a mapping with a type")
             continue
-        raw_type = body.get("type")
-        extra = {FeatureType.METERED.value: _QUOTA_KEYS, FeatureType.LIMIT.value: ("meter",)}
-        allowed = _FEATURE_KEYS + extra.get(str(raw_type), ())
-        for field in body:
-            if field not in allowed:
-                errors.append(f"{path}.{field}: unknown key (expected one of {', '.join(allowed)})")
-        if raw_type not in {t.value for t in FeatureType}:
-            errors.append(f"{path}.type: expected one of {_TYPES}")
+        kind = body.get("type")
+        if not isinstance(kind, str) or kind not in _FEATURE_KINDS:
+            found.add((*path, "type"), f"expected one of {_TYPES}")
             continue
-        description = body.get("description")
-        if description is not None and not isinstance(description, str):
-            errors.append(f"{path}.description: expected text")
-            description = None
-        config: dict[str, Any] = {}
-        if raw_type == FeatureType.LIMIT and "meter" in body:
-            gauge = meters.get(body["meter"]) if isinstance(body["meter"], str) else None
-            if gauge is None or not gauge.aggregation.adds:
-                errors.append(f"{path}.meter: expected a count or sum meter declared under meters")
-                continue
-            config = {"meter": gauge.key}
-        if raw_type == FeatureType.METERED:
-            policy = _quota_policy(body, path, meters, errors)
-            if policy is None:
-                continue
-            config = policy.as_json()
+        feature = found.adapted(_FEATURES, body, path)
+        config = _feature_meter(body, path, meters, found)  # also when the rest is wrong
+        if feature is None or config is None:
+            continue
+        if isinstance(feature, MeteredFeature):
+            config = QuotaPolicy(
+                meter=config["meter"],
+                reset=feature.reset,
+                anchor=feature.anchor,
+                limit=feature.limit,
+                overage=feature.overage,
+                enforcement=feature.enforcement,
+            ).as_json()
         features[key] = Feature(
-            key=key, type=FeatureType(raw_type), description=description, config=config
+            key=key,
+            type=FeatureType(feature.type),
+            description=feature.description,
+            config=config,
         )
     return features
 
 
-def _quota_policy(
-    body: Mapping[str, Any], path: str, meters: Mapping[str, Meter], errors: list[str]
-) -> QuotaPolicy | None:
-    before = len(errors)
-    meter_key = body.get("meter")
-    meter = meters.get(meter_key) if isinstance(meter_key, str) else None
-    if meter is None:
-        errors.append(f"{path}.meter: expected a meter declared under meters")
-    elif meter.aggregation not in (Aggregation.SUM, Aggregation.COUNT) or meter.subtract:
-        errors.append(f"{path}.meter: a quota draws on a sum or count meter that never subtracts")
-    choices: dict[str, Any] = {}
-    for name, kind, default in (
-        ("reset", Reset, Reset.MONTH),
-        ("anchor", Anchor, Anchor.CALENDAR),
-        ("limit", LimitKind, LimitKind.HARD),
-        ("enforcement", Enforcement, None),
-    ):
-        raw = body.get(name, default)
-        if raw is not None and raw not in {item.value for item in kind}:
-            errors.append(f"{path}.{name}: expected one of {', '.join(i.value for i in kind)}")
-        choices[name] = kind(raw) if raw is not None and raw in {i.value for i in kind} else default
-    overage = body.get("overage", False)
-    if not isinstance(overage, bool):
-        errors.append(f"{path}.overage: expected true or false")
-    if len(errors) > before or meter is None:
-        return None
-    return QuotaPolicy(meter=meter.key, overage=overage, **choices)
+def _feature_meter(
+    body: Mapping[Any, Any],
+    path: tuple[str, ...],
+    meters: Mapping[str, Meter],
+    found: _Problems,
+) -> dict[str, Any] | None:
+    """The meter a feature reads, as its config (`{}` for none), or None when it names
+    one it may not read: a metered feature draws on a sum or count meter that never
+    subtracts, and a limit may keep its count in a count or sum meter."""
+    kind, name = body.get("type"), body.get("meter")
+    meter = meters.get(name) if isinstance(name, str) else None
+    if kind == FeatureType.METERED:
+        if meter is None:
+            found.add((*path, "meter"), "expected a meter declared under meters")
+            return None
+        if meter.aggregation not in (Aggregation.SUM, Aggregation.COUNT) or meter.subtract:
+            message = "a quota draws on a sum or count meter that never subtracts"
+            found.add((*path, "meter"), message)
+            return None
+        return {"meter": meter.key}
+    if kind == FeatureType.LIMIT and name is not None:
+        if meter is None or not meter.aggregation.adds:
+            message = "expected a count or sum meter declared under meters"
+            found.add((*path, "meter"), message)
+            return None
+        return {"meter": meter.key}
+    return {}
 
 
 def _plans(
-    raw: Any, features: Mapping[str, Feature], errors: list[str]
+    raw: Mapping[Any, Any], features: Mapping[str, Feature], found: _Problems
 ) -> dict[str, PlanDefinition]:
-    if not isinstance(raw, Mapping) or not raw:
-        errors.append("plans: expected a mapping of plan keys to definitions")
-        return {}
     plans: dict[str, PlanDefinition] = {}
     for key, body in raw.items():
-        path = f"plans.{key}"
-        if not isinstance(key, str) or not PLAN_KEY.match(key) or len(key) > MAX_KEY_LENGTH:
-            errors.append(f"{path}: plan keys are lowercase words, digits, - and _")
+        path = ("plans", str(key))
+        message = "plan keys are lowercase words, digits, - and _"
+        if _key(found, ("plans",), key, PLAN_KEY, message) is None:
             continue
         if not isinstance(body, Mapping):
-            errors.append(f"{path}: expected a mapping with name and features")
+            found.add(path, "expected a mapping with name and features")
             continue
-        for field in body:
-            if field not in _PLAN_KEYS:
-                errors.append(
-                    f"{path}.{field}: unknown key (expected one of {', '.join(_PLAN_KEYS)})"
-                )
-        name = body.get("name", key)
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
-            errors.append(f"{path}.name: expected text of at most 200 characters")
-            name = key
-        description = body.get("description")
-        if description is not None and not isinstance(description, str):
-            errors.append(f"{path}.description: expected text")
-            description = None
-        default = body.get("default", False)
-        if not isinstance(default, bool):
-            errors.append(f"{path}.default: expected true or false")
-            default = False
+        plan = found.model(PlanDef, body, path)
+        if plan is None:
+            continue
         values: dict[str, FeatureValue] = {}
-        raw_values = body.get("features", {})
-        if not isinstance(raw_values, Mapping):
-            errors.append(f"{path}.features: expected a mapping of feature keys to values")
-            raw_values = {}
-        for feature_key, raw_value in raw_values.items():
-            value_path = f"{path}.features.{feature_key}"
+        for feature_key, raw_value in plan.features.items():
+            value_path = (*path, "features", str(feature_key))
             feature = features.get(feature_key)
             if feature is None:
-                errors.append(f"{value_path}: unknown feature (declare it under features)")
+                found.add(value_path, "unknown feature (declare it under features)")
                 continue
             parsed = parse_value(feature.type, raw_value)
             if isinstance(parsed, str):
-                errors.append(f"{value_path}: {parsed}")
+                found.add(value_path, parsed)
                 continue
             values[feature_key] = parsed
         plans[key] = PlanDefinition(
-            key=key, name=name.strip(), description=description, default=default, features=values
+            key=key,
+            name=(plan.name or key).strip(),
+            description=plan.description,
+            default=plan.default,
+            features=values,
         )
     return plans
+
+
+# --- problems, with their paths, in the document's order -------------------------------
+
+
+class _Problems:
+    """The problems found so far, each with its path into the document; they come out
+    in the order the document lists what they are about."""
+
+    def __init__(self, document: Any) -> None:
+        self._found: list[tuple[tuple[str, ...], str, bool]] = []
+        self._order = _positions(document)
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def add(self, path: tuple[str, ...], message: str, *, last: bool = False) -> None:
+        """A problem of `path`; with `last`, of the block as a whole, after its items."""
+        if (path, message, last) not in self._found:  # two checks may find the same
+            self._found.append((path, message, last))
+
+    def model(self, model: type[M], body: Any, path: tuple[str, ...]) -> M | None:
+        """`body` as a `model`, or None with its problems added."""
+        try:
+            return model.model_validate(body)
+        except ValidationError as error:
+            self._translate(error, path, model)
+            return None
+
+    def adapted(self, adapter: TypeAdapter[Any], body: Any, path: tuple[str, ...]) -> Any:
+        try:
+            return adapter.validate_python(body)
+        except ValidationError as error:
+            self._translate(error, path, None, tagged=True)
+            return None
+
+    def _translate(
+        self,
+        error: ValidationError,
+        path: tuple[str, ...],
+        model: type[BaseModel] | None,
+        *,
+        tagged: bool = False,
+    ) -> None:
+        for item in error.errors():
+            loc = [str(part) for part in item["loc"] if part != "[key]"]
+            if tagged and loc:  # a union member names itself first: `metered`, ...
+                model = _FEATURE_KINDS.get(loc[0])
+                loc = loc[1:]
+            keys: tuple[str, ...] = _keys_of(model) if model else ()
+            if item["type"] == "extra_forbidden":
+                message = f"unknown key (expected one of {', '.join(keys)})"
+            elif item["type"] == "missing":
+                message = "required"
+            else:
+                message = str(item["msg"])
+            self.add((*path, *loc), message)
+
+    def messages(self) -> list[str]:
+        def position(found: tuple[tuple[str, ...], str, bool]) -> tuple[int, int]:
+            path, _message, last = found
+            for depth in range(len(path), 0, -1):
+                span = self._order.get(path[:depth])
+                if span is not None:
+                    return (span[1], 1) if last else (span[0], 0)
+            return (0, 0)
+
+        ordered = sorted(self._found, key=position)  # stable: ties keep the finding order
+        return [f"{'.'.join(path) or '(top)'}: {message}" for path, message, _ in ordered]
+
+
+def _keys_of(model: type[BaseModel]) -> tuple[str, ...]:
+    """The keys a block takes, as a message names them: a feature's `type` first."""
+    names = tuple(model.model_fields)
+    return ("type", *(n for n in names if n != "type")) if "type" in names else names
+
+
+def _positions(document: Any) -> dict[tuple[str, ...], tuple[int, int]]:
+    """Every mapping key's path, with where it starts and ends in a walk of the document."""
+    spans: dict[tuple[str, ...], tuple[int, int]] = {}
+    step = 0
+
+    def walk(node: Any, path: tuple[str, ...]) -> None:
+        nonlocal step
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                here = (*path, str(key))
+                start = step = step + 1
+                walk(value, here)
+                step += 1
+                spans[here] = (start, step)
+
+    walk(document, ())
+    return spans

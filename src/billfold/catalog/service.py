@@ -11,13 +11,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog import catalog as catalog_reader
-from billfold.catalog import repository
+from billfold.catalog import plansfile, repository
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.features import FeatureType, PlanDefinition, to_json
 from billfold.catalog.plansfile import CatalogSpec, PlansFileError
 from billfold.kit import eventlog
 from billfold.kit.changes import publish
 from billfold.kit.context import Context
+from billfold.kit.errors import BillfoldError, FieldError
 from billfold.kit.ids import new_id
 
 
@@ -46,10 +47,44 @@ class Diff:
     def empty(self) -> bool:
         return not self.changes
 
+    def lines(self) -> list[str]:
+        return [line for change in self.changes for line in change.lines()]
+
     def render(self) -> str:
-        if self.empty:
-            return "no changes"
-        return "\n".join(line for change in self.changes for line in change.lines())
+        return "\n".join(self.lines()) if self.changes else "no changes"
+
+
+class InvalidPlans(BillfoldError):
+    status = 422
+    code = "invalid_plans"
+    title = "The plans document is not valid"
+
+
+@dataclass(frozen=True)
+class Submitted:
+    applied: bool
+    revision: int
+    changes: list[str]
+
+
+async def submit(
+    session: AsyncSession, ctx: Context, raw: bytes, media_type: str, *, dry_run: bool
+) -> Submitted:
+    """Apply a plans document sent to the API (YAML or JSON), or, with `dry_run`, only
+    say what it would change. Every problem is an `InvalidPlans` with its path."""
+    try:
+        spec = plansfile.read(raw, media_type)
+        if dry_run:
+            catalog, archived = await stored(session, ctx.tenant_id)
+            preview = diff(catalog, archived, spec)
+            return Submitted(applied=False, revision=catalog.revision, changes=preview.lines())
+        result, revision = await apply(session, ctx, spec)
+    except PlansFileError as error:
+        raise InvalidPlans(
+            f"{len(error.errors)} problem(s) in the plans document",
+            errors=[FieldError(message) for message in error.errors],
+        ) from None
+    return Submitted(applied=not result.empty, revision=revision, changes=result.lines())
 
 
 def plan_digest(plan: PlanDefinition) -> str:
@@ -64,7 +99,7 @@ def plan_digest(plan: PlanDefinition) -> str:
 
 async def stored(session: AsyncSession, tenant_id: str) -> tuple[Catalog, dict[str, Any]]:
     """The catalog as stored, including archived features (for type-change checks)."""
-    catalog = await catalog_reader.load(session, tenant_id, revision=-1)
+    catalog = await catalog_reader.current(session, tenant_id)
     archived = {
         row.key: FeatureType(row.type)
         for row in await repository.all_features(session, tenant_id)
@@ -73,9 +108,10 @@ async def stored(session: AsyncSession, tenant_id: str) -> tuple[Catalog, dict[s
     return catalog, archived
 
 
-def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec) -> Diff:
-    errors: list[str] = []
-    changes: list[Change] = []
+def conflicts(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec) -> list[str]:
+    """What a valid plans file may still not do to this stored catalog, as `path:
+    message`: change the type of a feature, active or archived (grants hold its values)."""
+    errors = []
     for key, feature in spec.features.items():
         current = catalog.features.get(key)
         old_type = current.type if current is not None else archived_features.get(key)
@@ -84,7 +120,18 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
                 f"features.{key}.type: cannot change from {old_type} to {feature.type}; "
                 "declare a new feature key instead"
             )
-        elif current is None and key in archived_features:
+    return errors
+
+
+def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec) -> Diff:
+    """What applying `spec` would change; `PlansFileError` if it `conflicts`."""
+    errors = conflicts(catalog, archived_features, spec)
+    if errors:
+        raise PlansFileError(errors)
+    changes: list[Change] = []
+    for key, feature in spec.features.items():
+        current = catalog.features.get(key)
+        if current is None and key in archived_features:
             changes.append(Change("restore", "feature", key, (f"type {feature.type}",)))
         elif current is None:
             changes.append(Change("add", "feature", key, (f"type {feature.type}",)))
@@ -101,8 +148,6 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
     ai_changes = _field_changes(catalog.ai.as_json(), spec.ai.as_json())
     if ai_changes:
         changes.append(Change("change", "settings", "ai", ai_changes))
-    if errors:
-        raise PlansFileError(errors)
 
     for key, plan in spec.plans.items():
         stored_plan = catalog.plans.get(key)
@@ -286,6 +331,6 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
         session,
         ctx,
         "CatalogApplied",
-        {"revision": revision, "changes": [line for c in changes.changes for line in c.lines()]},
+        {"revision": revision, "changes": changes.lines()},
     )
     return changes, revision
