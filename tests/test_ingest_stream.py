@@ -32,7 +32,7 @@ BATCHES, PER_BATCH = 20, 250
 @pytest.fixture
 async def streaming(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
     stream = f"BILLFOLD_TEST_{secrets.token_hex(4).upper()}"
-    built = await new_harness(database_url, ingest_url=nats_url, ingest_stream=stream)
+    built = await new_harness(database_url, ingest=nats_url, ingest_stream=stream)
     try:
         yield built
     finally:
@@ -53,7 +53,7 @@ def worker(harness: Harness, batch: int = 2) -> subprocess.Popen[str]:
     env.update(
         BILLFOLD_DATABASE_URL=harness.settings.database_url,
         BILLFOLD_SECRET_KEY=harness.settings.secret_key.decode(),
-        BILLFOLD_INGEST=harness.settings.ingest_url,
+        BILLFOLD_INGEST=harness.settings.ingest,
         BILLFOLD_INGEST_STREAM=harness.settings.ingest_stream,
     )
     return subprocess.Popen(  # noqa: S603 (our own console script, fixed arguments)

@@ -1,118 +1,132 @@
-"""Deployment settings, built once in `main()` from the environment and passed down."""
+"""Deployment settings: read once in `main()` from `BILLFOLD_*` environment variables
+(`Settings.from_env()`) and passed down. Nothing reads them at import time.
+
+A `Settings(...)` built in code (the tests, a script) takes only what it is given, never
+the environment, so that a variable set for the shell cannot change what a test runs.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from billfold.catalog.quotas import Enforcement
 
 Mode = Literal["self-hosted", "platform"]
+Positive = Annotated[int, Field(gt=0)]
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/billfold.db"
 DEFAULT_SECRET_FILE = "./var/secret.key"  # noqa: S105 (a path, not a secret)
+PREFIX = "BILLFOLD_"
 
 
 class SettingsError(ValueError):
     """The environment describes a deployment Billfold cannot run."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # Keys the hashes of claim codes. Kept outside the database on purpose: from
+    # BILLFOLD_SECRET_KEY, or else the file BILLFOLD_SECRET_FILE (made on first use).
     secret_key: bytes
     mode: Mode = "self-hosted"
-    max_body_bytes: int = 1_048_576
-    claim_attempts_per_customer: int = 10
-    claim_attempts_per_address: int = 30
-    claim_attempt_window_s: int = 600
+    max_body_bytes: Positive = 1_048_576
+    claim_attempts_per_customer: Positive = 10
+    claim_attempts_per_address: Positive = 30
+    claim_attempt_window_s: Positive = 600
     trust_forwarded_for: bool = False
-    database_pool_size: int = 20
+    database_pool_size: Positive = 20
     # Usage events: how old, and how far ahead of the clock, a timestamp may be.
-    usage_late_window_s: int = 7 * 86_400
-    usage_clock_skew_s: int = 300
-    max_events_body_bytes: int = 16 * 1_048_576  # a batch of 10,000 usage events
+    usage_late_window_s: Positive = 7 * 86_400
+    usage_clock_skew_s: Positive = 300
+    max_events_body_bytes: Positive = 16 * 1_048_576  # a batch of 10,000 usage events
     # Quota enforcement unless a feature says otherwise; platform mode always enforces.
     enforcement: Enforcement = Enforcement.ADVISORY
     # nats://host:port: usage events go through a NATS JetStream stream to `billfold
     # worker ingest`; empty: the API writes them to the database itself.
-    ingest_url: str = ""
+    ingest: str = ""
     ingest_stream: str = "BILLFOLD_USAGE"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        mode = env.get("BILLFOLD_MODE", "self-hosted")
-        if mode not in ("self-hosted", "platform"):
-            raise SettingsError(f"BILLFOLD_MODE must be self-hosted or platform, not {mode!r}")
-        return cls(
-            database_url=env.get("BILLFOLD_DATABASE_URL", DEFAULT_DATABASE_URL),
-            secret_key=_secret_key(env),
-            mode=mode,  # type: ignore[arg-type]
-            max_body_bytes=_int(env, "BILLFOLD_MAX_BODY_BYTES", 1_048_576),
-            claim_attempts_per_customer=_int(env, "BILLFOLD_CLAIM_ATTEMPTS_PER_CUSTOMER", 10),
-            claim_attempts_per_address=_int(env, "BILLFOLD_CLAIM_ATTEMPTS_PER_ADDRESS", 30),
-            claim_attempt_window_s=_int(env, "BILLFOLD_CLAIM_ATTEMPT_WINDOW_S", 600),
-            trust_forwarded_for=env.get("BILLFOLD_TRUST_FORWARDED_FOR", "") in ("1", "true"),
-            database_pool_size=_int(env, "BILLFOLD_DATABASE_POOL_SIZE", 20),
-            usage_late_window_s=_int(env, "BILLFOLD_USAGE_LATE_WINDOW_S", 7 * 86_400),
-            usage_clock_skew_s=_int(env, "BILLFOLD_USAGE_CLOCK_SKEW_S", 300),
-            max_events_body_bytes=_int(env, "BILLFOLD_MAX_EVENTS_BODY_BYTES", 16 * 1_048_576),
-            enforcement=_enforcement(env, mode),
-            ingest_url=_ingest_url(env),
-            ingest_stream=env.get("BILLFOLD_INGEST_STREAM", "BILLFOLD_USAGE"),
-        )
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # only what the caller gives; `from_env` reads the rest
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """The deployment's settings from `BILLFOLD_*`; `SettingsError` names what is wrong."""
+        try:
+            return _FromEnvironment()  # type: ignore[call-arg]  # the key is read below
+        except ValidationError as error:
+            raise SettingsError("; ".join(_problem(item) for item in error.errors())) from None
+
+    @field_validator("ingest")
+    @classmethod
+    def _nats(cls, url: str) -> str:
+        if url and not url.startswith(("nats://", "tls://")):
+            raise ValueError("must be a nats:// URL or empty")
+        return url
+
+    @model_validator(mode="after")
+    def _platform_enforces(self) -> Settings:
+        if self.mode == "platform" and self.enforcement is not Enforcement.ENFORCE:
+            raise ValueError("platform mode always enforces quotas; unset BILLFOLD_ENFORCEMENT")
+        return self
 
 
-def _ingest_url(env: Mapping[str, str]) -> str:
-    raw = env.get("BILLFOLD_INGEST", "")
-    if raw and not raw.startswith(("nats://", "tls://")):
-        raise SettingsError(f"BILLFOLD_INGEST must be a nats:// URL or empty, not {raw!r}")
-    return raw
+class _FromEnvironment(Settings):
+    """`Settings` read from the environment, with the secret key from its file."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, EnvSettingsSource(settings_cls, env_prefix=PREFIX))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, values: Any) -> Any:
+        values = dict(values)
+        # An empty variable means "the default", as it always has.
+        values = {name: value for name, value in values.items() if value != ""}
+        if values.get("mode") == "platform" and "enforcement" not in values:
+            values["enforcement"] = Enforcement.ENFORCE
+        if "secret_key" not in values:
+            values["secret_key"] = _secret_from_file(
+                Path(os.environ.get(f"{PREFIX}SECRET_FILE") or DEFAULT_SECRET_FILE)
+            )
+        elif len(values["secret_key"]) < 32:
+            raise ValueError("BILLFOLD_SECRET_KEY must be at least 32 characters")
+        return values
 
 
-def _enforcement(env: Mapping[str, str], mode: str) -> Enforcement:
-    raw = env.get("BILLFOLD_ENFORCEMENT", "")
-    if mode == "platform":
-        if raw not in ("", Enforcement.ENFORCE):
-            raise SettingsError("platform mode always enforces quotas; unset BILLFOLD_ENFORCEMENT")
-        return Enforcement.ENFORCE
-    if raw == "":
-        return Enforcement.ADVISORY
-    if raw not in {e.value for e in Enforcement}:
-        raise SettingsError(f"BILLFOLD_ENFORCEMENT must be off, advisory or enforce, not {raw!r}")
-    return Enforcement(raw)
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be an integer, not {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, not {value}")
-    return value
-
-
-def _secret_key(env: Mapping[str, str]) -> bytes:
-    """The key for keyed hashes of claim codes. Kept outside the database on purpose.
-
-    `BILLFOLD_SECRET_KEY` wins; otherwise the key lives in `BILLFOLD_SECRET_FILE`
-    (default `./var/secret.key`), created with 256 random bits on first use.
-    """
-    raw = env.get("BILLFOLD_SECRET_KEY")
-    if raw:
-        if len(raw) < 32:
-            raise SettingsError("BILLFOLD_SECRET_KEY must be at least 32 characters")
-        return raw.encode("utf-8")
-    path = Path(env.get("BILLFOLD_SECRET_FILE", DEFAULT_SECRET_FILE))
+def _secret_from_file(path: Path) -> bytes:
+    """The key kept in `path`, created with 256 random bits on first use."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -120,5 +134,16 @@ def _secret_key(env: Mapping[str, str]) -> bytes:
             handle.write(secrets.token_hex(32))
     key = path.read_text(encoding="utf-8").strip()
     if len(key) < 32:
-        raise SettingsError(f"{path} must hold at least 32 characters")
+        raise ValueError(f"{path} must hold at least 32 characters")
     return key.encode("utf-8")
+
+
+def _problem(item: Any) -> str:
+    """One of pydantic's errors as the variable it is about and what is wrong with it."""
+    field = ".".join(str(part) for part in item["loc"])
+    name = f"{PREFIX}{field.upper()}"
+    message = str(item["msg"]).removeprefix("Value error, ")
+    given = item.get("input")
+    if field and not isinstance(given, dict):
+        return f"{name}: {message} (given {given!r})"
+    return message

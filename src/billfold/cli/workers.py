@@ -27,10 +27,10 @@ def worker_ingest(
     from billfold.metering.stream import WorkerOptions, run_worker
 
     settings = load_settings()
-    if not settings.ingest_url:
+    if not settings.ingest:
         fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker")
     options = WorkerOptions(
-        url=settings.ingest_url,
+        url=settings.ingest,
         stream=settings.ingest_stream,
         batch=batch,
         late_window=timedelta(seconds=settings.usage_late_window_s),

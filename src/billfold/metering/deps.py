@@ -73,9 +73,7 @@ def wire(
             on_unlocked=consume_unlocked.inc,
         ),
         publisher=(
-            UsagePublisher(settings.ingest_url, settings.ingest_stream)
-            if settings.ingest_url
-            else None
+            UsagePublisher(settings.ingest, settings.ingest_stream) if settings.ingest else None
         ),
         overage=Counter(
             "billfold_quota_overage",
