@@ -14,6 +14,7 @@ from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Metadata, Out
 from billfold.subscriptions import service
 from billfold.subscriptions.service import Subscription
+from billfold.subscriptions.status import SubscriptionStatus
 
 router = APIRouter(tags=["subscriptions"])
 ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
@@ -41,7 +42,7 @@ class SubscriptionOut(Out):
     customer: str
     plan: str
     plan_version: int | None
-    status: str
+    status: SubscriptionStatus
     started_at: datetime
     current_period_ends_at: datetime | None
     canceled_at: datetime | None

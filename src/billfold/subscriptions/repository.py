@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold.catalog.tables import plans
 from billfold.customers.tables import customers
 from billfold.kit.db import Record
+from billfold.subscriptions.status import SubscriptionStatus
 from billfold.subscriptions.tables import subscriptions
 
 
@@ -40,7 +41,7 @@ async def active_of(session: AsyncSession, tenant_id: str, customer_id: str) -> 
     statement = _with_names().where(
         subscriptions.c.tenant_id == tenant_id,
         subscriptions.c.customer_id == customer_id,
-        subscriptions.c.status == "active",
+        subscriptions.c.status == SubscriptionStatus.ACTIVE,
     )
     return (await session.execute(statement)).one_or_none()
 

@@ -23,6 +23,7 @@ from billfold.kit.db import Record
 from billfold.kit.errors import Conflict, FieldError, InvalidInput, NotFound
 from billfold.kit.ids import new_id
 from billfold.subscriptions import repository
+from billfold.subscriptions.status import SubscriptionStatus
 
 PLAN_SOURCE = "plan"
 
@@ -49,7 +50,7 @@ class Subscription:
     customer: str
     plan: str
     plan_version_id: str
-    status: str
+    status: SubscriptionStatus
     started_at: datetime
     current_period_ends_at: datetime | None
     canceled_at: datetime | None
@@ -86,7 +87,7 @@ async def activate(
                 customer_id=customer.id,
                 plan_id=version.plan_id,
                 plan_version_id=version.id,
-                status="active",
+                status=SubscriptionStatus.ACTIVE,
                 started_at=window.starts_at,
                 current_period_ends_at=window.ends_at,
                 canceled_at=None,
@@ -138,7 +139,7 @@ async def renew(
     """Extend an active subscription to a new period end. Renewing to the same end is a no-op,
     so a retried renewal never grants twice."""
     row = await _locked(session, ctx.tenant_id, subscription_id)
-    if row.status != "active":
+    if row.status != SubscriptionStatus.ACTIVE:
         raise SubscriptionNotActive(f"subscription {subscription_id} is {row.status}")
     current_end = row.current_period_ends_at
     if current_end is None:
@@ -194,7 +195,7 @@ async def cancel(
 ) -> Subscription:
     """Cancel now (grants end now) or at the period end (grants run out). Idempotent."""
     row = await _locked(session, ctx.tenant_id, subscription_id)
-    if row.status == "canceled":
+    if row.status == SubscriptionStatus.CANCELED:
         return _subscription(row)
     ends_at = ctx.now
     if at_period_end:
@@ -210,7 +211,7 @@ async def cancel(
     await repository.update_subscription(
         session,
         subscription_id,
-        status="canceled",
+        status=SubscriptionStatus.CANCELED,
         canceled_at=ctx.now,
         ends_at=ends_at,
         updated_at=ctx.now,
@@ -268,7 +269,7 @@ def _subscription(row: Record) -> Subscription:
         customer=row.customer_external_id,
         plan=row.plan_key,
         plan_version_id=row.plan_version_id,
-        status=row.status,
+        status=SubscriptionStatus(row.status),
         started_at=row.started_at,
         current_period_ends_at=row.current_period_ends_at,
         canceled_at=row.canceled_at,

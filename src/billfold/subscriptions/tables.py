@@ -1,6 +1,7 @@
 from sqlalchemy import Column, ForeignKey, Index, String, Table, text
 
 from billfold.kit.db import JSONDocument, UTCDateTime, metadata
+from billfold.subscriptions.status import SubscriptionStatus
 
 subscriptions = Table(
     "subscriptions",
@@ -24,7 +25,7 @@ subscriptions = Table(
         "tenant_id",
         "customer_id",
         unique=True,
-        sqlite_where=text("status = 'active'"),
-        postgresql_where=text("status = 'active'"),
+        sqlite_where=text(f"status = '{SubscriptionStatus.ACTIVE}'"),
+        postgresql_where=text(f"status = '{SubscriptionStatus.ACTIVE}'"),
     ),
 )

@@ -24,6 +24,7 @@ from billfold.metering.quotas import buckets as quota
 from billfold.metering.quotas.buckets import Bucket, Standing
 from billfold.metering.quotas.lookup import Quota
 from billfold.subscriptions import service as subscriptions
+from billfold.subscriptions.status import SubscriptionStatus
 
 
 async def anchor_of(
@@ -35,7 +36,7 @@ async def anchor_of(
         held = await subscriptions.of_customer(session, tenant_id, customer)
     except CustomerNotFound:
         return None
-    active = [s for s in held if s.status == "active"]
+    active = [s for s in held if s.status is SubscriptionStatus.ACTIVE]
     return active[0].started_at if active else None
 
 
