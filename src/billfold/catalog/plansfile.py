@@ -24,26 +24,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Any, Final
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainValidator,
-    TypeAdapter,
-    ValidationError,
-)
-from pydantic_core import PydanticCustomError
+from pydantic import TypeAdapter
 
 from billfold.catalog.ai import MODEL, AiSettings, Price
+from billfold.catalog.document import (
+    FEATURE_KINDS,
+    AiDef,
+    FeatureDef,
+    MeterDef,
+    MeteredFeature,
+    ModelPrice,
+    PlanDef,
+    PlansDocument,
+)
 from billfold.catalog.features import (
     FEATURE_KEY,
     MAX_KEY_LENGTH,
@@ -55,23 +54,14 @@ from billfold.catalog.features import (
     parse_value,
 )
 from billfold.catalog.meters import (
-    EVENT_TYPE,
-    MAX_FILTER_VALUES,
-    MAX_GROUP_BY,
     METER_KEY,
-    PROPERTY,
     Aggregation,
-    FilterValue,
     Meter,
 )
-from billfold.catalog.quotas import Anchor, Enforcement, LimitKind, QuotaPolicy
-from billfold.kit.money import CURRENCY
-from billfold.kit.periods import Reset
+from billfold.catalog.problems import Problems
+from billfold.catalog.quotas import QuotaPolicy
 
-SUPPORTED_VERSION: Final = 1
 MAX_FILE_BYTES: Final = 1_048_576
-MAX_TEXT_LENGTH: Final = 500  # descriptions; the tables hold 500 characters
-MAX_NAME_LENGTH: Final = 200
 
 
 class PlansFileError(Exception):
@@ -92,246 +82,6 @@ class CatalogSpec:
     @property
     def default_plan(self) -> str | None:
         return next((key for key, plan in self.plans.items() if plan.default), None)
-
-
-# --- values, each with the message a user sees when it is wrong ------------------------
-
-
-def _refuse(message: str) -> PydanticCustomError:
-    return PydanticCustomError("plans_file", "{message}", {"message": message})
-
-
-def _value(message: str, accept: Callable[[Any], bool]) -> PlainValidator:
-    """A value that `accept`s as it is, or a problem saying `message`."""
-
-    def validate(value: Any) -> Any:
-        if not accept(value):
-            raise _refuse(message)
-        return value
-
-    return PlainValidator(validate)
-
-
-def _choice(kind: type[StrEnum]) -> PlainValidator:
-    names = ", ".join(item.value for item in kind)
-
-    def validate(value: Any) -> Any:
-        if not isinstance(value, str) or value not in {item.value for item in kind}:
-            raise _refuse(f"expected one of {names}")
-        return kind(value)
-
-    return PlainValidator(validate)
-
-
-def _text(limit: int) -> PlainValidator:
-    return _value(
-        f"expected text of at most {limit} characters",
-        lambda v: isinstance(v, str) and len(v) <= limit,
-    )
-
-
-def _matches(pattern: Any) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, str) and bool(pattern.match(v))
-
-
-def _amount(value: Any) -> Decimal:
-    """A price as an integer or a decimal string; never a float, which would round."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise _refuse('expected minor units per million tokens, e.g. 250 or "7.5"')
-    try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        amount = Decimal(-1)
-    if not amount.is_finite() or amount < 0:
-        raise _refuse('expected a non-negative amount, e.g. 250 or "7.5"')
-    return amount
-
-
-def _group_by(value: Any) -> tuple[str, ...]:
-    names = [value] if isinstance(value, str) else value
-    if (
-        not isinstance(names, list)
-        or len(names) > MAX_GROUP_BY
-        or not all(isinstance(name, str) and PROPERTY.match(name) for name in names)
-        or len(set(names)) != len(names)
-    ):
-        raise _refuse(f"expected up to {MAX_GROUP_BY} distinct property names")
-    return tuple(names)
-
-
-def _condition(value: Any) -> tuple[FilterValue, ...]:
-    """`{equals: gpt-4o}` or `{in: [gpt-4o, o3]}`."""
-    if not isinstance(value, Mapping) or len(value) != 1:
-        raise _refuse("expected exactly one of equals or in")
-    ((operator, operand),) = value.items()
-    if operator == "equals":
-        values = [operand]
-    elif operator == "in" and isinstance(operand, list) and operand:
-        values = operand
-    else:
-        raise _refuse("expected {equals: value} or {in: [values]}")
-    if len(values) > MAX_FILTER_VALUES or not all(isinstance(v, str | int | bool) for v in values):
-        raise _refuse(f"values are text, integers or true/false (at most {MAX_FILTER_VALUES})")
-    return tuple(values)
-
-
-def _mapping(message: str, *, empty: bool = True) -> BeforeValidator:
-    """A mapping (not empty, unless `empty`), or a problem saying `message`; what it maps
-    is validated by the annotation it stands before."""
-
-    def validate(value: Any) -> Any:
-        if not isinstance(value, Mapping) or (not empty and not value):
-            raise _refuse(message)
-        return value
-
-    return BeforeValidator(validate)
-
-
-Bool = Annotated[bool, _value("expected true or false", lambda v: isinstance(v, bool))]
-Description = Annotated[str, _text(MAX_TEXT_LENGTH)]
-EventType = Annotated[str, _value("expected an event type, e.g. ai.tokens", _matches(EVENT_TYPE))]
-Property = Annotated[str, _value("expected a property name, e.g. tokens", _matches(PROPERTY))]
-PropertyName = Annotated[str, _value("expected a property name", _matches(PROPERTY))]
-QuotaMeter = Annotated[
-    str, _value("expected a meter declared under meters", lambda v: isinstance(v, str))
-]
-GaugeMeter = Annotated[
-    str,
-    _value("expected a count or sum meter declared under meters", lambda v: isinstance(v, str)),
-]
-
-
-class _Section(BaseModel):
-    """One block of the file: unknown keys are refused, and nothing is coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class MeterDef(_Section):
-    event: EventType = Field(None, validate_default=True)
-    aggregation: Annotated[Aggregation, _choice(Aggregation)] = Field(None, validate_default=True)
-    property: Property | None = None
-    filters: Annotated[
-        dict[PropertyName, Annotated[tuple[FilterValue, ...], PlainValidator(_condition)]],
-        _mapping("expected a mapping of property names to {equals: v} or {in: [..]}"),
-    ] = Field(default_factory=dict)
-    group_by: Annotated[tuple[str, ...], PlainValidator(_group_by)] = ()
-    description: Description | None = None
-    subtract: (
-        Annotated[
-            str,
-            _value("expected another event type, e.g. space.deleted", _matches(EVENT_TYPE)),
-        ]
-        | None
-    ) = None
-
-
-class _FeatureBase(_Section):
-    description: Description | None = None
-
-
-class BooleanFeature(_FeatureBase):
-    type: Literal["boolean"]
-
-
-class LimitFeature(_FeatureBase):
-    type: Literal["limit"]
-    meter: GaugeMeter | None = None  # a count or sum meter that keeps the limit's count
-
-
-class PatternFeature(_FeatureBase):
-    type: Literal["pattern"]
-
-
-class MeteredFeature(_FeatureBase):
-    """A quota per reset period, drawn from by the usage its meter counts."""
-
-    type: Literal["metered"]
-    meter: QuotaMeter | None = None
-    reset: Annotated[Reset, _choice(Reset)] = Reset.MONTH
-    anchor: Annotated[Anchor, _choice(Anchor)] = Anchor.CALENDAR
-    limit: Annotated[LimitKind, _choice(LimitKind)] = LimitKind.HARD
-    overage: Bool = False
-    enforcement: Annotated[Enforcement, _choice(Enforcement)] | None = None
-
-
-FeatureDef = Annotated[
-    BooleanFeature | LimitFeature | PatternFeature | MeteredFeature, Field(discriminator="type")
-]
-_FEATURE_KINDS: Final[dict[str, type[_FeatureBase]]] = {
-    "boolean": BooleanFeature,
-    "limit": LimitFeature,
-    "pattern": PatternFeature,
-    "metered": MeteredFeature,
-}
-
-
-class PlanDef(_Section):
-    """A plan: its name, and a value for each feature it gives. (Prices come here.)"""
-
-    name: (
-        Annotated[
-            str,
-            _value(
-                f"expected text of at most {MAX_NAME_LENGTH} characters",
-                lambda v: isinstance(v, str) and bool(v.strip()) and len(v) <= MAX_NAME_LENGTH,
-            ),
-        ]
-        | None
-    ) = None
-    description: Description | None = None
-    default: Bool = False
-    # Checked against each feature's type once the features are known.
-    features: Annotated[
-        dict[Any, Any], _mapping("expected a mapping of feature keys to values")
-    ] = Field(default_factory=dict)
-
-
-class ModelPrice(_Section):
-    prompt: Annotated[Decimal, PlainValidator(_amount)]
-    completion: Annotated[Decimal, PlainValidator(_amount)]
-
-
-class AiDef(_Section):
-    """`ai: {event: ai.tokens, currency: USD, models: {gpt-4o: {prompt: 250, ...}}}`:
-    prices are minor units of the currency per million tokens."""
-
-    event: EventType = "ai.tokens"
-    currency: Annotated[str, _value("expected an ISO 4217 code, e.g. USD", _matches(CURRENCY))] = (
-        "USD"
-    )
-    models: Annotated[dict[Any, Any], _mapping("expected a mapping of model names to prices")] = (
-        Field(default_factory=dict)
-    )
-
-
-class PlansDocument(_Section):
-    """The top of the file. Each section is a mapping whose items are checked one by one."""
-
-    version: Annotated[
-        int,
-        _value(
-            f"expected {SUPPORTED_VERSION}",
-            lambda v: type(v) is int and v == SUPPORTED_VERSION,
-        ),
-    ] = Field(None, validate_default=True)
-    meters: Annotated[
-        dict[Any, Any], _mapping("expected a mapping of meter keys to definitions")
-    ] = Field(default_factory=dict)
-    features: Annotated[
-        dict[Any, Any],
-        _mapping("expected a mapping of feature keys to definitions", empty=False),
-    ] = Field(None, validate_default=True)
-    plans: Annotated[
-        dict[Any, Any],
-        _mapping("expected a mapping of plan keys to definitions", empty=False),
-    ] = Field(None, validate_default=True)
-    ai: Annotated[
-        dict[Any, Any], _mapping("expected a mapping with event, currency and models")
-    ] = Field(default_factory=dict)
-
-
-# --- reading -------------------------------------------------------------------------
 
 
 def load(path: Path) -> CatalogSpec:
@@ -399,7 +149,7 @@ def validate(document: Any, *, problems: list[str] | None = None) -> CatalogSpec
     if not isinstance(document, Mapping):
         message = "(top): expected a mapping with version, features and plans"
         raise PlansFileError([*(problems or []), message])
-    found = _Problems(document)
+    found = Problems(document)
     found.model(PlansDocument, document, ())  # the top's own keys, and each section's shape
 
     def section(name: str) -> Mapping[Any, Any]:
@@ -421,7 +171,7 @@ def validate(document: Any, *, problems: list[str] | None = None) -> CatalogSpec
 
 
 def _key(
-    found: _Problems, path: tuple[str, ...], key: Any, pattern: Any, message: str
+    found: Problems, path: tuple[str, ...], key: Any, pattern: Any, message: str
 ) -> str | None:
     if isinstance(key, str) and pattern.match(key) and len(key) <= MAX_KEY_LENGTH:
         return key
@@ -429,7 +179,7 @@ def _key(
     return None
 
 
-def _meters(raw: Mapping[Any, Any], found: _Problems) -> dict[str, Meter]:
+def _meters(raw: Mapping[Any, Any], found: Problems) -> dict[str, Meter]:
     meters: dict[str, Meter] = {}
     for key, body in raw.items():
         path = ("meters", str(key))
@@ -468,7 +218,7 @@ def _meters(raw: Mapping[Any, Any], found: _Problems) -> dict[str, Meter]:
     return meters
 
 
-def _ai(raw: Mapping[Any, Any], found: _Problems) -> AiSettings:
+def _ai(raw: Mapping[Any, Any], found: Problems) -> AiSettings:
     ai = found.model(AiDef, raw, ("ai",))
     raw_models = raw.get("models", {})
     models: dict[str, Price] = {}
@@ -488,13 +238,12 @@ def _ai(raw: Mapping[Any, Any], found: _Problems) -> AiSettings:
     return AiSettings(event=ai.event, currency=ai.currency, models=models)
 
 
-M = TypeVar("M", bound=BaseModel)
 _FEATURES: Final = TypeAdapter(FeatureDef)
 _TYPES: Final = ", ".join(t.value for t in FeatureType)
 
 
 def _features(
-    raw: Mapping[Any, Any], meters: Mapping[str, Meter], found: _Problems
+    raw: Mapping[Any, Any], meters: Mapping[str, Meter], found: Problems
 ) -> dict[str, Feature]:
     features: dict[str, Feature] = {}
     for key, body in raw.items():
@@ -506,7 +255,7 @@ def _features(
             found.add(path, "expected a mapping with a type")
             continue
         kind = body.get("type")
-        if not isinstance(kind, str) or kind not in _FEATURE_KINDS:
+        if not isinstance(kind, str) or kind not in FEATURE_KINDS:
             found.add((*path, "type"), f"expected one of {_TYPES}")
             continue
         feature = found.adapted(_FEATURES, body, path)
@@ -535,7 +284,7 @@ def _feature_meter(
     body: Mapping[Any, Any],
     path: tuple[str, ...],
     meters: Mapping[str, Meter],
-    found: _Problems,
+    found: Problems,
 ) -> dict[str, Any] | None:
     """The meter a feature reads, as its config (`{}` for none), or None when it names
     one it may not read: a metered feature draws on a sum or count meter that never
@@ -561,7 +310,7 @@ def _feature_meter(
 
 
 def _plans(
-    raw: Mapping[Any, Any], features: Mapping[str, Feature], found: _Problems
+    raw: Mapping[Any, Any], features: Mapping[str, Feature], found: Problems
 ) -> dict[str, PlanDefinition]:
     plans: dict[str, PlanDefinition] = {}
     for key, body in raw.items():
@@ -595,100 +344,3 @@ def _plans(
             features=values,
         )
     return plans
-
-
-# --- problems, with their paths, in the document's order -------------------------------
-
-
-class _Problems:
-    """The problems found so far, each with its path into the document; they come out
-    in the order the document lists what they are about."""
-
-    def __init__(self, document: Any) -> None:
-        self._found: list[tuple[tuple[str, ...], str, bool]] = []
-        self._order = _positions(document)
-
-    def __len__(self) -> int:
-        return len(self._found)
-
-    def __bool__(self) -> bool:
-        return bool(self._found)
-
-    def add(self, path: tuple[str, ...], message: str, *, last: bool = False) -> None:
-        """A problem of `path`; with `last`, of the block as a whole, after its items."""
-        if (path, message, last) not in self._found:  # two checks may find the same
-            self._found.append((path, message, last))
-
-    def model(self, model: type[M], body: Any, path: tuple[str, ...]) -> M | None:
-        """`body` as a `model`, or None with its problems added."""
-        try:
-            return model.model_validate(body)
-        except ValidationError as error:
-            self._translate(error, path, model)
-            return None
-
-    def adapted(self, adapter: TypeAdapter[Any], body: Any, path: tuple[str, ...]) -> Any:
-        try:
-            return adapter.validate_python(body)
-        except ValidationError as error:
-            self._translate(error, path, None, tagged=True)
-            return None
-
-    def _translate(
-        self,
-        error: ValidationError,
-        path: tuple[str, ...],
-        model: type[BaseModel] | None,
-        *,
-        tagged: bool = False,
-    ) -> None:
-        for item in error.errors():
-            loc = [str(part) for part in item["loc"] if part != "[key]"]
-            if tagged and loc:  # a union member names itself first: `metered`, ...
-                model = _FEATURE_KINDS.get(loc[0])
-                loc = loc[1:]
-            keys: tuple[str, ...] = _keys_of(model) if model else ()
-            if item["type"] == "extra_forbidden":
-                message = f"unknown key (expected one of {', '.join(keys)})"
-            elif item["type"] == "missing":
-                message = "required"
-            else:
-                message = str(item["msg"])
-            self.add((*path, *loc), message)
-
-    def messages(self) -> list[str]:
-        def position(found: tuple[tuple[str, ...], str, bool]) -> tuple[int, int]:
-            path, _message, last = found
-            for depth in range(len(path), 0, -1):
-                span = self._order.get(path[:depth])
-                if span is not None:
-                    return (span[1], 1) if last else (span[0], 0)
-            return (0, 0)
-
-        ordered = sorted(self._found, key=position)  # stable: ties keep the finding order
-        return [f"{'.'.join(path) or '(top)'}: {message}" for path, message, _ in ordered]
-
-
-def _keys_of(model: type[BaseModel]) -> tuple[str, ...]:
-    """The keys a block takes, as a message names them: a feature's `type` first."""
-    names = tuple(model.model_fields)
-    return ("type", *(n for n in names if n != "type")) if "type" in names else names
-
-
-def _positions(document: Any) -> dict[tuple[str, ...], tuple[int, int]]:
-    """Every mapping key's path, with where it starts and ends in a walk of the document."""
-    spans: dict[tuple[str, ...], tuple[int, int]] = {}
-    step = 0
-
-    def walk(node: Any, path: tuple[str, ...]) -> None:
-        nonlocal step
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                here = (*path, str(key))
-                start = step = step + 1
-                walk(value, here)
-                step += 1
-                spans[here] = (start, step)
-
-    walk(document, ())
-    return spans
