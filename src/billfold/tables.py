@@ -11,7 +11,13 @@ from billfold.catalog.tables import (
 from billfold.claims.tables import claim_batches, claim_codes, claim_redemptions
 from billfold.customers.tables import customers
 from billfold.grants.tables import grants
-from billfold.kit.tables import event_chain_heads, event_log, idempotency_keys, rate_limit_counters
+from billfold.kit.tables import (
+    event_chain_heads,
+    event_log,
+    idempotency_keys,
+    outbox,
+    rate_limit_counters,
+)
 from billfold.metering.tables import quota_accounts, usage_events
 from billfold.subscriptions.tables import subscriptions
 from billfold.tenants.tables import api_keys, tenants
@@ -30,6 +36,7 @@ __all__ = [
     "grants",
     "idempotency_keys",
     "meters",
+    "outbox",
     "plan_versions",
     "plans",
     "quota_accounts",

@@ -1,7 +1,8 @@
 """The event log: an append-only record of every state change, per tenant, chained by
 hashes and written in the transaction of the change it records.
 
-`record` and `record_many` are the one way in. An entry's hash covers its previous
+`record` and `record_many` are the one way in, and each entry they write gets its
+outbox row in the same transaction (`kit.outbox`). An entry's hash covers its previous
 entry's hash and its own fields, so an edit breaks the entry itself, and a move or a
 deletion breaks the link of the entry after it. The sequence number is left out of the
 hash on purpose: order is what the links prove. Reading and verifying the log is the
@@ -19,6 +20,7 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billfold.kit import outbox
 from billfold.kit.context import Context
 from billfold.kit.invariants import invariant
 from billfold.kit.tables import event_chain_heads, event_log
@@ -99,6 +101,7 @@ async def record_many(session: AsyncSession, entries: Sequence[Entry]) -> list[i
         values["hash"] = prev_hash = entry_hash(prev_hash, fields)
         rows.append(values)
     await session.execute(insert(event_log), rows)
+    await outbox.enqueue(session, rows)
     await session.execute(
         update(event_chain_heads)
         .where(event_chain_heads.c.tenant_id == tenant_id)

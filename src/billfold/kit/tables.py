@@ -1,5 +1,6 @@
-"""The tables of kit's own machinery: idempotency keys, rate-limit counters, and the
-event log with its chain heads. Every domain writes through them; none owns them."""
+"""The tables of kit's own machinery: idempotency keys, rate-limit counters, the event
+log with its chain heads, and the outbox. Every domain writes through them; none owns
+them."""
 
 from sqlalchemy import (
     BigInteger,
@@ -10,6 +11,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 
 from billfold.kit.db import JSONDocument, UTCDateTime, metadata
@@ -67,4 +69,34 @@ event_chain_heads = Table(
     Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+)
+
+# One row per event-log entry, written in the same transaction (kit/eventlog.py), for the
+# workers that act on what happened (kit/outbox.py): pending until delivered, or parked
+# after too many failed attempts. Delivered rows are deleted after a retention period.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("event_seq", BigInteger, nullable=False),  # the entry: (tenant_id, event_seq)
+    Column("topic", String(64), nullable=False),  # the entry's type
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("available_at", UTCDateTime, nullable=False),  # a retry waits until then
+    Column("attempts", Integer, nullable=False, server_default="0"),  # failed ones
+    Column("claim", String(32), nullable=True),  # the worker's claim, while it holds it
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("parked_at", UTCDateTime, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Index(
+        "ix_outbox_pending",
+        "available_at",
+        "id",
+        postgresql_where=text("delivered_at IS NULL AND parked_at IS NULL"),
+        sqlite_where=text("delivered_at IS NULL AND parked_at IS NULL"),
+    ),
+    Index("ix_outbox_delivered", "delivered_at"),
 )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,10 +28,9 @@ from nats.js.client import JetStreamContext
 from billfold.catalog import catalog as catalog_reader
 from billfold.kit.context import Actor, Context
 from billfold.kit.db import Database
+from billfold.kit.worker import Runner
 from billfold.metering.events import UsageEvent
 from billfold.metering.ingest import ingest
-
-log = logging.getLogger("billfold.ingest")
 
 SUBJECT = "billfold.usage"
 CONSUMER = "billfold-ingest"
@@ -138,7 +136,8 @@ class WorkerOptions:
 
 
 async def run_worker(database: Database, options: WorkerOptions, stop: asyncio.Event) -> int:
-    """Drain the stream until `stop` is set; returns how many messages were stored."""
+    """Drain the stream on the shared worker runner until `stop` is set; returns how many
+    messages were stored."""
     client = await nats.connect(options.url, max_reconnect_attempts=-1)
     try:
         js = client.jetstream()
@@ -149,20 +148,39 @@ async def run_worker(database: Database, options: WorkerOptions, stop: asyncio.E
             stream=options.stream,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_S),
         )
-        stored = 0
-        while not stop.is_set():
-            messages = await next_batch(subscription, options.batch)
-            if not messages:
-                continue
-            await _store(database, [json.loads(m.data) for m in messages], options)
-            for message in messages:  # only after the commit: a crash means redelivery
-                await message.ack()
-            stored += len(messages)
-            log.info("stored %d messages (%d in all)", len(messages), stored)
-        return stored
+        source = StreamSource(database, subscription, options)
+        progress = await Runner("ingest", source, batch=options.batch).run(stop)
+        return progress.items
     finally:
         # Everything fetched was acked or will be redelivered; nothing needs draining.
         await client.close()
+
+
+class StreamSource:
+    """The stream as a `kit.worker.Source`: a batch of messages is stored in one
+    transaction per tenant, then acknowledged; a failed one is handed back to JetStream."""
+
+    def __init__(
+        self,
+        database: Database,
+        subscription: JetStreamContext.PullSubscription,
+        options: WorkerOptions,
+    ) -> None:
+        self._database = database
+        self._subscription = subscription
+        self._options = options
+
+    async def take(self, limit: int) -> list[Msg]:
+        return await next_batch(self._subscription, limit)
+
+    async def handle(self, batch: Sequence[Msg], stop: asyncio.Event) -> None:
+        await _store(self._database, [json.loads(m.data) for m in batch], self._options)
+        for message in batch:  # only after the commit: a crash means redelivery
+            await message.ack()
+
+    async def failed(self, batch: Sequence[Msg], error: Exception, retry_in_s: float) -> None:
+        for message in batch:
+            await message.nak(delay=retry_in_s)
 
 
 async def next_batch(subscription: JetStreamContext.PullSubscription, size: int) -> list[Msg]:

@@ -1,0 +1,314 @@
+"""The outbox: an entry per committed event-log entry, none for a rolled-back one, and
+workers that deliver each exactly once, retry with backoff, park, and stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.kit.outbox import ALL_TOPICS, Announcement, Claimed, OutboxSource
+from billfold.kit.tables import rate_limit_counters
+from billfold.kit.worker import Backoff, Runner
+from billfold.tenants import service as tenants
+from billfold.tenants.scopes import Scope
+from tests.conftest import ROOT, Harness, postgresql_only
+
+pytestmark = pytest.mark.anyio
+
+
+class Failure(Exception):
+    pass
+
+
+async def outbox_rows(harness: Harness) -> list[Any]:
+    async with harness.database.transaction(write=False) as session:
+        result = await session.execute(
+            text(
+                "SELECT o.topic, o.event_seq, e.type FROM outbox o JOIN event_log e "
+                "ON e.tenant_id = o.tenant_id AND e.seq = o.event_seq "
+                "WHERE o.tenant_id = :t ORDER BY o.id"
+            ),
+            {"t": harness.tenant_id},
+        )
+        return list(result.all())
+
+
+async def quiet(harness: Harness) -> None:
+    """Arrange: every other test's entries count as delivered, so a worker sees ours."""
+    async with harness.database.transaction() as session:
+        await session.execute(
+            text("UPDATE outbox SET delivered_at = created_at WHERE delivered_at IS NULL")
+        )
+
+
+async def test_a_committed_change_has_one_entry_each_and_a_rolled_back_one_none(
+    harness: Harness,
+) -> None:
+    before = await outbox_rows(harness)
+    async with harness.database.transaction() as session:
+        await tenants.create_key(session, harness.operator(), name="kept", scope=Scope.SERVICE)
+    committed = await outbox_rows(harness)
+    assert len(committed) == len(before) + 1
+    assert committed[-1].topic == committed[-1].type == "ApiKeyCreated"
+
+    with pytest.raises(Failure):
+        await create_a_key_and_fail(harness)
+    assert await outbox_rows(harness) == committed
+
+    # A plan grant writes an event-log entry per feature: an outbox row for each.
+    granted = await harness.post("/v1/customers/ada/grants", {"plan": "pro"})
+    assert granted.status_code == 201, granted.text
+    rows = await outbox_rows(harness)
+    new = rows[len(committed) :]
+    assert [row.topic for row in new] == ["EntitlementGranted"] * 8
+    assert all(row.topic == row.type for row in new)
+    assert len({row.event_seq for row in rows}) == len(rows)
+
+
+async def create_a_key_and_fail(harness: Harness) -> None:
+    async with harness.database.transaction() as session:
+        await tenants.create_key(session, harness.operator(), name="gone", scope=Scope.ADMIN)
+        raise Failure  # the change rolls back, and its announcement with it
+
+
+class Recorder:
+    """A handler that remembers what it was handed, and fails while told to."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.seen: list[Announcement] = []
+        self.failures = failures
+
+    async def __call__(self, session: AsyncSession, announcement: Announcement) -> None:
+        self.seen.append(announcement)
+        if self.failures:
+            self.failures -= 1
+            raise Failure("the receiver is down")
+        # The handler's own writes commit with the delivery, or not at all.
+        await session.execute(
+            rate_limit_counters.insert().values(
+                key=f"outbox-test:{announcement.outbox_id}",
+                window_start=announcement.occurred_at,
+                count=1,
+            )
+        )
+
+
+async def marks(harness: Harness, outbox_ids: Sequence[int]) -> int:
+    async with harness.database.transaction(write=False) as session:
+        keys = [f"outbox-test:{i}" for i in outbox_ids]
+        statement = text("SELECT count(*) FROM rate_limit_counters WHERE key IN :keys")
+        statement = statement.bindparams(bindparam("keys", expanding=True))
+        return int(await session.scalar(statement, {"keys": keys}) or 0)
+
+
+async def drain(source: OutboxSource, batch: int = 50) -> list[Claimed]:
+    """Claim and deliver until nothing is pending now; what was claimed."""
+    taken: list[Claimed] = []
+    while claimed := await source.claim(batch):
+        taken += claimed
+        await source.handle(claimed, asyncio.Event())
+    return taken
+
+
+async def test_each_entry_is_delivered_once_with_the_handlers_writes(harness: Harness) -> None:
+    await quiet(harness)
+    await harness.post("/v1/customers/ada/subscriptions", {"plan": "pro"})
+    recorder = Recorder()
+    source = OutboxSource(harness.database, harness.clock, {ALL_TOPICS: [recorder]})
+    taken = await drain(source)
+    topics = Counter(a.type for a in recorder.seen)
+    assert topics == {"EntitlementGranted": 8, "SubscriptionActivated": 1}
+    assert {a.tenant_id for a in recorder.seen} == {harness.tenant_id}
+    assert await marks(harness, [item.id for item in taken]) == len(taken)
+    assert await drain(source) == []  # delivered: never handed over again
+
+
+async def test_a_failed_delivery_waits_its_backoff_and_is_parked_in_the_end(
+    harness: Harness,
+) -> None:
+    await quiet(harness)
+    await harness.key(Scope.READONLY)  # one entry: ApiKeyCreated
+    recorder = Recorder(failures=10)
+    source = OutboxSource(
+        harness.database,
+        harness.clock,
+        {"ApiKeyCreated": [recorder]},
+        max_attempts=3,
+        backoff=Backoff(initial_s=60, factor=2, max_s=3600),
+    )
+    (first,) = await drain(source)
+    assert len(recorder.seen) == 1
+    assert await drain(source) == []  # not before its backoff
+    harness.clock.advance(timedelta(seconds=61))
+    assert len(await drain(source)) == 1  # attempt 2, after 60 s
+    harness.clock.advance(timedelta(seconds=61))
+    assert await drain(source) == []  # the next waits 120 s
+    harness.clock.advance(timedelta(seconds=60))
+    assert len(await drain(source)) == 1  # attempt 3 fails: parked
+    harness.clock.advance(timedelta(days=1))
+    assert await drain(source) == []
+    assert [a.attempt for a in recorder.seen] == [1, 2, 3]
+    async with harness.database.transaction(write=False) as session:
+        row = (
+            await session.execute(
+                text("SELECT attempts, parked_at, last_error FROM outbox WHERE id = :i"),
+                {"i": first.id},
+            )
+        ).one()
+    assert row.attempts == 3
+    assert row.parked_at is not None
+    assert row.last_error == "Failure: the receiver is down"
+    assert await marks(harness, [first.id]) == 0  # no failed attempt wrote anything
+
+
+async def test_a_worker_told_to_stop_gives_back_what_it_has_not_begun(harness: Harness) -> None:
+    await quiet(harness)
+    await harness.post("/v1/customers/ada/grants", {"plan": "pro"})  # 8 entries
+    stop = asyncio.Event()
+    seen = 0
+
+    async def stop_after_two(session: AsyncSession, announcement: Announcement) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == 2:
+            stop.set()  # SIGTERM arrives while the second entry is in hand
+
+    source = OutboxSource(harness.database, harness.clock, {ALL_TOPICS: [stop_after_two]})
+    batch = await source.claim(100)
+    await source.handle(batch, stop)
+    assert seen == 2  # the entry in hand was finished, the rest given back at once
+    assert len(await source.claim(100)) == len(batch) - 2
+
+
+async def test_an_expired_claim_is_not_delivered_by_the_worker_that_lost_it(
+    harness: Harness,
+) -> None:
+    await quiet(harness)
+    await harness.key(Scope.READONLY)
+    recorder = Recorder()
+    slow = OutboxSource(
+        harness.database, harness.clock, {ALL_TOPICS: [recorder]}, lease=timedelta(seconds=30)
+    )
+    (held,) = await slow.claim(10)
+    harness.clock.advance(timedelta(seconds=31))  # the slow worker's lease runs out
+    fast = OutboxSource(harness.database, harness.clock, {ALL_TOPICS: [recorder]})
+    assert [item.id for item in await drain(fast)] == [held.id]
+    assert await slow.deliver(held) is False  # its claim is gone: its writes roll back
+    assert await marks(harness, [held.id]) == 1
+
+
+@postgresql_only  # concurrent claims are what SKIP LOCKED is for; SQLite runs one writer
+async def test_parallel_workers_never_deliver_an_entry_twice(harness: Harness) -> None:
+    await quiet(harness)
+    for index in range(30):  # 30 grants of one feature: 30 entries
+        response = await harness.post(
+            f"/v1/customers/c{index}/grants", {"feature": "rag.enabled", "value": True}
+        )
+        assert response.status_code == 201
+    delivered: Counter[int] = Counter()
+
+    async def count(session: AsyncSession, announcement: Announcement) -> None:
+        delivered[announcement.seq] += 1
+        await asyncio.sleep(0.001)  # let the other workers interleave
+
+    workers = [
+        OutboxSource(harness.database, harness.clock, {ALL_TOPICS: [count]}) for _ in range(4)
+    ]
+    claimed = await asyncio.gather(*(drain(worker, batch=3) for worker in workers))
+    assert sum(len(c) for c in claimed) == 30
+    assert len(delivered) == 30
+    assert set(delivered.values()) == {1}
+    assert sum(1 for c in claimed if c) > 1  # the work was shared
+
+
+class Script:
+    """A source that fails its first `failures` batches, then succeeds."""
+
+    def __init__(self, failures: int, stop_after: int) -> None:
+        self.failures = failures
+        self.stop_after = stop_after
+        self.handled: list[int] = []
+        self.given_back: list[tuple[int, float]] = []
+        self.next = 0
+
+    async def take(self, limit: int) -> list[int]:
+        self.next += 1
+        return [self.next] * min(limit, 2)
+
+    async def handle(self, batch: Sequence[int], stop: asyncio.Event) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise Failure("down")
+        self.handled.append(batch[0])
+        if len(self.handled) == self.stop_after:
+            stop.set()
+
+    async def failed(self, batch: Sequence[int], error: Exception, retry_in_s: float) -> None:
+        self.given_back.append((batch[0], retry_in_s))
+
+
+async def test_the_runner_backs_off_while_failing_and_stops_after_the_batch_in_hand() -> None:
+    script = Script(failures=3, stop_after=2)
+    runner = Runner("test", script, batch=5, backoff=Backoff(initial_s=0.001, factor=2))
+    progress = await runner.run(asyncio.Event())
+    assert script.given_back == [(1, 0.001), (2, 0.002), (3, 0.004)]  # doubling delays
+    assert script.handled == [4, 5]  # then it went on, and stopped after batch 5
+    assert (progress.batches, progress.items, progress.failures) == (2, 4, 3)
+
+
+async def test_the_outbox_worker_drains_and_stops_on_sigterm(harness: Harness) -> None:
+    await quiet(harness)
+    await harness.key(Scope.READONLY)
+    process = outbox_worker(harness)
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)
+        assert "draining" in line, line
+        for _ in range(300):
+            if not await pending(harness):
+                break
+            await asyncio.sleep(0.05)  # waiting on another process to deliver
+        assert await pending(harness) == 0
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "outbox worker: stopped after handling" in output
+
+
+def outbox_worker(harness: Harness) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BILLFOLD_")}
+    env.update(
+        BILLFOLD_DATABASE_URL=harness.settings.database_url,
+        BILLFOLD_SECRET_KEY=harness.settings.secret_key.decode(),
+    )
+    return subprocess.Popen(  # noqa: S603 (our own console script, fixed arguments)
+        [str(ROOT / ".venv" / "bin" / "billfold"), "worker", "outbox", "--batch", "10"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+async def pending(harness: Harness) -> int:
+    async with harness.database.transaction(write=False) as session:
+        return int(
+            await session.scalar(
+                text("SELECT count(*) FROM outbox WHERE tenant_id = :t AND delivered_at IS NULL"),
+                {"t": harness.tenant_id},
+            )
+            or 0
+        )
