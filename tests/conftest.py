@@ -25,12 +25,13 @@ from billfold.app import create_app
 from billfold.catalog import plansfile
 from billfold.catalog import service as catalog_service
 from billfold.kit.clock import FrozenClock
-from billfold.kit.context import Actor, Context
+from billfold.kit.context import Context
 from billfold.kit.db import Database, async_url
 from billfold.kit.migrate import upgrade
 from billfold.settings import Settings
 from billfold.tenants import service as tenants
 from billfold.tenants.scopes import Scope
+from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_PLANS = ROOT / "examples" / "plans.yaml"
@@ -158,12 +159,8 @@ class Harness:
         return {"Authorization": f"Bearer {token}"}
 
     def operator(self) -> Context:
-        return Context(
-            tenant_id=self.tenant_id,
-            actor=Actor(kind="operator", id="test", scope="admin"),
-            correlation_id="test",
-            now=self.clock.now(),
-        )
+        """The context of an operator acting now, as the factories act."""
+        return Context(self.tenant_id, factories.OPERATOR, "test", self.clock.now())
 
     async def apply_plans(self, document: str) -> None:
         async with self.database.transaction() as session:
@@ -184,18 +181,15 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-async def new_harness(database_url: str, **settings_overrides: Any) -> Harness:
+async def new_harness(
+    database_url: str, plans: Path | str = EXAMPLE_PLANS, **settings_overrides: Any
+) -> Harness:
+    """A new tenant with `plans` (the example file by default), on a new app."""
     settings = make_settings(database_url, **settings_overrides)
     database = Database(database_url, pool_size=5)
     clock = FrozenClock(START)
     app = create_app(settings, clock=clock, database=database)
-    async with database.transaction() as session:
-        tenant = await tenants.create_tenant(
-            session, f"t-{secrets.token_hex(6)}", "Test tenant", clock.now()
-        )
-        ctx = Context(tenant.id, Actor("operator", "test", "admin"), "setup", clock.now())
-        _key, token = await tenants.create_key(session, ctx, name="admin", scope=Scope.ADMIN)
-        await catalog_service.apply(session, ctx, plansfile.load(EXAMPLE_PLANS))
+    tenant_id, token = await factories.tenant(database, clock.now(), plans)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     client = httpx.AsyncClient(transport=transport, base_url="http://billfold.test")
     return Harness(
@@ -203,7 +197,7 @@ async def new_harness(database_url: str, **settings_overrides: Any) -> Harness:
         database=database,
         clock=clock,
         settings=settings,
-        tenant_id=tenant.id,
+        tenant_id=tenant_id,
         admin={"Authorization": f"Bearer {token}"},
         app=app,
     )

@@ -22,6 +22,7 @@ from billfold.metering.quotas.batcher import ConsumeBatcher
 from billfold.metering.quotas.lookup import Enforcing
 from billfold.metering.quotas.reported import draw_reported
 from tests.conftest import Harness, assert_problem, new_harness, postgresql_only
+from tests.factories import grant, quota_usage
 
 pytestmark = pytest.mark.anyio
 
@@ -53,14 +54,8 @@ def metric(exposition: str, name: str) -> float:
     return 0.0
 
 
-async def usage(harness: Harness, customer: str = "ada") -> dict[str, Any]:
-    response = await harness.get(f"/v1/customers/{customer}/entitlements")
-    assert response.status_code == 200, response.text
-    return dict(response.json()["entitlements"]["ai.tokens"]["usage"])
-
-
 async def test_the_free_plan_gives_10000_tokens_a_month(harness: Harness) -> None:
-    standing = await usage(harness, "nobody")
+    standing = await quota_usage(harness, "nobody")
     assert standing == {
         "used": "0",
         "remaining": "10000",
@@ -81,7 +76,7 @@ async def test_a_retry_is_replayed_and_counts_once(harness: Harness) -> None:
     again = (await consume(harness, "same")).json()
     assert again["replayed"] is True
     assert again["event_id"] == first["event_id"]
-    assert (await usage(harness))["used"] == "4000"
+    assert (await quota_usage(harness))["used"] == "4000"
 
 
 async def test_advisory_allows_and_records_the_overage(harness: Harness) -> None:
@@ -110,7 +105,7 @@ async def test_enforce_refuses_with_402_and_names_the_upgrades(enforcing: Harnes
     )
     assert [plan["plan"] for plan in body["upgrade"]] == ["beta_tester", "pro", "studio"]
     assert body["detail"] == "ai.tokens: 4000 requested, 2000 left until 2026-07-01T00:00:00Z"
-    assert (await usage(enforcing))["used"] == "8000"  # nothing recorded
+    assert (await quota_usage(enforcing))["used"] == "8000"  # nothing recorded
     small = await consume(enforcing, "d", amount=2000)
     assert small.json()["remaining"] == "0"
 
@@ -127,16 +122,12 @@ async def test_a_top_up_is_drawn_before_the_allowance_when_it_ends_first(
     enforcing: Harness,
 ) -> None:
     ends = enforcing.clock.now() + timedelta(days=10)
-    grant = await enforcing.post(
-        "/v1/customers/ada/grants",
-        {"feature": "ai.tokens", "value": 50000, "ends_at": ends.isoformat()},
-    )
-    assert grant.status_code == 201, grant.text
-    assert (await usage(enforcing))["limit"] == "60000"
+    await grant(enforcing, "ada", feature="ai.tokens", value=50000, ends_at=ends)
+    assert (await quota_usage(enforcing))["limit"] == "60000"
     assert (await consume(enforcing, "a", amount=55000)).json()["remaining"] == "5000"
     # The top-up ends: 5,000 of the month's allowance were drawn, 5,000 are left.
     enforcing.clock.travel_to(ends)
-    assert (await usage(enforcing))["remaining"] == "5000"
+    assert (await quota_usage(enforcing))["remaining"] == "5000"
 
 
 async def test_reported_usage_draws_on_the_quota(enforcing: Harness) -> None:
@@ -152,7 +143,7 @@ async def test_reported_usage_draws_on_the_quota(enforcing: Harness) -> None:
         ],
     )
     assert reported.json()["accepted"] == 1
-    assert (await usage(enforcing))["used"] == "9000"
+    assert (await quota_usage(enforcing))["used"] == "9000"
     refused = await consume(enforcing, "c", amount=2000)
     assert assert_problem(refused, 402, "quota_exceeded")["remaining"] == "1000"
     check = await enforcing.post(
@@ -177,7 +168,7 @@ async def test_64_parallel_consumes_never_overspend(enforcing: Harness) -> None:
     statuses = sorted(a.status_code for a in answers)
     assert statuses.count(200) == 33  # 33 x 300 = 9,900 of 10,000
     assert statuses.count(402) == 31, [a.text for a in answers if a.status_code not in (200, 402)]
-    assert (await usage(enforcing))["used"] == "9900"
+    assert (await quota_usage(enforcing))["used"] == "9900"
     metered = await enforcing.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
     assert metered.json()["buckets"][0]["value"] == "9900"
 
@@ -208,7 +199,7 @@ async def test_two_processes_consuming_one_quota_never_overspend(enforcing: Harn
     statuses = sorted(a.status_code for a in answers)
     assert statuses.count(200) == 33, [a.text for a in answers if a.status_code != 402]
     assert statuses.count(402) == 63
-    assert (await usage(enforcing))["used"] == "9900"
+    assert (await quota_usage(enforcing))["used"] == "9900"
     metered = await enforcing.get("/v1/customers/ada/usage", params={"meter": "ai_tokens"})
     assert metered.json()["buckets"][0]["value"] == "9900"
 
@@ -286,10 +277,10 @@ async def test_an_unlocked_draw_is_not_stored_when_its_account_moved(
     # The writer committed first: nothing is stored, and the account goes under lock.
     assert await loser == ([None], {("ada", "ai.tokens")})
     used = 1000 * existing + 4000
-    assert (await usage(enforcing))["used"] == str(used)
+    assert (await quota_usage(enforcing))["used"] == str(used)
     again = await consume(enforcing, "unlocked")  # through the API, it is stored once
     assert (again.status_code, again.json()["used"]) == (200, str(used + 4000))
-    assert (await usage(enforcing))["used"] == str(used + 4000)
+    assert (await quota_usage(enforcing))["used"] == str(used + 4000)
 
 
 @postgresql_only  # the unlocked path is PostgreSQL's; on SQLite every batch locks
@@ -316,7 +307,7 @@ async def test_a_consume_answered_from_a_redrawn_key_is_redrawn_with_it(
     assert isinstance(ada, quotas.QuotaExceeded)  # 8,000 of 10,000 were gone
     assert isinstance(bob, quotas.Consumed), bob
     assert (bob.replayed, bob.customer) == (False, "bob")
-    assert (await usage(enforcing, "bob"))["used"] == "1"
+    assert (await quota_usage(enforcing, "bob"))["used"] == "1"
 
 
 async def test_a_retry_after_the_quota_ran_out_is_replayed(enforcing: Harness) -> None:
@@ -328,7 +319,7 @@ async def test_a_retry_after_the_quota_ran_out_is_replayed(enforcing: Harness) -
     assert again.status_code == 200, again.text
     assert again.json()["replayed"] is True
     assert again.json()["event_id"] == first.json()["event_id"]
-    assert (await usage(enforcing))["used"] == "10000"
+    assert (await quota_usage(enforcing))["used"] == "10000"
 
 
 @postgresql_only  # the trigger of migration 0006 is PostgreSQL's
@@ -365,15 +356,9 @@ async def test_one_batch_draws_each_event_from_the_buckets_live_when_it_happened
     buckets live at its own instant, in time order, whatever the order in the batch."""
     harness.clock.travel_to(harness.clock.now().replace(month=6, day=30, hour=23, minute=0))
     june = harness.clock.now()
-    grant = await harness.post(
-        "/v1/customers/ada/grants",
-        {
-            "feature": "ai.tokens",
-            "value": 5000,
-            "ends_at": (june + timedelta(minutes=30)).isoformat(),
-        },
+    await grant(
+        harness, "ada", feature="ai.tokens", value=5000, ends_at=june + timedelta(minutes=30)
     )
-    assert grant.status_code == 201, grant.text
     harness.clock.travel_to(june + timedelta(minutes=90))  # 00:30 on July 1st
 
     def event(key: str, minutes: int, tokens: int) -> dict[str, Any]:
@@ -395,13 +380,13 @@ async def test_one_batch_draws_each_event_from_the_buckets_live_when_it_happened
         ],
     )
     assert reported.json()["accepted"] == 4, reported.text
-    assert (await usage(harness))["used"] == "12000"
-    assert (await usage(harness))["overage"] == "2000"
+    assert (await quota_usage(harness))["used"] == "12000"
+    assert (await quota_usage(harness))["overage"] == "2000"
     harness.clock.travel_to(june + timedelta(minutes=50))  # June, after the top-up ended
-    june_standing = await usage(harness)
+    june_standing = await quota_usage(harness)
     assert (june_standing["used"], june_standing["remaining"]) == ("7000", "3000")
     harness.clock.travel_to(june + timedelta(minutes=25))  # June, the top-up still live
-    assert (await usage(harness))["used"] == "9000"  # 2,000 top-up + 7,000 June
+    assert (await quota_usage(harness))["used"] == "9000"  # 2,000 top-up + 7,000 June
     overages = (await harness.get("/v1/audit/events", params={"type": "QuotaExceeded"})).json()
     assert [e["data"]["overage"] for e in overages["events"]] == ["2000"]
 
@@ -445,7 +430,7 @@ async def test_parallel_retries_are_recorded_once_and_answered_alike(harness: Ha
     assert all(len(ids) == 1 for ids in by_key.values())  # one event per key
     assert sum(a.json()["replayed"] for a in answers) == 32
     for customer in {c for _k, c in keys}:
-        assert (await usage(harness, customer))["used"] == "40"  # 4 keys x 10
+        assert (await quota_usage(harness, customer))["used"] == "40"  # 4 keys x 10
     metrics = (await harness.client.get("/metrics")).text
     batches = next(
         float(line.split()[-1])

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import EXAMPLE_PLANS, Harness, assert_problem, postgresql_only
+from tests.factories import check, events
 
 pytestmark = pytest.mark.anyio
 
@@ -240,23 +241,11 @@ async def test_every_aggregation_is_exact(harness: Harness) -> None:
 
 async def test_a_limit_backed_by_a_gauge_needs_no_current(harness: Harness) -> None:
     """spaces.max counts space.created minus space.deleted: the product keeps no counter."""
-
-    def space(key: str, kind: str) -> dict[str, Any]:
-        return {"idempotency_key": key, "customer": "gus", "type": kind, "properties": {}}
-
-    async def check() -> dict[str, Any]:
-        response = await harness.post(
-            "/v1/entitlements/check", {"customer": "gus", "feature": "spaces.max"}
-        )
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    created = [space(f"c{i}", "space.created") for i in range(3)]
-    assert (await report(harness, created)).json()["accepted"] == 3
-    full = await check()
+    await events(harness, "gus", "space.created", count=3)
+    full = await check(harness, customer="gus", feature="spaces.max")
     assert (full["allowed"], full["remaining"], full["reason"]) == (False, 0, "limit_reached")
-    await report(harness, [space("d1", "space.deleted")])
-    room = await check()
+    await events(harness, "gus", "space.deleted")
+    room = await check(harness, customer="gus", feature="spaces.max")
     assert (room["allowed"], room["remaining"]) == (True, 1)
     gauge = await usage(harness, "gus", meter="spaces")
     assert gauge["buckets"][0]["value"] == "2"

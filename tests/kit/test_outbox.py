@@ -18,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.kit.outbox import ALL_TOPICS, Announcement, Claimed, OutboxSource
 from billfold.kit.tables import rate_limit_counters
-from billfold.kit.worker import Backoff, Runner
+from billfold.kit.worker import Backoff
 from billfold.tenants import service as tenants
 from billfold.tenants.scopes import Scope
 from tests.conftest import ROOT, Harness, postgresql_only
+from tests.factories import grant, subscription
 
 pytestmark = pytest.mark.anyio
 
@@ -122,7 +123,7 @@ async def drain(source: OutboxSource, batch: int = 50) -> list[Claimed]:
 
 async def test_each_entry_is_delivered_once_with_the_handlers_writes(harness: Harness) -> None:
     await quiet(harness)
-    await harness.post("/v1/customers/ada/subscriptions", {"plan": "pro"})
+    await subscription(harness, "ada", "pro")
     recorder = Recorder()
     source = OutboxSource(harness.database, harness.clock, {ALL_TOPICS: [recorder]})
     taken = await drain(source)
@@ -173,7 +174,7 @@ async def test_a_failed_delivery_waits_its_backoff_and_is_parked_in_the_end(
 
 async def test_a_worker_told_to_stop_gives_back_what_it_has_not_begun(harness: Harness) -> None:
     await quiet(harness)
-    await harness.post("/v1/customers/ada/grants", {"plan": "pro"})  # 8 entries
+    await grant(harness, "ada", plan="pro")  # 8 entries
     stop = asyncio.Event()
     seen = 0
 
@@ -211,10 +212,7 @@ async def test_an_expired_claim_is_not_delivered_by_the_worker_that_lost_it(
 async def test_parallel_workers_never_deliver_an_entry_twice(harness: Harness) -> None:
     await quiet(harness)
     for index in range(30):  # 30 grants of one feature: 30 entries
-        response = await harness.post(
-            f"/v1/customers/c{index}/grants", {"feature": "rag.enabled", "value": True}
-        )
-        assert response.status_code == 201
+        await grant(harness, f"c{index}", feature="rag.enabled", value=True)
     delivered: Counter[int] = Counter()
 
     async def count(session: AsyncSession, announcement: Announcement) -> None:
@@ -229,41 +227,6 @@ async def test_parallel_workers_never_deliver_an_entry_twice(harness: Harness) -
     assert len(delivered) == 30
     assert set(delivered.values()) == {1}
     assert sum(1 for c in claimed if c) > 1  # the work was shared
-
-
-class Script:
-    """A source that fails its first `failures` batches, then succeeds."""
-
-    def __init__(self, failures: int, stop_after: int) -> None:
-        self.failures = failures
-        self.stop_after = stop_after
-        self.handled: list[int] = []
-        self.given_back: list[tuple[int, float]] = []
-        self.next = 0
-
-    async def take(self, limit: int) -> list[int]:
-        self.next += 1
-        return [self.next] * min(limit, 2)
-
-    async def handle(self, batch: Sequence[int], stop: asyncio.Event) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise Failure("down")
-        self.handled.append(batch[0])
-        if len(self.handled) == self.stop_after:
-            stop.set()
-
-    async def failed(self, batch: Sequence[int], error: Exception, retry_in_s: float) -> None:
-        self.given_back.append((batch[0], retry_in_s))
-
-
-async def test_the_runner_backs_off_while_failing_and_stops_after_the_batch_in_hand() -> None:
-    script = Script(failures=3, stop_after=2)
-    runner = Runner("test", script, batch=5, backoff=Backoff(initial_s=0.001, factor=2))
-    progress = await runner.run(asyncio.Event())
-    assert script.given_back == [(1, 0.001), (2, 0.002), (3, 0.004)]  # doubling delays
-    assert script.handled == [4, 5]  # then it went on, and stopped after batch 5
-    assert (progress.batches, progress.items, progress.failures) == (2, 4, 3)
 
 
 async def test_the_outbox_worker_drains_and_stops_on_sigterm(harness: Harness) -> None:
