@@ -47,7 +47,6 @@ async def put_customer(
     external_id: ExternalId, body: CustomerIn, call: AdminCall, response: Response
 ) -> CustomerOut:
     """Create or update a customer's profile. Customers are also created on first grant."""
-    service.check_external_id(external_id)
     customer, created = await service.upsert(
         call.session,
         call.ctx,
@@ -62,7 +61,6 @@ async def put_customer(
 
 @router.get("/v1/customers/{external_id}")
 async def get_customer(external_id: ExternalId, call: ReadCall) -> CustomerOut:
-    service.check_external_id(external_id)
     return CustomerOut.of(await service.get(call.session, call.ctx.tenant_id, external_id))
 
 

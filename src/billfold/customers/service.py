@@ -59,6 +59,7 @@ async def find(session: AsyncSession, tenant_id: str, external_id: str) -> Custo
 
 
 async def get(session: AsyncSession, tenant_id: str, external_id: str) -> Customer:
+    check_external_id(external_id)
     customer = await find(session, tenant_id, external_id)
     if customer is None:
         raise CustomerNotFound(f"no customer {external_id!r}")
@@ -103,6 +104,7 @@ async def upsert(
     metadata: dict[str, Any],
 ) -> tuple[Customer, bool]:
     """Create or update a customer's profile; returns it and whether it was created."""
+    check_external_id(external_id)
     found = await find(session, ctx.tenant_id, external_id)
     customer = found or await ensure(session, ctx, external_id)
     if (customer.name, customer.email, customer.metadata) != (name, email, metadata):

@@ -34,7 +34,6 @@ async def list_grants(
     call: ReadCall,
     state: Annotated[Literal["live", "all"], Query()] = "all",
 ) -> GrantsOut:
-    customers.check_external_id(external_id)
     catalog = await call.catalog()
     grants = await service.grants_of(
         call.session, catalog, call.ctx, external_id, live_only=state == "live"

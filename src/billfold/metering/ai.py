@@ -15,6 +15,8 @@ from decimal import Decimal
 from typing import Any, Final
 
 from billfold.catalog.ai import AiSettings
+from billfold.customers.service import check_external_id
+from billfold.kit.errors import FieldError, InvalidInput
 
 SERVICE: Final = "ai-runtime"
 
@@ -78,30 +80,28 @@ def report(settings: AiSettings, rows: Iterable[tuple[datetime, Mapping[str, Any
     return AiReport(by_workflow, by_model, total)
 
 
-class SummaryError(ValueError):
-    """The summary cannot become usage events; the message names the field."""
-
-    def __init__(self, pointer: str, message: str) -> None:
-        super().__init__(message)
-        self.pointer = pointer
+def _refused(pointer: str, message: str) -> InvalidInput:
+    return InvalidInput(message, errors=[FieldError(message, pointer=pointer)])
 
 
 def events_of(summary: Mapping[str, Any], settings: AiSettings) -> list[dict[str, Any]]:
-    """The usage events of one validated summary (see the API schema), one per model."""
+    """The usage events of one validated summary (see the API schema), one per model;
+    `InvalidInput` names the field that cannot become one."""
+    check_external_id(summary["customer"], pointer="#/customer")
     chat, sequence = summary["chat_id"], summary["sequence"]
     events = []
     seen: set[str] = set()
     for index, usage in enumerate(summary["models"]):
         model = usage["model"]
         if model in seen:
-            raise SummaryError(f"#/models/{index}/model", f"model {model!r} is listed twice")
+            raise _refused(f"#/models/{index}/model", f"model {model!r} is listed twice")
         seen.add(model)
         prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
         total = usage.get("total_tokens")
         if total is None:
             total = prompt + completion
         elif total != prompt + completion:
-            raise SummaryError(
+            raise _refused(
                 f"#/models/{index}/total_tokens",
                 f"total_tokens {total} is not prompt_tokens + completion_tokens "
                 f"({prompt + completion})",

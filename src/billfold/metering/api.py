@@ -11,10 +11,9 @@ from pydantic import AwareDatetime
 from pydantic_core import to_json
 
 from billfold.catalog.schemas import MeterOut
-from billfold.customers import service as customers
 from billfold.http.bodies import body_of, json_body_schema, json_response, read_json
 from billfold.http.calls import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
-from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
+from billfold.kit.errors import BillfoldError
 from billfold.kit.money import round_minor
 from billfold.metering import ai, events, ingest, usage
 from billfold.metering.aggregation import exact
@@ -146,16 +145,15 @@ async def customer_usage(
     ] = None,
 ) -> Response:
     """A meter's exact aggregate of one customer's usage, in the meter's own units."""
-    customers.check_external_id(external_id)
-    start_at, end_at = usage.reporting_period(call.ctx.now, start, end)
-    report = await usage.usage(
+    report = await usage.report(
         call.session,
         await call.catalog(),
         call.ctx.tenant_id,
         external_id,
         meter,
-        start_at,
-        end_at,
+        now=call.ctx.now,
+        start=start,
+        end=end,
         window=window,
         group_by=[name for value in group_by or [] for name in value.split(",") if name],
     )
@@ -202,7 +200,6 @@ async def consume(request: Request, call: SelfCommittingReportCall) -> Response:
     `quota_exceeded`; under `advisory` it is allowed, and the overage is logged, counted
     and written to the event log as `QuotaExceeded`."""
     body = await read_json(request, ConsumeIn)
-    customers.check_external_id(body.customer, pointer="#/customer")
     metering = call.collaborator(Metering)
     prepared = prepare_consume(
         call.ctx,
@@ -251,15 +248,7 @@ async def usage_summary(request: Request, call: ReportCall) -> Response:
     Idempotent on chat id, sequence and model: a summary sent again counts once. The
     events draw on quotas like any others (`ai.tokens`)."""
     body = await read_json(request, UsageSummaryIn)
-    customers.check_external_id(body.customer, pointer="#/customer")
-    catalog = await call.catalog()
-    payload = body.model_dump(mode="json")
-    try:
-        items = ai.events_of(payload, catalog.ai)
-    except ai.SummaryError as error:
-        raise InvalidInput(
-            str(error), errors=[FieldError(str(error), pointer=error.pointer)]
-        ) from None
+    items = ai.events_of(body.model_dump(mode="json"), (await call.catalog()).ai)
     return await accept_events(
         call, items, events.JSON_TYPE, echo={"chat_id": body.chat_id, "sequence": body.sequence}
     )
@@ -292,25 +281,30 @@ async def ai_usage(
 
     Costs come from the plans file's `ai.models` price table, in minor units of
     `ai.currency`; each line is rounded once, half to even."""
-    customers.check_external_id(external_id)
-    start_at, end_at = usage.reporting_period(call.ctx.now, start, end)
-    catalog = await call.catalog()
     found = await usage.ai_usage(
-        call.session, catalog, call.ctx.tenant_id, external_id, start_at, end_at
+        call.session,
+        await call.catalog(),
+        call.ctx.tenant_id,
+        external_id,
+        now=call.ctx.now,
+        start=start,
+        end=end,
     )
+    report = found.report
     return json_response(
         AiUsageOut(
-            customer=external_id,
-            start=start_at,
-            end=end_at,
-            currency=catalog.ai.currency,
-            total=AiLineOut(**_line(found.total)),
+            customer=found.customer,
+            start=found.start,
+            end=found.end,
+            currency=found.currency,
+            total=AiLineOut(**_line(report.total)),
             workflows=[
                 WorkflowOut(workflow=name, **_line(line))
-                for name, line in sorted(found.by_workflow.items())
+                for name, line in sorted(report.by_workflow.items())
             ],
             models=[
-                ModelOut(model=name, **_line(line)) for name, line in sorted(found.by_model.items())
+                ModelOut(model=name, **_line(line))
+                for name, line in sorted(report.by_model.items())
             ],
         )
     )

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.meters import Meter
+from billfold.customers import service as customers
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
 from billfold.kit.periods import Reset, period
 from billfold.metering import ai, repository
@@ -49,7 +50,7 @@ class Window(StrEnum):
         return period(Reset(self.value), start)[1]
 
 
-def reporting_period(
+def _reporting_period(
     now: datetime, start: datetime | None, end: datetime | None
 ) -> tuple[datetime, datetime]:
     """The [from, to) of a usage report; by default the calendar month that holds `now`."""
@@ -81,6 +82,36 @@ class UsageReport:
     window: Window | None
     group_by: tuple[str, ...]
     buckets: list[Bucket]
+
+
+async def report(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    customer: str,
+    meter_key: str,
+    *,
+    now: datetime,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    window: Window | None = None,
+    group_by: Sequence[str] = (),
+) -> UsageReport:
+    """A usage report as the API asks for it: over [start, end), by default the calendar
+    month that holds `now`."""
+    customers.check_external_id(customer)
+    start, end = _reporting_period(now, start, end)
+    return await usage(
+        session,
+        catalog,
+        tenant_id,
+        customer,
+        meter_key,
+        start,
+        end,
+        window=window,
+        group_by=group_by,
+    )
 
 
 async def usage(
@@ -182,16 +213,29 @@ _AI_PROPERTIES = (
 )
 
 
+@dataclass(frozen=True)
+class AiUsage:
+    customer: str
+    start: datetime
+    end: datetime
+    currency: str
+    report: ai.AiReport
+
+
 async def ai_usage(
     session: AsyncSession,
     catalog: Catalog,
     tenant_id: str,
     customer: str,
-    start: datetime,
-    end: datetime,
-) -> ai.AiReport:
-    """Tokens and estimated cost per workflow and per model over [start, end), priced by
-    the plans file's `ai.models` table."""
+    *,
+    now: datetime,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> AiUsage:
+    """Tokens and estimated cost per workflow and per model over [start, end) (by default
+    this calendar month), priced by the plans file's `ai.models` table."""
+    customers.check_external_id(customer)
+    start, end = _reporting_period(now, start, end)
     records = await repository.events_of(
         session, tenant_id, customer, [catalog.ai.event], start, end, _AI_PROPERTIES
     )
@@ -199,4 +243,4 @@ async def ai_usage(
         (record[0], {name: json_value(record[i + 2]) for i, name in enumerate(_AI_PROPERTIES)})
         for record in records
     )
-    return ai.report(catalog.ai, rows)
+    return AiUsage(customer, start, end, catalog.ai.currency, ai.report(catalog.ai, rows))

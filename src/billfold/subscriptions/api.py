@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import Field
 
-from billfold.customers import service as customers
 from billfold.http.calls import AdminCall, ReadCall, idempotent
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Metadata, Out
@@ -67,7 +66,6 @@ async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> Subscr
 @idempotent
 async def activate(external_id: ExternalId, body: ActivateIn, call: AdminCall) -> SubscriptionOut:
     """Activate a plan for a customer; the plan's grant follows the subscription."""
-    customers.check_external_id(external_id)
     subscription = await service.activate(
         call.session,
         call.ctx,
@@ -83,7 +81,6 @@ async def activate(external_id: ExternalId, body: ActivateIn, call: AdminCall) -
 
 @router.get("/v1/customers/{external_id}/subscriptions")
 async def customer_subscriptions(external_id: ExternalId, call: ReadCall) -> SubscriptionsOut:
-    customers.check_external_id(external_id)
     found = await service.of_customer(call.session, call.ctx.tenant_id, external_id)
     return SubscriptionsOut(
         customer=external_id, subscriptions=[await _out(call, s) for s in found]

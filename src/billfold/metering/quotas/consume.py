@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.meters import Aggregation
 from billfold.catalog.quotas import Enforcement, LimitKind
+from billfold.customers.service import check_external_id
 from billfold.grants import lookup as grants
 from billfold.grants.snapshots import Snapshot, SnapshotCache
 from billfold.kit import eventlog
@@ -94,6 +95,7 @@ def prepare_consume(
 ) -> ConsumeRequest:
     """Check a consume against the catalog before anything is locked: the feature is
     metered, the amount is one its meter can record exactly, and the meter counts it."""
+    check_external_id(customer, pointer="#/customer")
     quota_def = quota_of(catalog, feature_key)
     meter = quota_def.meter
     if meter.aggregation is Aggregation.COUNT and amount != 1:
