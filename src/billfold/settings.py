@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -36,6 +36,7 @@ class SettingsError(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    reads_environment: ClassVar[bool] = False
 
     database_url: str = DEFAULT_DATABASE_URL
     # Keys the hashes of claim codes. Kept outside the database on purpose: from
@@ -68,7 +69,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # only what the caller gives; `from_env` reads the rest
+        if not cls.reads_environment:
+            return (init_settings,)  # only what the caller gives
+        return (init_settings, EnvSettingsSource(settings_cls, env_prefix=PREFIX))
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -96,17 +99,7 @@ class _FromEnvironment(Settings):
     """`Settings` read from the environment, with the secret key from its file."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, EnvSettingsSource(settings_cls, env_prefix=PREFIX))
+    reads_environment: ClassVar[bool] = True
 
     @model_validator(mode="before")
     @classmethod

@@ -39,6 +39,11 @@ router = APIRouter(tags=["metering"])
 
 EVENTS_PATH = "/v1/events"
 ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
+# A usage report's period, [from, to): by default the calendar month of the request.
+From = Annotated[
+    AwareDatetime | None, Query(alias="from", description="default: this month's start")
+]
+To = Annotated[AwareDatetime | None, Query(alias="to", description="default: next month's start")]
 
 
 class UnreadableEvents(BillfoldError):
@@ -133,12 +138,8 @@ async def customer_usage(
     external_id: ExternalId,
     call: ReadCall,
     meter: Annotated[str, Query(max_length=100, description="a meter of the plans file")],
-    start: Annotated[
-        AwareDatetime | None, Query(alias="from", description="default: this month's start")
-    ] = None,
-    end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="default: next month's start")
-    ] = None,
+    start: From = None,
+    end: To = None,
     window: Annotated[Window | None, Query(description="one bucket per window")] = None,
     group_by: Annotated[
         list[str] | None, Query(description="properties the meter may group by")
@@ -268,14 +269,10 @@ def _line(line: ai.Line) -> dict[str, int]:
 
 @router.get("/v1/customers/{external_id}/usage/ai", response_model=AiUsageOut)
 async def ai_usage(
-    external_id: Annotated[str, Path(min_length=1, max_length=255)],
+    external_id: ExternalId,
     call: ReadCall,
-    start: Annotated[
-        AwareDatetime | None, Query(alias="from", description="default: this month's start")
-    ] = None,
-    end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="default: next month's start")
-    ] = None,
+    start: From = None,
+    end: To = None,
 ) -> Response:
     """Tokens and estimated cost per workflow and per model over [from, to).
 
