@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.kit.outbox import ALL_TOPICS, Announcement, Claimed, OutboxSource
+from billfold.kit.outbox import ALL_TOPICS, Announcement, Claimed, OutboxSource, prune
 from billfold.kit.tables import rate_limit_counters
 from billfold.kit.worker import Backoff
 from billfold.tenants import service as tenants
@@ -275,3 +275,20 @@ async def pending(harness: Harness) -> int:
             )
             or 0
         )
+
+
+async def test_delivered_rows_go_after_the_retention_and_parked_ones_stay(
+    harness: Harness,
+) -> None:
+    await quiet(harness)
+    await grant(harness, "ada", plan="pro")  # 8 entries, delivered below
+    await drain(OutboxSource(harness.database, harness.clock, {}))
+    await harness.key(Scope.READONLY)  # 1 entry, parked below
+    failing = OutboxSource(
+        harness.database, harness.clock, {ALL_TOPICS: [Recorder(failures=1)]}, max_attempts=1
+    )
+    await drain(failing)
+    harness.clock.advance(timedelta(days=8))
+    deleted = await prune(harness.database, harness.clock.now() - timedelta(days=7), chunk=3)
+    assert deleted >= 8  # in chunks of 3, with whatever other tests delivered
+    assert [row.topic for row in await outbox_rows(harness)] == ["ApiKeyCreated"]

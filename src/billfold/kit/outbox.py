@@ -239,11 +239,18 @@ class ClaimLost(Exception):
     """The row's claim expired and another worker claimed it: this delivery rolls back."""
 
 
-async def prune(database: Database, before: datetime) -> int:
-    """Delete the rows delivered before `before`; parked rows stay."""
-    async with database.transaction() as session:
-        result = await session.execute(delete(outbox).where(outbox.c.delivered_at < before))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+async def prune(database: Database, before: datetime, *, chunk: int = 10_000) -> int:
+    """Delete the rows delivered before `before`, `chunk` rows per transaction, so that a
+    backlog never becomes one huge transaction; parked rows stay."""
+    deleted = 0
+    while True:
+        done = select(outbox.c.id).where(outbox.c.delivered_at < before).limit(chunk)
+        async with database.transaction() as session:
+            result = await session.execute(delete(outbox).where(outbox.c.id.in_(done)))
+        count = int(result.rowcount)  # type: ignore[attr-defined]
+        deleted += count
+        if count < chunk:
+            return deleted
 
 
 async def _announcement(session: AsyncSession, item: Claimed) -> Announcement:
