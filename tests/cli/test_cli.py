@@ -287,7 +287,7 @@ def test_changing_a_feature_type_is_refused(tmp_path: Path, cli: Cli) -> None:
     validated = cli.run("plans", "validate", path)
     assert validated.returncode == 1, validated.stdout
     assert message in validated.stderr
-    assert "refused by tenant 'default'" in validated.stderr
+    assert "refused by the stored catalog of tenant 'default'" in validated.stderr
     offline = cli.run("plans", "validate", "--offline", path)
     assert offline.returncode == 0, offline.stderr  # the file alone is valid
 

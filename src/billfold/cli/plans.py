@@ -43,7 +43,7 @@ def plans_validate(
     compared = "" if offline else _compare(tenant, spec)
     if compared.startswith("error:"):
         typer.echo(compared.removeprefix("error:"), err=True)
-        typer.echo(f"{file}: refused by tenant {tenant!r}'s stored catalog", err=True)
+        typer.echo(f"{file}: refused by the stored catalog of tenant {tenant!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{file}: ok ({summary}){compared}")
 
