@@ -1,0 +1,106 @@
+"""Migrations move data that is there, not only empty schemas: a database that an older
+release filled is upgraded, and downgraded, with nothing lost and no key left dangling."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from billfold.kit.db import async_url
+from billfold.kit.migrate import alembic_config, upgrade
+from tests.conftest import POSTGRES_URL, _admin_execute
+
+CREATED = datetime(2026, 5, 1, 10, 0)  # naive: UTC, as the tables store it on SQLite
+
+
+@pytest.fixture
+def scratch_url(backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty database of its own, for a test that migrates step by step."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="billfold-migrations-") as folder:
+            yield f"sqlite:///{Path(folder) / 'old.db'}"
+        return
+    request.getfixturevalue("postgres_url")  # skips, or fails under CI, without PostgreSQL
+    name = f"billfold_migrations_{secrets.token_hex(4)}"
+    asyncio.run(_admin_execute(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_admin_execute(POSTGRES_URL, f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+def sql(url: str, statement: str, **values: Any) -> list[Any]:
+    async def run() -> list[Any]:
+        engine = create_async_engine(async_url(url))
+        try:
+            async with engine.begin() as connection:
+                result = await connection.execute(text(statement), values)
+                return list(result.all()) if result.returns_rows else []
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def columns(url: str, table: str) -> set[str]:
+    async def run() -> set[str]:
+        engine = create_async_engine(async_url(url))
+        try:
+            async with engine.connect() as connection:
+                found = await connection.run_sync(lambda c: inspect(c).get_columns(table))
+                return {column["name"] for column in found}
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def test_catalog_revisions_move_out_of_a_filled_tenants_table_and_back(
+    scratch_url: str,
+) -> None:
+    upgrade(scratch_url, "0006")  # the release before: the revision is a tenants column
+    for tenant, revision in (("ten_applied", 3), ("ten_fresh", 0)):
+        sql(
+            scratch_url,
+            "INSERT INTO tenants (id, slug, name, catalog_revision, created_at) "
+            "VALUES (:id, :id, :id, :revision, :created)",
+            id=tenant,
+            revision=revision,
+            created=CREATED,
+        )
+        sql(  # rows that reference the tenant, so rebuilding tenants must keep them valid
+            scratch_url,
+            "INSERT INTO event_chain_heads (tenant_id, seq, hash) VALUES (:id, 0, :hash)",
+            id=tenant,
+            hash="0" * 64,
+        )
+    sql(
+        scratch_url,
+        "INSERT INTO api_keys (id, tenant_id, name, scope, secret_hash, created_at) "
+        "VALUES ('key_1', 'ten_applied', 'admin', 'admin', :hash, :created)",
+        hash="a" * 64,
+        created=CREATED,
+    )
+
+    upgrade(scratch_url, "head")
+    assert "catalog_revision" not in columns(scratch_url, "tenants")
+    assert sql(scratch_url, "SELECT tenant_id, revision FROM catalogs") == [("ten_applied", 3)]
+    assert sql(scratch_url, "SELECT id, tenant_id FROM api_keys") == [("key_1", "ten_applied")]
+    assert sql(scratch_url, "SELECT count(*) FROM event_chain_heads") == [(2,)]
+
+    command.downgrade(alembic_config(scratch_url), "0006")
+    assert sql(scratch_url, "SELECT id, catalog_revision FROM tenants ORDER BY id") == [
+        ("ten_applied", 3),
+        ("ten_fresh", 0),
+    ]
+    upgrade(scratch_url, "head")  # and up again, as a rolled-back release is re-applied
+    assert sql(scratch_url, "SELECT tenant_id, revision FROM catalogs") == [("ten_applied", 3)]
