@@ -250,3 +250,32 @@ def _outcome(document: Any) -> plansfile.CatalogSpec | list[str]:
         return plansfile.validate(document)
     except PlansFileError as error:
         return error.errors
+
+
+def test_a_quota_setting_left_null_takes_its_default() -> None:
+    spec = plansfile.validate(
+        {
+            "version": 1,
+            "meters": {"calls": {"event": "api.call", "aggregation": "count"}},
+            "features": {
+                "api.calls": {
+                    "type": "metered",
+                    "meter": "calls",
+                    "reset": None,
+                    "anchor": None,
+                    "limit": None,
+                }
+            },
+            "plans": {"free": {"name": None, "features": {"api.calls": 100}}},
+        }
+    )
+    config = spec.features["api.calls"].config
+    assert (config["reset"], config["anchor"], config["limit"]) == ("month", "calendar", "hard")
+    assert spec.plans["free"].name == "free"
+
+
+def test_a_key_that_is_not_text_is_an_unknown_key() -> None:
+    document = {1: "x", "version": 1, "features": {"a.b": {"type": "boolean"}}, "plans": {"p": {}}}
+    assert _outcome(document) == [
+        "1: unknown key (expected one of version, meters, features, plans, ai)"
+    ]

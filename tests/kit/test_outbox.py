@@ -191,21 +191,63 @@ async def test_a_worker_told_to_stop_gives_back_what_it_has_not_begun(harness: H
     assert len(await source.claim(100)) == len(batch) - 2
 
 
-async def test_an_expired_claim_is_not_delivered_by_the_worker_that_lost_it(
+async def test_entries_whose_claim_expired_are_not_handled_by_the_worker_that_lost_them(
     harness: Harness,
 ) -> None:
     await quiet(harness)
-    await harness.key(Scope.READONLY)
+    await grant(harness, "ada", plan="pro")  # 8 entries
     recorder = Recorder()
     slow = OutboxSource(
         harness.database, harness.clock, {ALL_TOPICS: [recorder]}, lease=timedelta(seconds=30)
     )
-    (held,) = await slow.claim(10)
+    held = await slow.claim(10)
     harness.clock.advance(timedelta(seconds=31))  # the slow worker's lease runs out
     fast = OutboxSource(harness.database, harness.clock, {ALL_TOPICS: [recorder]})
-    assert [item.id for item in await drain(fast)] == [held.id]
-    assert await slow.deliver(held) is False  # its claim is gone: its writes roll back
-    assert await marks(harness, [held.id]) == 1
+    assert [item.id for item in await drain(fast)] == [item.id for item in held]
+    assert [await slow.deliver(item) for item in held] == [False] * 8  # claims gone
+    assert len(recorder.seen) == 8  # each handler ran once: never for a lost claim
+    assert await marks(harness, [item.id for item in held]) == 8
+
+
+@postgresql_only  # SQLite has one writer: no other worker claims while one delivers
+async def test_an_entry_being_delivered_is_not_claimed_even_past_its_lease(
+    harness: Harness,
+) -> None:
+    await quiet(harness)
+    await harness.key(Scope.READONLY)
+    other = OutboxSource(harness.database, harness.clock, {})
+    stolen: list[Claimed] = []
+
+    async def slow(session: AsyncSession, announcement: Announcement) -> None:
+        harness.clock.advance(timedelta(minutes=5))  # far past the lease
+        stolen.extend(await other.claim(10))  # another worker looks meanwhile
+
+    worker = OutboxSource(harness.database, harness.clock, {ALL_TOPICS: [slow]})
+    (entry,) = await worker.claim(10)
+    assert await worker.deliver(entry) is True
+    assert stolen == []  # the row was held, lease or not
+
+
+async def test_an_entry_whose_deliveries_never_finish_is_parked(harness: Harness) -> None:
+    """A worker that dies mid-delivery leaves its claim to lapse; each claim counts."""
+    await quiet(harness)
+    await harness.key(Scope.READONLY)
+    source = OutboxSource(harness.database, harness.clock, {}, max_attempts=3)
+    for _ in range(3):  # claimed, then the worker dies before it delivers
+        assert len(await source.claim(10)) == 1
+        harness.clock.advance(timedelta(minutes=2))
+    (fourth,) = await source.claim(10)
+    assert await source.deliver(fourth) is False
+    harness.clock.advance(timedelta(days=1))
+    assert await source.claim(10) == []
+    async with harness.database.transaction(write=False) as session:
+        row = (
+            await session.execute(
+                text("SELECT parked_at, last_error FROM outbox WHERE id = :i"), {"i": fourth.id}
+            )
+        ).one()
+    assert row.parked_at is not None
+    assert row.last_error == "GaveUp: 3 attempts never finished"
 
 
 @postgresql_only  # concurrent claims are what SKIP LOCKED is for; SQLite runs one writer

@@ -16,14 +16,18 @@ pytestmark = pytest.mark.anyio
 class Script:
     """A source that fails its first `failures` batches, then succeeds."""
 
-    def __init__(self, failures: int, stop_after: int) -> None:
+    def __init__(self, failures: int, stop_after: int, take_failures: int = 0) -> None:
         self.failures = failures
+        self.take_failures = take_failures
         self.stop_after = stop_after
         self.handled: list[int] = []
         self.given_back: list[tuple[int, float]] = []
         self.next = 0
 
     async def take(self, limit: int) -> list[int]:
+        if self.take_failures:
+            self.take_failures -= 1
+            raise ConnectionError("the database went away")
         self.next += 1
         return [self.next] * min(limit, 2)
 
@@ -46,3 +50,11 @@ async def test_the_runner_backs_off_while_failing_and_stops_after_the_batch_in_h
     assert script.given_back == [(1, 0.001), (2, 0.002), (3, 0.004)]  # doubling delays
     assert script.handled == [4, 5]  # then it went on, and stopped after batch 5
     assert (progress.batches, progress.items, progress.failures) == (2, 4, 3)
+
+
+async def test_the_runner_outlasts_a_source_it_cannot_reach() -> None:
+    script = Script(failures=0, stop_after=1, take_failures=2)
+    runner = Runner("test", script, batch=5, backoff=Backoff(initial_s=0.001))
+    progress = await runner.run(asyncio.Event())
+    assert script.handled == [1]  # taking failed twice; then it took and handled
+    assert (progress.failures, progress.batches) == (2, 1)

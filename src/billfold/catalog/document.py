@@ -49,10 +49,13 @@ def _value(message: str, accept: Callable[[Any], bool]) -> PlainValidator:
     return PlainValidator(validate)
 
 
-def _choice(kind: type[StrEnum]) -> PlainValidator:
+def _choice(kind: type[StrEnum], *, unset: StrEnum | None = None) -> PlainValidator:
+    """One of `kind`'s values; with `unset`, a null stands for it (the key's default)."""
     names = ", ".join(item.value for item in kind)
 
     def validate(value: Any) -> Any:
+        if value is None and unset is not None:
+            return unset
         if not isinstance(value, str) or value not in {item.value for item in kind}:
             raise refuse(f"expected one of {names}")
         return kind(value)
@@ -185,9 +188,9 @@ class MeteredFeature(_FeatureBase):
 
     type: Literal["metered"]
     meter: QuotaMeter | None = None
-    reset: Annotated[Reset, _choice(Reset)] = Reset.MONTH
-    anchor: Annotated[Anchor, _choice(Anchor)] = Anchor.CALENDAR
-    limit: Annotated[LimitKind, _choice(LimitKind)] = LimitKind.HARD
+    reset: Annotated[Reset, _choice(Reset, unset=Reset.MONTH)] = Reset.MONTH
+    anchor: Annotated[Anchor, _choice(Anchor, unset=Anchor.CALENDAR)] = Anchor.CALENDAR
+    limit: Annotated[LimitKind, _choice(LimitKind, unset=LimitKind.HARD)] = LimitKind.HARD
     overage: Bool = False
     enforcement: Annotated[Enforcement, _choice(Enforcement)] | None = None
 

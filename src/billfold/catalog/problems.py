@@ -61,7 +61,7 @@ class Problems:
                 model = FEATURE_KINDS.get(loc[0])
                 loc = loc[1:]
             keys: tuple[str, ...] = _keys_of(model) if model else ()
-            if item["type"] == "extra_forbidden":
+            if item["type"] in ("extra_forbidden", "invalid_key"):  # unknown, or not text
                 message = f"unknown key (expected one of {', '.join(keys)})"
             elif item["type"] == "missing":
                 message = "required"

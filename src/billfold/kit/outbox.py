@@ -111,14 +111,16 @@ class OutboxSource:
         self._pruned_at: datetime | None = None
 
     async def take(self, limit: int) -> list[Claimed]:
+        await self._prune_now_and_then()
         claimed = await self.claim(limit)
         if not claimed:
-            await self._prune_now_and_then()
             await asyncio.sleep(self._idle_s)
         return claimed
 
     async def claim(self, limit: int) -> list[Claimed]:
-        """Up to `limit` pending rows, oldest first, held for the lease by a new claim."""
+        """Up to `limit` pending rows, oldest first, held for the lease by a new claim.
+        A claim counts as an attempt, so an entry whose delivery never finishes (its
+        worker dies, or its handlers outlast every lease) is parked in the end too."""
         now = self._clock.now()
         token = secrets.token_hex(16)
         pending = (
@@ -136,7 +138,7 @@ class OutboxSource:
         statement = (
             update(outbox)
             .where(outbox.c.id.in_(pending))
-            .values(claim=token, claimed_until=now + self._lease)
+            .values(claim=token, claimed_until=now + self._lease, attempts=outbox.c.attempts + 1)
             .returning(
                 outbox.c.id,
                 outbox.c.tenant_id,
@@ -161,23 +163,35 @@ class OutboxSource:
 
     async def deliver(self, item: Claimed) -> bool:
         """Hand one entry to its handlers and mark it delivered, all in one transaction;
-        on failure, schedule the next attempt or park it. True when delivered."""
+        on failure, schedule the next attempt or park it. True when delivered.
+
+        The transaction first takes the row, if the claim is still this worker's: from
+        then on no other worker can claim it (its claim skips locked rows), however
+        long the handlers take. A claim that was lost runs no handler at all."""
+        if item.attempts > self._max_attempts:
+            await self._schedule_retry(item, GaveUp(f"{item.attempts - 1} attempts never finished"))
+            return False
         handlers = [*self._handlers.get(item.topic, ()), *self._handlers.get(ALL_TOPICS, ())]
         try:
             async with self._database.transaction() as session:
+                held = await session.execute(
+                    update(outbox)
+                    .where(outbox.c.id == item.id, outbox.c.claim == item.claim)
+                    .values(claimed_until=self._clock.now() + self._lease)
+                )
+                if not held.rowcount:  # type: ignore[attr-defined]
+                    raise ClaimLost(f"outbox row {item.id} was claimed by another worker")
                 announcement = await _announcement(session, item)
                 for handler in handlers:
                     await handler(session, announcement)
                 now = self._clock.now()
-                marked = await session.execute(
+                await session.execute(
                     update(outbox)
-                    .where(outbox.c.id == item.id, outbox.c.claim == item.claim)
+                    .where(outbox.c.id == item.id)
                     .values(delivered_at=now, claim=None, claimed_until=None)
                 )
-                if not marked.rowcount:  # type: ignore[attr-defined]
-                    raise ClaimLost(f"outbox row {item.id} was claimed by another worker")
         except ClaimLost:
-            log.warning("outbox row %d: claim expired before delivery; not delivered", item.id)
+            log.warning("outbox row %d: its claim expired and another worker has it", item.id)
             return False
         except Exception as error:
             await self._schedule_retry(item, error)
@@ -185,7 +199,7 @@ class OutboxSource:
         return True
 
     async def _schedule_retry(self, item: Claimed, error: Exception) -> None:
-        attempts = item.attempts + 1
+        attempts = item.attempts  # counted when it was claimed
         now = self._clock.now()
         park = attempts >= self._max_attempts
         values: dict[str, Any] = {
@@ -215,14 +229,20 @@ class OutboxSource:
             )
 
     async def _release(self, items: Sequence[Claimed], available_at: datetime) -> None:
-        """Give claimed rows back, to be taken again from `available_at`."""
+        """Give claimed rows back, to be taken again from `available_at`; their claims
+        were no attempt."""
         if not items:
             return
         async with self._database.transaction() as session:
             await session.execute(
                 update(outbox)
                 .where(tuple_(outbox.c.id, outbox.c.claim).in_([(i.id, i.claim) for i in items]))
-                .values(claim=None, claimed_until=None, available_at=available_at)
+                .values(
+                    claim=None,
+                    claimed_until=None,
+                    available_at=available_at,
+                    attempts=outbox.c.attempts - 1,
+                )
             )
 
     async def _prune_now_and_then(self) -> None:
@@ -237,6 +257,10 @@ class OutboxSource:
 
 class ClaimLost(Exception):
     """The row's claim expired and another worker claimed it: this delivery rolls back."""
+
+
+class GaveUp(Exception):
+    """An entry claimed more often than it may be attempted: its deliveries never ended."""
 
 
 async def prune(database: Database, before: datetime, *, chunk: int = 10_000) -> int:
@@ -272,5 +296,5 @@ async def _announcement(session: AsyncSession, item: Claimed) -> Announcement:
         actor_id=row.actor_id,
         correlation_id=row.correlation_id,
         occurred_at=row.occurred_at,
-        attempt=item.attempts + 1,
+        attempt=item.attempts,
     )

@@ -74,23 +74,25 @@ class Runner(Generic[T]):
     async def run(self, stop: asyncio.Event) -> Progress:
         failed_in_a_row = 0
         while not stop.is_set():
-            batch = await self._source.take(self._batch)
-            if not batch:
-                continue
+            batch: Sequence[T] = ()
             try:
+                batch = await self._source.take(self._batch)
+                if not batch:
+                    continue
                 await self._source.handle(batch, stop)
             except Exception as error:
                 failed_in_a_row += 1
                 self.progress.failures += 1
                 delay_s = self._backoff.delay_s(failed_in_a_row)
                 log.exception(
-                    "%s: a batch of %d failed (%d in a row); trying again in %.1f s",
+                    "%s: %s failed (%d in a row); trying again in %.1f s",
                     self.name,
-                    len(batch),
+                    f"a batch of {len(batch)}" if batch else "taking a batch",
                     failed_in_a_row,
                     delay_s,
                 )
-                await self._source.failed(batch, error, delay_s)
+                if batch:
+                    await self._give_back(batch, error, delay_s)
                 await _sleep(delay_s, stop)
                 continue
             failed_in_a_row = 0
@@ -98,6 +100,14 @@ class Runner(Generic[T]):
             self.progress.items += len(batch)
             log.info("%s: handled %d (%d in all)", self.name, len(batch), self.progress.items)
         return self.progress
+
+    async def _give_back(self, batch: Sequence[T], error: Exception, delay_s: float) -> None:
+        """Hand a failed batch back; if even that fails (the database is gone), its
+        claims lapse on their own, so the worker only says so and goes on."""
+        try:
+            await self._source.failed(batch, error, delay_s)
+        except Exception:
+            log.exception("%s: could not give back a batch of %d", self.name, len(batch))
 
 
 async def _sleep(seconds: float, stop: asyncio.Event) -> None:
