@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import hypothesis
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -53,6 +54,12 @@ CSV_HEADER = [
     "campaign",
     "tier",
 ]
+
+
+# Property tests draw the same examples on every run, so CI is reproducible; a failure
+# prints the example to turn into a unit test. Nothing is written to .hypothesis/.
+hypothesis.settings.register_profile("billfold", derandomize=True, deadline=None, database=None)
+hypothesis.settings.load_profile("billfold")
 
 
 @pytest.fixture(scope="session")

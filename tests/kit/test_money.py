@@ -29,7 +29,7 @@ def test_an_amount_is_rounded_once_with_the_mode_named(
     assert round_minor(Decimal(amount), rounding=rounding) == minor
 
 
-@given(st.decimals(allow_nan=False, allow_infinity=False, places=6, max_value=10**12))
+@given(st.decimals(min_value=-(10**18), max_value=10**18, places=6))
 def test_rounding_moves_an_amount_by_at_most_half_a_minor_unit(amount: Decimal) -> None:
     rounded = round_minor(amount, rounding=ROUND_HALF_EVEN)
     assert type(rounded) is int
@@ -44,3 +44,10 @@ def test_money_adds_up_only_within_one_currency() -> None:
         Money(1, "euro")
     with pytest.raises(InvariantViolation):
         round_minor(Decimal("NaN"), rounding=ROUND_HALF_EVEN)
+
+
+def test_an_amount_beyond_64_bits_is_refused_however_many_digits_it_has() -> None:
+    # 29 digits: more than the default decimal context's precision of 28
+    assert round_minor(Decimal("-9223372036854775807.5"), rounding=ROUND_DOWN) == -(2**63 - 1)
+    with pytest.raises(InvariantViolation):
+        round_minor(Decimal("-9999999999999999999999999999.5"), rounding=ROUND_HALF_EVEN)

@@ -14,13 +14,17 @@ from typing import Final
 from billfold.kit.invariants import invariant
 
 CURRENCY: Final = re.compile(r"^[A-Z]{3}$")  # an ISO 4217 alphabetic code
+MAX_MINOR: Final = 2**63 - 1  # amounts are BIGINT columns
 
 
 def round_minor(amount: Decimal, *, rounding: str) -> int:
     """An exact amount of minor units rounded once to a whole number, with `rounding`
-    (one of the `decimal` module's modes, such as `ROUND_HALF_EVEN`)."""
+    (one of the `decimal` module's modes, such as `ROUND_HALF_EVEN`). Exact at any size
+    (no context precision applies); an amount no BIGINT holds is a bug, not money."""
     invariant(amount.is_finite(), "an amount of money is finite")
-    return int(amount.quantize(Decimal(1), rounding=rounding))
+    minor = int(amount.to_integral_value(rounding=rounding))
+    invariant(-MAX_MINOR <= minor <= MAX_MINOR, "an amount of money fits in 64 bits")
+    return minor
 
 
 @dataclass(frozen=True)
