@@ -1,8 +1,8 @@
 """Catalog revisions move from `tenants.catalog_revision` to a table of the catalog's own,
 so the catalog package needs nothing of the tenants package (docs/decisions/0020).
 
-Processes of the previous version read the dropped column: stop them before this
-migration runs, as for any release (the README's upgrade steps).
+Processes of the previous version read the dropped column: stop them all before this
+migration runs (docs/operating.md).
 
 Revision ID: 0007
 Revises: 0006
