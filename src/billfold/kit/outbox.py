@@ -203,7 +203,6 @@ class OutboxSource:
         now = self._clock.now()
         park = attempts >= self._max_attempts
         values: dict[str, Any] = {
-            "attempts": attempts,
             "claim": None,
             "claimed_until": None,
             "last_error": f"{type(error).__name__}: {error}"[:500],

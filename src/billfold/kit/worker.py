@@ -78,6 +78,7 @@ class Runner(Generic[T]):
             try:
                 batch = await self._source.take(self._batch)
                 if not batch:
+                    failed_in_a_row = 0  # the source answered: the next failure starts over
                     continue
                 await self._source.handle(batch, stop)
             except Exception as error:
