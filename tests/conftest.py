@@ -35,7 +35,9 @@ from billfold.tenants.scopes import Scope
 from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_PLANS = ROOT / "examples" / "plans.yaml"
+# The tests' own plans file, never examples/plans.yaml: the README tour edits the example.
+PLANS = ROOT / "tests" / "fixtures" / "plans.yaml"
+EXAMPLE_PLANS = PLANS  # the name tests used before the fixture; the same file
 POSTGRES_URL = os.environ.get(
     "BILLFOLD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -144,7 +146,7 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
 
 @dataclass
 class Harness:
-    """One tenant with the example plans applied, an admin key, and a frozen clock."""
+    """One tenant with the tests' plans applied, an admin key, and a frozen clock."""
 
     client: httpx.AsyncClient
     database: Database
@@ -189,9 +191,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 async def new_harness(
-    database_url: str, plans: Path | str = EXAMPLE_PLANS, **settings_overrides: Any
+    database_url: str, plans: Path | str = PLANS, **settings_overrides: Any
 ) -> Harness:
-    """A new tenant with `plans` (the example file by default), on a new app."""
+    """A new tenant with `plans` (the tests' plans file by default), on a new app."""
     settings = make_settings(database_url, **settings_overrides)
     database = Database(database_url, pool_size=5)
     clock = FrozenClock(START)

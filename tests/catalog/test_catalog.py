@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.conftest import EXAMPLE_PLANS, Harness
+from tests.conftest import PLANS, Harness
 from tests.factories import entitlements, grant
 
 pytestmark = pytest.mark.anyio
@@ -16,7 +16,7 @@ YAML = {"Content-Type": "application/yaml"}
 
 
 async def test_apply_stores_versions_only_for_changes(harness: Harness) -> None:
-    text = EXAMPLE_PLANS.read_text()
+    text = PLANS.read_text()
     unchanged = await harness.post("/v1/catalog", content=text, headers={**harness.admin, **YAML})
     assert unchanged.json() == {"applied": False, "revision": 1, "changes": []}
 
@@ -39,7 +39,7 @@ async def test_apply_stores_versions_only_for_changes(harness: Harness) -> None:
 
 async def test_existing_grants_keep_their_plan_version(harness: Harness) -> None:
     await grant(harness, "old", plan="pro")
-    edited = EXAMPLE_PLANS.read_text().replace("spaces.max: 50", "spaces.max: 60")
+    edited = PLANS.read_text().replace("spaces.max: 50", "spaces.max: 60")
     await harness.client.post("/v1/catalog", content=edited, headers={**harness.admin, **YAML})
     await grant(harness, "new", plan="pro")
     old = await entitlements(harness, "old")
@@ -76,7 +76,7 @@ async def test_json_documents_are_accepted_and_validated(harness: Harness) -> No
 
 
 async def test_parallel_applies_store_one_new_version(harness: Harness) -> None:
-    edited = EXAMPLE_PLANS.read_text().replace("spaces.max: 50", "spaces.max: 70")
+    edited = PLANS.read_text().replace("spaces.max: 50", "spaces.max: 70")
     responses = await asyncio.gather(
         *(
             harness.client.post("/v1/catalog", content=edited, headers={**harness.admin, **YAML})
@@ -101,7 +101,7 @@ def without_metering(text: str) -> str:
 
 
 async def test_meters_are_diffed_applied_and_archived(harness: Harness) -> None:
-    text = EXAMPLE_PLANS.read_text()
+    text = PLANS.read_text()
     catalog = (await harness.get("/v1/catalog")).json()
     assert [(m["key"], m["aggregation"], m["property"]) for m in catalog["meters"]] == [
         ("ai_tokens", "sum", "tokens"),
@@ -138,7 +138,7 @@ async def test_meters_are_diffed_applied_and_archived(harness: Harness) -> None:
 
 async def test_removing_a_setting_of_a_feature_is_a_change(harness: Harness) -> None:
     """Taking `meter: spaces` off spaces.max must be diffed and applied, not ignored."""
-    text = EXAMPLE_PLANS.read_text()
+    text = PLANS.read_text()
     line = "    meter: spaces   # check without `current`: Billfold counts created minus deleted\n"
     assert line in text
     applied = await harness.client.post(

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from billfold.catalog import plansfile
 from billfold.catalog.features import UNLIMITED
 from billfold.catalog.plansfile import PlansFileError
-from tests.conftest import EXAMPLE_PLANS
+from tests.conftest import PLANS
 
 
 def errors_of(document: str) -> list[str]:
@@ -23,7 +23,7 @@ def errors_of(document: str) -> list[str]:
 
 
 def test_example_plans_are_the_sot_plans() -> None:
-    spec = plansfile.load(EXAMPLE_PLANS)
+    spec = plansfile.load(PLANS)
     assert list(spec.plans) == ["free", "beta_tester", "pro", "studio"]
     assert spec.default_plan == "free"
     assert set(spec.features) == {
@@ -226,7 +226,7 @@ def _paths(document: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]
     return found
 
 
-EXAMPLE_DOCUMENT = yaml.safe_load(EXAMPLE_PLANS.read_text())
+EXAMPLE_DOCUMENT = yaml.safe_load(PLANS.read_text())
 
 
 @settings(max_examples=300, deadline=None)

@@ -25,7 +25,7 @@ from billfold.app import create_app
 from billfold.claims import codes
 from billfold.kit.db import Database
 from billfold.settings import Settings
-from tests.conftest import CSV_HEADER, EXAMPLE_PLANS, ROOT
+from tests.conftest import CSV_HEADER, PLANS, ROOT
 
 BILLFOLD = ROOT / ".venv" / "bin" / "billfold"
 SECRET = "cli-test-secret-0123456789abcdefghijklmnop"  # 42 characters
@@ -97,7 +97,7 @@ class Template:
 def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     folder = tmp_path_factory.mktemp("billfold-cli")
     cli = Cli(folder, folder / "b.db")
-    first = cli.run("init", "--plans", EXAMPLE_PLANS)
+    first = cli.run("init", "--plans", PLANS)
     assert first.returncode == 0, first.stderr
     return Template(cli, first)
 
@@ -123,7 +123,7 @@ def admin_token(template: Template) -> str:
 
 
 def plans_text(**replacements: str) -> str:
-    text = EXAMPLE_PLANS.read_text(encoding="utf-8")
+    text = PLANS.read_text(encoding="utf-8")
     for old, new in replacements.items():
         assert old in text, old
         text = text.replace(old, new, 1)
@@ -158,7 +158,7 @@ def test_init_prints_an_admin_key_once(template: Template, cli: Cli) -> None:
     assert len(stored) == 1
     assert not any(token in str(value) or token[-20:] in str(value) for value in stored[0])
 
-    second = cli.run("init", "--plans", EXAMPLE_PLANS)
+    second = cli.run("init", "--plans", PLANS)
     assert second.returncode == 0, second.stderr
     assert "tenant 'default' exists" in second.stdout
     assert "plans: no changes" in second.stdout
@@ -194,7 +194,7 @@ def test_keys_create_prints_a_working_token(template: Template, cli: Cli) -> Non
 
 
 def test_plans_validate_accepts_the_example(template: Template) -> None:
-    result = template.cli.run("plans", "validate", EXAMPLE_PLANS)
+    result = template.cli.run("plans", "validate", PLANS)
     assert result.returncode == 0, result.stderr
     assert "ok (8 features, 4 plans)" in result.stdout
 

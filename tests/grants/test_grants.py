@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.conftest import EXAMPLE_PLANS, Harness
+from tests.conftest import PLANS, Harness
 from tests.factories import check, entitlements
 
 pytestmark = pytest.mark.anyio
@@ -56,7 +56,7 @@ async def test_feature_grant_value_is_checked_against_the_feature_type(harness: 
 async def test_grants_of_a_renamed_or_archived_plan_keep_their_values(harness: Harness) -> None:
     """Access follows the grant's plan version, never a plan's key or name."""
     await harness.post("/v1/customers/kim/grants", {"plan": "pro"})
-    renamed = EXAMPLE_PLANS.read_text().replace("\n  pro:\n", "\n  professional:\n")
+    renamed = PLANS.read_text().replace("\n  pro:\n", "\n  professional:\n")
     await harness.apply_plans(renamed)
     catalog = (await harness.get("/v1/catalog")).json()
     assert "pro" not in [plan["key"] for plan in catalog["plans"]]

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import EXAMPLE_PLANS, Harness, assert_problem, postgresql_only
+from tests.conftest import PLANS, Harness, assert_problem, postgresql_only
 from tests.factories import check, events
 
 pytestmark = pytest.mark.anyio
@@ -215,7 +215,7 @@ METERS = """
 
 
 async def test_every_aggregation_is_exact(harness: Harness) -> None:
-    await harness.apply_plans(EXAMPLE_PLANS.read_text().replace("meters:\n", "meters:\n" + METERS))
+    await harness.apply_plans(PLANS.read_text().replace("meters:\n", "meters:\n" + METERS))
     now = harness.clock.now()
     calls = [
         ("c1", {"status": 200, "route": "/x", "bytes": 0.1, "user": "u1"}, 3),
