@@ -149,3 +149,25 @@ async def test_removing_a_setting_of_a_feature_is_a_change(harness: Harness) -> 
         "/v1/entitlements/check", {"customer": "ada", "feature": "spaces.max"}
     )
     assert check.status_code == 422  # no gauge any more: `current` is required again
+
+
+async def test_a_plan_not_for_sale_is_shown_and_changes_in_place(harness: Harness) -> None:
+    catalog = (await harness.get("/v1/catalog")).json()
+    for_sale = {plan["key"]: plan["for_sale"] for plan in catalog["plans"]}
+    assert for_sale == {"beta_tester": False, "free": True, "pro": True, "studio": True}
+
+    edited = PLANS.read_text().replace("    for_sale: false", "    for_sale: true")
+    applied = await harness.post("/v1/catalog", content=edited, headers={**harness.admin, **YAML})
+    assert applied.json()["changes"] == ["~ plan beta_tester", "    for_sale: False -> True"]
+    catalog = (await harness.get("/v1/catalog")).json()
+    beta = next(plan for plan in catalog["plans"] if plan["key"] == "beta_tester")
+    assert (beta["for_sale"], beta["version"]) == (True, 1)  # a setting, not a new version
+
+
+async def test_for_sale_is_true_or_false(harness: Harness) -> None:
+    edited = PLANS.read_text().replace("    for_sale: false", '    for_sale: "no"')
+    refused = await harness.post("/v1/catalog", content=edited, headers={**harness.admin, **YAML})
+    assert refused.status_code == 422, refused.text
+    assert {"detail": "plans.beta_tester.for_sale: expected true or false"} in refused.json()[
+        "errors"
+    ]

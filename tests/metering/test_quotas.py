@@ -103,7 +103,8 @@ async def test_enforce_refuses_with_402_and_names_the_upgrades(enforcing: Harnes
         "4000",
         "2026-07-01T00:00:00Z",
     )
-    assert [plan["plan"] for plan in body["upgrade"]] == ["beta_tester", "pro", "studio"]
+    # beta_tester would cover it too, but it is not for sale (a claim code's plan).
+    assert [plan["plan"] for plan in body["upgrade"]] == ["pro", "studio"]
     assert body["detail"] == "ai.tokens: 4000 requested, 2000 left until 2026-07-01T00:00:00Z"
     assert (await quota_usage(enforcing))["used"] == "8000"  # nothing recorded
     small = await consume(enforcing, "d", amount=2000)

@@ -40,6 +40,7 @@ class Plan:
     is_default: bool
     archived: bool
     current_version_id: str | None
+    for_sale: bool = True  # offered to customers; False: had only by a grant or a code
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ async def load(session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
             is_default=bool(row.is_default),
             archived=row.archived_at is not None,
             current_version_id=row.current_version_id,
+            for_sale=bool(row.for_sale),
         )
         for row in await repository.all_plans(session, tenant_id)
     }

@@ -221,6 +221,8 @@ class PlanDef(_Section):
     ) = None
     description: Description | None = None
     default: Bool = False
+    # False: never offered (the 402 upgrade hint), only granted: a claim code, an admin.
+    for_sale: Bool = True
     # Checked against each feature's type once the features are known.
     features: Annotated[
         dict[Any, Any], _mapping("expected a mapping of feature keys to values")

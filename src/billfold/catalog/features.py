@@ -74,6 +74,7 @@ class PlanDefinition:
     description: str | None
     default: bool
     features: dict[str, FeatureValue]
+    for_sale: bool = True  # offered to customers (upgrade hints); False: only granted
 
 
 def to_json(value: FeatureValue) -> Any:

@@ -342,5 +342,6 @@ def _plans(
             description=plan.description,
             default=plan.default,
             features=values,
+            for_sale=plan.for_sale,
         )
     return plans

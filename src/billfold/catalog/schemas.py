@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.features import to_json
 from billfold.kit.schemas import Out
@@ -31,6 +33,9 @@ class PlanOut(Out):
     name: str
     version: int
     default: bool
+    for_sale: bool = Field(
+        True, description="offered to customers (upgrade hints); false: only granted"
+    )
     features: dict[str, bool | int | str | list[str]]
     created_at: datetime | None = None
 
@@ -60,6 +65,7 @@ def catalog_out(catalog: Catalog) -> CatalogOut:
                 name=version.name,
                 version=version.version,
                 default=plan.is_default,
+                for_sale=plan.for_sale,
                 features={k: to_json(v) for k, v in version.features.items()},
             )
         )

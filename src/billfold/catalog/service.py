@@ -172,6 +172,8 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
                     details_list.append(f"{feature_key}: {_show(before)} -> {_show(after)}")
         if stored_plan.is_default != plan.default:
             details_list.append(f"default: {stored_plan.is_default} -> {plan.default}")
+        if stored_plan.for_sale != plan.for_sale:
+            details_list.append(f"for_sale: {stored_plan.for_sale} -> {plan.for_sale}")
         if stored_plan.archived:
             changes.append(Change("restore", "plan", key, tuple(details_list)))
         elif details_list:
@@ -298,6 +300,7 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
                 tenant_id=ctx.tenant_id,
                 key=key,
                 is_default=plan.default,
+                for_sale=plan.for_sale,
                 current_version_id=None,
                 created_at=now,
             )
@@ -320,6 +323,7 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
             session,
             plan_id,
             is_default=plan.default,
+            for_sale=plan.for_sale,
             current_version_id=version_id,
             archived_at=None,
         )

@@ -8,6 +8,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    true,
 )
 
 from billfold.kit.db import JSONDocument, UTCDateTime, metadata
@@ -46,6 +47,9 @@ plans = Table(
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
     Column("key", String(100), nullable=False),
     Column("is_default", Boolean, nullable=False),
+    # Whether customers are offered the plan (upgrade hints); a plan-file setting like
+    # `default`, so it changes in place and makes no new version.
+    Column("for_sale", Boolean, nullable=False, server_default=true()),
     Column("current_version_id", String(40), nullable=True),
     Column("archived_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),

@@ -1,4 +1,5 @@
 from sqlalchemy import (
+    CheckConstraint,
     Column,
     ForeignKey,
     Integer,
@@ -14,7 +15,11 @@ claim_batches = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
-    Column("plan_id", String(40), ForeignKey("plans.id"), nullable=False),
+    # What a redemption grants: a plan, or one feature and its value (JSON, as grants
+    # store it); exactly one of the two.
+    Column("plan_id", String(40), ForeignKey("plans.id"), nullable=True),
+    Column("feature_key", String(100), nullable=True),
+    Column("feature_value", JSONDocument, nullable=True),
     Column("source", String(40), nullable=False),
     # Days of entitlement a redemption grants; NULL means lifetime.
     Column("duration_days", Integer, nullable=True),
@@ -23,6 +28,7 @@ claim_batches = Table(
     Column("code_count", Integer, nullable=False),
     Column("metadata", JSONDocument, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("(plan_id IS NULL) <> (feature_key IS NULL)", name="plan_or_feature"),
 )
 
 claim_codes = Table(

@@ -21,7 +21,9 @@ def upgrades(
     drawn: Mapping[str, Decimal],
     amount: Decimal,
 ) -> list[dict[str, Any]]:
-    """The catalog's plans whose allowance would let this request through."""
+    """The catalog's plans for sale whose allowance would let this request through: a
+    plan not for sale (`for_sale: false`, had only through a grant or a claim code) is
+    never offered."""
     period_bucket = next(b for b in here.buckets if b.key.startswith("period:"))
     used_in_period = drawn.get(period_bucket.key, Decimal(0)) + drawn.get(
         quota.overage_key(period_bucket), Decimal(0)
@@ -37,7 +39,7 @@ def upgrades(
     found = []
     for plan in catalog.plans.values():
         version = catalog.current_version(plan.key)
-        if version is None:
+        if version is None or not plan.for_sale:
             continue
         value = version.features.get(quota_def.feature.key)
         if value is None:
