@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import secrets
 import sqlite3
 import subprocess
 from dataclasses import dataclass
@@ -270,6 +271,63 @@ def test_plans_diff_shows_the_change_and_apply_stores_it_once(tmp_path: Path, cl
     assert [(v, json.loads(f)["spaces.max"]) for v, f in versions] == [(1, 50), (2, 60)]
     assert cli.sql("SELECT count(*) FROM plan_versions") == [(5,)]
     assert cli.sql("SELECT revision FROM catalogs") == [(2,)]
+
+
+def test_init_gives_only_a_new_tenant_its_catalog(
+    backend: str, database_url: str, tmp_path: Path
+) -> None:
+    """`make run` runs `init --plans examples/plans.yaml` every time: a second run must not
+    archive what was applied since (decision 0029). On SQLite and PostgreSQL alike."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BILLFOLD_")}
+    env |= {"BILLFOLD_DATABASE_URL": database_url, "BILLFOLD_SECRET_KEY": SECRET}
+    slug = f"init-{secrets.token_hex(4)}"
+
+    def billfold(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(  # noqa: S603 (our own console script, fixed arguments)
+            [str(BILLFOLD), *map(str, args), "--tenant", slug],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    first = billfold("init", "--plans", PLANS)
+    assert "plans: applied revision 1" in first.stdout
+
+    # The operator adds a meter and a feature, and applies them deliberately.
+    grown = write(
+        tmp_path,
+        "grown.yaml",
+        plans_text(
+            **{
+                "meters:\n": "meters:\n  exports:\n    event: export.done\n"
+                "    aggregation: count\n",
+                "features:\n": "features:\n  export.enabled:\n    type: boolean\n",
+            }
+        ),
+    )
+    assert "applied: catalog revision 2" in billfold("plans", "apply", grown).stdout
+
+    again = billfold("init", "--plans", PLANS)
+    assert TOKEN.search(again.stdout + again.stderr) is None
+    assert "the stored catalog (revision 2) is left as it is" in again.stdout
+    shown = [line.strip() for line in again.stdout.splitlines()]
+    assert "- feature export.enabled (archived)" in shown
+    assert "- meter exports (archived)" in shown
+    assert (
+        f"plans: to apply the file to the catalog: billfold plans apply {PLANS} --tenant {slug}"
+        in again.stdout
+    )
+    # Nothing was archived: the catalog is still the one applied last.
+    assert billfold("plans", "diff", grown).stdout.strip() == "no changes"
+
+    # Once the file is the catalog, init says so.
+    assert "applied: catalog revision 3" in billfold("plans", "apply", PLANS).stdout
+    assert "plans: no changes" in billfold("init", "--plans", PLANS).stdout
 
 
 def test_changing_a_feature_type_is_refused(tmp_path: Path, cli: Cli) -> None:

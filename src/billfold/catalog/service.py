@@ -243,6 +243,34 @@ def _show(value: object) -> str:
     return json.dumps(to_json(value))  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Initial:
+    """What `initialize` did: applied the file to a new catalog, or left a catalog that
+    was there alone and only compared the file with it (`changes` it would make, or the
+    `problems` that would refuse it)."""
+
+    applied: bool
+    revision: int
+    changes: Diff
+    problems: tuple[str, ...] = ()
+
+
+async def initialize(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> Initial:
+    """Apply `spec` only if the tenant has no catalog yet; otherwise change nothing and
+    say how the stored catalog and `spec` differ (decision 0029). Locks the tenant's
+    catalog first, so two of these at once apply the file once."""
+    revision = await repository.lock_revision(session, ctx.tenant_id, ctx.now)
+    if revision == 0:
+        changes, revision = await apply(session, ctx, spec)
+        return Initial(applied=True, revision=revision, changes=changes)
+    catalog, archived = await stored(session, ctx.tenant_id)
+    try:
+        changes = diff(catalog, archived, spec)
+    except PlansFileError as error:
+        return Initial(False, revision, Diff(), problems=tuple(error.errors))
+    return Initial(applied=False, revision=revision, changes=changes)
+
+
 async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple[Diff, int]:
     """Store what changed as new plan versions; returns the diff and the catalog revision.
 

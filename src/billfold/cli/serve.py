@@ -58,10 +58,15 @@ def migrate_command() -> None:
 
 
 def init(
-    plans: Annotated[Path | None, typer.Option(help="plans file to apply")] = None,
+    plans: Annotated[
+        Path | None,
+        typer.Option(help="plans file for a new tenant's catalog; later only compared with it"),
+    ] = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
-    """Migrate, create the tenant with an admin key (printed once), apply a plans file."""
+    """Migrate, create the tenant with an admin key (printed once), and give a new tenant
+    its catalog from a plans file. A tenant that has a catalog keeps it: init shows how the
+    file differs and leaves applying it to `billfold plans apply` (decision 0029)."""
     settings = load_settings()
     migrate.upgrade(settings.database_url)
     spec = load_plans(plans) if plans else None
@@ -84,10 +89,27 @@ def init(
     run(work)
     if spec is not None:
 
-        async def apply(session: AsyncSession, ctx: Context, _catalog: Catalog) -> None:
-            changes, revision = await catalog_service.apply(session, ctx, spec)
-            typer.echo(
-                f"plans: {'no changes' if changes.empty else f'applied revision {revision}'}"
-            )
+        async def first(session: AsyncSession, ctx: Context, _catalog: Catalog) -> None:
+            _report(await catalog_service.initialize(session, ctx, spec), plans, tenant)
 
-        in_tenant(tenant, apply)
+        in_tenant(tenant, first)
+
+
+def _report(initial: catalog_service.Initial, file: Path | None, tenant: str) -> None:
+    if initial.applied:
+        typer.echo(f"plans: applied revision {initial.revision}")
+        return
+    stored = f"the stored catalog (revision {initial.revision})"
+    if initial.changes.empty and not initial.problems:
+        typer.echo(f"plans: no changes: {file} matches {stored}")
+        return
+    typer.echo(f"plans: {stored} is left as it is; {file} differs from it:")
+    for line in initial.problems or initial.changes.lines():
+        typer.echo(f"  {line}")
+    command = f"billfold plans apply {file}"
+    if tenant != DEFAULT_TENANT:
+        command += f" --tenant {tenant}"
+    if initial.problems:
+        typer.echo("plans: `plans apply` would refuse the file as it is; fix it first")
+    else:
+        typer.echo(f"plans: to apply the file to the catalog: {command}")
