@@ -55,6 +55,9 @@ CSV_HEADER = [
     "source",
     "campaign",
     "tier",
+    "feature",
+    "value",
+    "metadata",
 ]
 
 

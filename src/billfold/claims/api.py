@@ -13,19 +13,24 @@ from billfold.claims import service
 from billfold.claims.deps import Claims
 from billfold.claims.export import CSV_MEDIA_TYPE, batch_metadata, csv_of, duration_label
 from billfold.claims.service import BatchRequest
-from billfold.grants.schemas import GrantOut
+from billfold.grants.schemas import FeatureValueOut, GrantOut
 from billfold.http.calls import AdminCall, RedeemCall
 from billfold.http.problems import problem_for
 from billfold.kit.errors import BillfoldError
 from billfold.kit.ids import ID_PATTERN
-from billfold.kit.schemas import Body, Instant, Out
+from billfold.kit.schemas import Body, Instant, Metadata, Out
 
 router = APIRouter(tags=["claims"])
 BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
 
 
 class BatchIn(Body):
-    plan: Annotated[str, Field(min_length=1, max_length=100)]
+    """Codes that grant a plan (`plan`), or one feature (`feature`, and `value` unless
+    the feature is boolean, whose value is true by default)."""
+
+    plan: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    feature: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    value: FeatureValueOut | None = None
     count: Annotated[int, Field(ge=1, le=service.MAX_BATCH_SIZE)]
     duration: Annotated[str, Field(max_length=20, description='"365d" or "lifetime"')]
     max_redemptions: Annotated[int, Field(ge=1, le=service.MAX_REDEMPTIONS_PER_CODE)] = 1
@@ -33,11 +38,18 @@ class BatchIn(Body):
     source: Annotated[str, Field(pattern=service.SOURCE_LABEL.pattern)] = "claim"
     campaign: Annotated[str, Field(max_length=200)] | None = None
     tier: Annotated[str, Field(max_length=200)] | None = None
+    metadata: Metadata = Field(
+        default_factory=dict,
+        description=f"at most {service.MAX_METADATA_KEYS} keys and "
+        f"{service.MAX_METADATA_BYTES} bytes as JSON; kept on every grant a code makes",
+    )
 
 
 class BatchOut(Out):
     id: str
-    plan: str
+    plan: str | None
+    feature: str | None = None
+    value: FeatureValueOut | None = None
     count: int
     duration: str
     max_redemptions: int
@@ -55,7 +67,8 @@ class RedeemIn(Body):
 
 class RedemptionOut(Out):
     customer: str
-    plan: str
+    plan: str | None
+    feature: str | None = None
     batch_id: str
     redeemed_at: datetime
     replayed: bool = Field(description="true when this customer had redeemed this code before")
@@ -84,12 +97,14 @@ async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
         await call.catalog(),
         BatchRequest(
             plan=body.plan,
+            feature=body.feature,
+            value=body.value,
             count=body.count,
             duration_days=service.parse_duration(body.duration),
             max_redemptions=body.max_redemptions,
             expires_at=body.expires_at,
             source=body.source,
-            metadata=batch_metadata(body.campaign, body.tier),
+            metadata=batch_metadata(body.campaign, body.tier, body.metadata),
         ),
         secret_key=call.collaborator(Claims).secret_key,
     )
@@ -98,6 +113,8 @@ async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
     return BatchOut(
         id=batch.id,
         plan=batch.plan,
+        feature=batch.feature,
+        value=batch.value,
         count=batch.count,
         duration=duration_label(batch.duration_days),
         max_redemptions=batch.max_redemptions,
@@ -141,6 +158,7 @@ async def redeem(body: RedeemIn, call: RedeemCall, request: Request) -> Any:
     return RedemptionOut(
         customer=redemption.customer,
         plan=redemption.plan,
+        feature=redemption.feature,
         batch_id=redemption.batch_id,
         redeemed_at=redemption.redeemed_at,
         replayed=redemption.replayed,

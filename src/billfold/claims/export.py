@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from typing import Any
 
 from billfold.claims.service import LIFETIME, Batch
+from billfold.kit.errors import FieldError, InvalidInput
 
 CSV_MEDIA_TYPE = "text/csv"
 
@@ -20,11 +22,34 @@ CSV_COLUMNS = (
     "source",
     "campaign",
     "tier",
+    # Added after the first nine, which keep their places: a feature code's feature and
+    # its value (JSON), and the batch's whole metadata (JSON, campaign and tier included).
+    "feature",
+    "value",
+    "metadata",
 )
 
 
-def batch_metadata(campaign: str | None, tier: str | None) -> dict[str, Any]:
-    return {k: v for k, v in (("campaign", campaign), ("tier", tier)) if v is not None}
+def batch_metadata(
+    campaign: str | None, tier: str | None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`campaign` and `tier` (the CSV's own columns) with the rest of the metadata; the
+    same key given twice is refused."""
+    metadata = dict(extra or {})
+    for key, value in (("campaign", campaign), ("tier", tier)):
+        if value is None:
+            continue
+        if key in metadata and metadata[key] != value:
+            raise InvalidInput(
+                f"{key} is given twice",
+                errors=[FieldError(f"conflicts with metadata.{key}", pointer=f"#/{key}")],
+            )
+        metadata[key] = value
+    return metadata
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def duration_label(days: int | None) -> str:
@@ -40,13 +65,16 @@ def csv_of(batch: Batch, issued: list[str]) -> str:
             (
                 code,
                 batch.id,
-                batch.plan,
+                batch.plan or "",
                 duration_label(batch.duration_days),
                 batch.max_redemptions,
                 batch.expires_at.isoformat() if batch.expires_at else "",
                 batch.source,
                 batch.metadata.get("campaign", ""),
                 batch.metadata.get("tier", ""),
+                batch.feature or "",
+                "" if batch.feature is None else _json(batch.value),
+                _json(batch.metadata),
             )
         )
     return buffer.getvalue()

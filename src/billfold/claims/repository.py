@@ -33,10 +33,12 @@ async def code_by_hash(session: AsyncSession, tenant_id: str, code_hash: str) ->
             claim_batches.c.max_redemptions,
             claim_batches.c.expires_at,
             claim_batches.c.metadata,
+            claim_batches.c.feature_key,
+            claim_batches.c.feature_value,
             plans.c.key.label("plan_key"),
         )
         .join(claim_batches, claim_batches.c.id == claim_codes.c.batch_id)
-        .join(plans, plans.c.id == claim_batches.c.plan_id)
+        .outerjoin(plans, plans.c.id == claim_batches.c.plan_id)
         .where(claim_codes.c.tenant_id == tenant_id, claim_codes.c.code_hash == code_hash)
     )
     return (await session.execute(statement)).one_or_none()
@@ -96,7 +98,7 @@ async def revoke_batch(session: AsyncSession, tenant_id: str, batch_id: str, now
 async def batch_by_id(session: AsyncSession, tenant_id: str, batch_id: str) -> Record | None:
     statement = (
         select(claim_batches, plans.c.key.label("plan_key"))
-        .join(plans, plans.c.id == claim_batches.c.plan_id)
+        .outerjoin(plans, plans.c.id == claim_batches.c.plan_id)
         .where(claim_batches.c.tenant_id == tenant_id, claim_batches.c.id == batch_id)
     )
     return (await session.execute(statement)).one_or_none()

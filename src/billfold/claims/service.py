@@ -1,7 +1,12 @@
-"""Claim codes: issue them in batches, redeem them into grants, revoke them."""
+"""Claim codes: issue them in batches, redeem them into grants, revoke them.
+
+A batch grants a plan, or one feature and its value (`devmode.enabled` for 90 days), and
+carries metadata of bounded size (campaign, tier, and whatever the issuer keeps with it).
+"""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog
+from billfold.catalog.features import FeatureType, parse_value, to_json
 from billfold.claims import codes, repository
 from billfold.customers import service as customers
 from billfold.grants import repository as grants_repository
@@ -23,12 +29,18 @@ from billfold.kit.context import Context
 from billfold.kit.errors import BillfoldError, Conflict, FieldError, Gone, InvalidInput, NotFound
 from billfold.kit.ids import new_id
 from billfold.kit.invariants import invariant
+from billfold.kit.text import json_faults, text_fault
 
 MAX_BATCH_SIZE = 10_000
 MAX_REDEMPTIONS_PER_CODE = 1_000_000
 SOURCE_LABEL = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 DURATION = re.compile(r"^([1-9][0-9]{0,4})d$")
 LIFETIME = "lifetime"
+MAX_METADATA_KEYS = 20
+MAX_METADATA_KEY_LENGTH = 100
+MAX_METADATA_BYTES = 4096  # the metadata as compact UTF-8 JSON
+# What a redemption adds to its grant's metadata; a batch may not set them.
+RESERVED_METADATA = frozenset({"claim_batch_id", "claim_code_id"})
 
 
 class ClaimCodeMalformed(BillfoldError):
@@ -59,19 +71,24 @@ class ClaimBatchNotFound(NotFound):
 
 @dataclass(frozen=True)
 class BatchRequest:
-    plan: str
+    """Codes that grant `plan`, or `feature` with `value` (a boolean feature's defaults
+    to true); exactly one of the two."""
+
+    plan: str | None
     count: int
     duration_days: int | None  # None: lifetime
     max_redemptions: int
     expires_at: datetime | None
     source: str
     metadata: dict[str, Any]
+    feature: str | None = None
+    value: Any = None
 
 
 @dataclass(frozen=True)
 class Batch:
     id: str
-    plan: str
+    plan: str | None
     count: int
     duration_days: int | None
     max_redemptions: int
@@ -79,6 +96,8 @@ class Batch:
     source: str
     metadata: dict[str, Any]
     created_at: datetime
+    feature: str | None = None
+    value: Any = None  # the feature's value as JSON, as grants store it
 
 
 @dataclass(frozen=True)
@@ -86,7 +105,8 @@ class Redemption:
     customer: str
     code_id: str
     batch_id: str
-    plan: str
+    plan: str | None
+    feature: str | None
     grant: Grant
     redeemed_at: datetime
     replayed: bool
@@ -118,6 +138,66 @@ def check_source(source: str, *, pointer: str = "#/source") -> str:
     return source
 
 
+def check_metadata(metadata: dict[str, Any], *, pointer: str = "#/metadata") -> dict[str, Any]:
+    """A batch's metadata: at most 20 keys of at most 100 characters, JSON values that
+    every backend stores as sent (`billfold.kit.text`), at most 4 KB as compact JSON."""
+
+    def refuse(message: str, where: str = pointer) -> InvalidInput:
+        return InvalidInput(
+            "the metadata is not valid", errors=[FieldError(message, pointer=where)]
+        )
+
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise refuse(f"at most {MAX_METADATA_KEYS} keys, found {len(metadata)}")
+    for key in metadata:
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH:
+            raise refuse(f"keys are text of 1 to {MAX_METADATA_KEY_LENGTH} characters")
+        fault = text_fault(key)
+        if fault is not None:
+            raise refuse(f"a key {fault}")
+        if key in RESERVED_METADATA:
+            raise refuse("set by each redemption; choose another key", f"{pointer}/{key}")
+    for path, fault in json_faults(metadata):
+        raise refuse(fault, "/".join([pointer, *(str(part) for part in path)]))
+    encoded = json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))
+    if len(encoded.encode("utf-8")) > MAX_METADATA_BYTES:
+        raise refuse(f"at most {MAX_METADATA_BYTES} bytes as JSON")
+    return dict(metadata)
+
+
+def _what_it_grants(catalog: Catalog, request: BatchRequest) -> tuple[str | None, Any]:
+    """The plan's id, or None and the feature's value as JSON, that the batch grants."""
+    if (request.plan is None) == (request.feature is None):
+        raise InvalidInput(
+            "a batch grants either a plan or a feature",
+            errors=[FieldError("give exactly one of plan and feature", pointer="#/plan")],
+        )
+    if request.plan is not None:
+        if request.value is not None:
+            raise InvalidInput(
+                "a plan's codes take no value",
+                errors=[FieldError("only with feature", pointer="#/value")],
+            )
+        return catalog.require_plan(request.plan).plan_id, None
+    assert request.feature is not None  # for the type checker: checked above
+    feature = catalog.require_feature(request.feature)
+    raw = request.value
+    if raw is None and feature.type is FeatureType.BOOLEAN:
+        raw = True
+    if raw is None:
+        raise InvalidInput(
+            f"codes for {feature.type} feature {feature.key!r} need a value",
+            errors=[FieldError("required with a feature that is not boolean", pointer="#/value")],
+        )
+    value = parse_value(feature.type, raw)
+    if isinstance(value, str):
+        raise InvalidInput(
+            f"not a value for {feature.type} feature {feature.key!r}",
+            errors=[FieldError(value, pointer="#/value")],
+        )
+    return None, to_json(value)
+
+
 async def create_batch(
     session: AsyncSession,
     ctx: Context,
@@ -127,8 +207,9 @@ async def create_batch(
     secret_key: bytes,
 ) -> tuple[Batch, list[str]]:
     """Issue `count` fresh codes. The codes are returned once; only their keyed hashes stay."""
-    version = catalog.require_plan(request.plan)
+    plan_id, value = _what_it_grants(catalog, request)
     check_source(request.source)
+    metadata = check_metadata(request.metadata)
     if not 1 <= request.count <= MAX_BATCH_SIZE:
         raise InvalidInput(
             "count is out of range",
@@ -154,14 +235,18 @@ async def create_batch(
         max_redemptions=request.max_redemptions,
         expires_at=request.expires_at,
         source=request.source,
-        metadata=dict(request.metadata),
+        metadata=metadata,
         created_at=ctx.now,
+        feature=request.feature,
+        value=value,
     )
     await repository.insert_batch(
         session,
         id=batch.id,
         tenant_id=ctx.tenant_id,
-        plan_id=version.plan_id,
+        plan_id=plan_id,
+        feature_key=batch.feature,
+        feature_value=batch.value,
         source=batch.source,
         duration_days=batch.duration_days,
         max_redemptions=batch.max_redemptions,
@@ -193,6 +278,8 @@ async def create_batch(
         {
             "batch_id": batch.id,
             "plan": batch.plan,
+            "feature": batch.feature,
+            "value": batch.value,
             "count": batch.count,
             "duration_days": batch.duration_days,
             "max_redemptions": batch.max_redemptions,
@@ -270,21 +357,35 @@ async def redeem(
         raise ClaimCodeRevoked("this claim code has been revoked")
     if row.expires_at is not None and row.expires_at <= ctx.now:
         raise ClaimCodeExpired(f"this claim code expired at {row.expires_at.isoformat()}")
-    version = catalog.require_plan(row.plan_key, pointer="#/code")
-    ends_at = None if row.duration_days is None else ctx.now + timedelta(days=row.duration_days)
+    if row.feature_key is not None:
+        catalog.require_feature(row.feature_key, pointer="#/code")
+        version = None
+    else:
+        version = catalog.require_plan(row.plan_key, pointer="#/code")
+    window = Window(
+        ctx.now, None if row.duration_days is None else ctx.now + timedelta(days=row.duration_days)
+    )
+    metadata = {**row.metadata, "claim_batch_id": row.batch_id, "claim_code_id": row.id}
     try:
         async with session.begin_nested():
             if not await repository.take_redemption(session, row.id, row.max_redemptions):
                 raise ClaimCodeExhausted("this claim code has been redeemed as often as it may")
-            grant = await grants.grant_plan(
-                session,
-                ctx,
-                customer,
-                version,
-                Window(ctx.now, ends_at),
-                source=row.source,
-                metadata={**row.metadata, "claim_batch_id": row.batch_id, "claim_code_id": row.id},
-            )
+            if version is None:
+                grant = await grants.grant_feature(
+                    session,
+                    ctx,
+                    catalog,
+                    customer,
+                    row.feature_key,
+                    row.feature_value,
+                    window,
+                    source=row.source,
+                    metadata=metadata,
+                )
+            else:
+                grant = await grants.grant_plan(
+                    session, ctx, customer, version, window, source=row.source, metadata=metadata
+                )
             await repository.insert_redemption(
                 session,
                 id=new_id("red"),
@@ -323,6 +424,7 @@ async def redeem(
         code_id=row.id,
         batch_id=row.batch_id,
         plan=row.plan_key,
+        feature=row.feature_key,
         grant=grant,
         redeemed_at=ctx.now,
         replayed=False,
@@ -345,6 +447,7 @@ async def _replay(
         code_id=code_row.id,
         batch_id=code_row.batch_id,
         plan=code_row.plan_key,
+        feature=code_row.feature_key,
         grant=grant_from_row(catalog, grant_row),
         redeemed_at=redemption.created_at,
         replayed=True,

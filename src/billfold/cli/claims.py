@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,20 +19,54 @@ from billfold.kit.context import Context
 app = typer.Typer(help="Claim codes: issue and revoke.", no_args_is_help=True)
 
 
+def _value(text: str | None) -> Any:
+    """`--value`: JSON (`20`, `true`, `'["beta_*"]'`), or else the text itself
+    (`unlimited`)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _metadata(pairs: list[str] | None) -> dict[str, str]:
+    metadata: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sign, value = pair.partition("=")
+        if not sign or not key:
+            fail(f"--meta {pair!r}: expected KEY=VALUE, e.g. --meta pledge=early-bird")
+        metadata[key] = value
+    return metadata
+
+
 @app.command("create")
 def claims_create(
-    plan: Annotated[str, typer.Option()],
     count: Annotated[int, typer.Option()],
     duration: Annotated[str, typer.Option(help='"365d" or "lifetime"')],
+    plan: Annotated[str | None, typer.Option(help="the plan a code grants")] = None,
+    feature: Annotated[
+        str | None, typer.Option(help="or one feature a code grants, e.g. devmode.enabled")
+    ] = None,
+    value: Annotated[
+        str | None,
+        typer.Option(help="the feature's value as JSON (20, true, '[\"beta_*\"]') or unlimited"),
+    ] = None,
     max_redemptions: Annotated[int, typer.Option()] = 1,
     expires: Annotated[str | None, typer.Option(help="last day to redeem, e.g. 2027-06-30")] = None,
     source: Annotated[str, typer.Option()] = "claim",
     campaign: Annotated[str | None, typer.Option()] = None,
     tier: Annotated[str | None, typer.Option()] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(help="more metadata, KEY=VALUE, repeatable (at most 20 keys, 4 KB)"),
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="write the CSV here, not to stdout")] = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
-    """Issue claim codes as CSV. The codes are shown only this once."""
+    """Issue claim codes as CSV: each grants a plan (--plan) or one feature (--feature,
+    with --value unless it is boolean). The codes are shown only this once."""
+    extra = _metadata(meta)
 
     async def work(session: AsyncSession, ctx: Context, catalog: Catalog) -> str:
         batch, issued = await claims.create_batch(
@@ -40,12 +75,14 @@ def claims_create(
             catalog,
             claims.BatchRequest(
                 plan=plan,
+                feature=feature,
+                value=_value(value),
                 count=count,
                 duration_days=claims.parse_duration(duration),
                 max_redemptions=max_redemptions,
                 expires_at=moment(expires, end_of_day=True),
                 source=source,
-                metadata=batch_metadata(campaign, tier),
+                metadata=batch_metadata(campaign, tier, extra),
             ),
             secret_key=load_settings().secret_key,
         )
