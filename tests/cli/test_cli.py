@@ -426,6 +426,71 @@ def test_claims_create_writes_csv(template: Template, cli: Cli, tmp_path: Path) 
     assert (grant["metadata"]["campaign"], grant["metadata"]["tier"]) == ("C", "T")
 
 
+def test_claims_create_issues_feature_codes_with_metadata(template: Template, cli: Cli) -> None:
+    result = cli.run(
+        "claims",
+        "create",
+        "--feature",
+        "devmode.enabled",
+        "--count",
+        "2",
+        "--duration",
+        "90d",
+        "--campaign",
+        "KS",
+        "--meta",
+        "pledge=early-bird",
+        "--meta",
+        "note=a=b",
+    )
+    assert result.returncode == 0, result.stderr
+    header, *rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert header == CSV_HEADER
+    records = [dict(zip(header, row, strict=True)) for row in rows]
+    assert len(records) == 2
+    for record in records:
+        assert (record["plan"], record["feature"], record["value"]) == (
+            "",
+            "devmode.enabled",
+            "true",
+        )
+        assert json.loads(record["metadata"]) == {
+            "campaign": "KS",
+            "note": "a=b",
+            "pledge": "early-bird",
+        }
+    redeemed = cli.api(
+        "POST",
+        "/v1/claims/redeem",
+        admin_token(template),
+        {"customer": "dev", "code": records[0]["code"]},
+    )
+    assert redeemed.status_code == 200, redeemed.text
+    grant = redeemed.json()["grant"]
+    assert (grant["feature"], grant["value"], grant["metadata"]["pledge"]) == (
+        "devmode.enabled",
+        True,
+        "early-bird",
+    )
+
+    limit = cli.run(
+        "claims", "create", "--feature", "spaces.max", "--value", "unlimited",
+        "--count", "1", "--duration", "lifetime",
+    )  # fmt: skip
+    assert limit.returncode == 0, limit.stderr
+    (_header, row) = list(csv.reader(io.StringIO(limit.stdout)))
+    assert dict(zip(CSV_HEADER, row, strict=True))["value"] == '"unlimited"'
+    missing = cli.run("claims", "create", "--feature", "spaces.max", "--count", "1",
+                      "--duration", "30d")  # fmt: skip
+    assert missing.returncode == 1
+    assert "invalid_input" in missing.stderr
+    assert "#/value" in missing.stderr
+    bad_meta = cli.run("claims", "create", "--plan", "pro", "--count", "1", "--duration", "30d",
+                       "--meta", "novalue")  # fmt: skip
+    assert bad_meta.returncode == 1
+    assert "expected KEY=VALUE" in bad_meta.stderr
+
+
 # --- the event log ---------------------------------------------------------------------
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from billfold.kit.db import async_url
@@ -104,3 +106,42 @@ def test_catalog_revisions_move_out_of_a_filled_tenants_table_and_back(
     ]
     upgrade(scratch_url, "head")  # and up again, as a rolled-back release is re-applied
     assert sql(scratch_url, "SELECT tenant_id, revision FROM catalogs") == [("ten_applied", 3)]
+
+
+def test_plans_for_sale_and_feature_codes_keep_what_was_there(scratch_url: str) -> None:
+    """Migration 0012: existing plans are for sale and existing batches keep their plan;
+    going back drops only the batches that grant a feature (no plan to fall back on)."""
+    before = ScriptDirectory.from_config(alembic_config(scratch_url)).get_revision("0012")
+    assert before is not None
+    previous = str(before.down_revision)
+    upgrade(scratch_url, previous)
+    statements = [
+        "INSERT INTO tenants (id, slug, name, created_at) VALUES ('ten_1', 't', 'T', :created)",
+        "INSERT INTO plans (id, tenant_id, key, is_default, created_at) "
+        "VALUES ('pln_1', 'ten_1', 'beta', false, :created)",
+        "INSERT INTO claim_batches (id, tenant_id, plan_id, source, max_redemptions, "
+        "code_count, metadata, created_at) "
+        "VALUES ('clb_1', 'ten_1', 'pln_1', 'claim', 1, 0, '{}', :created)",
+    ]
+    for statement in statements:
+        sql(scratch_url, statement, created=CREATED)
+
+    upgrade(scratch_url, "0012")
+    assert sql(scratch_url, "SELECT key, for_sale FROM plans") == [("beta", True)]
+    assert sql(scratch_url, "SELECT id, plan_id, feature_key FROM claim_batches") == [
+        ("clb_1", "pln_1", None)
+    ]
+    sql(
+        scratch_url,
+        "INSERT INTO claim_batches (id, tenant_id, feature_key, feature_value, source, "
+        "max_redemptions, code_count, metadata, created_at) "
+        "VALUES ('clb_2', 'ten_1', 'devmode.enabled', 'true', 'claim', 1, 0, '{}', :created)",
+        created=CREATED,
+    )
+    with pytest.raises(IntegrityError, match=r"(?i)check"):  # a plan or a feature, never both
+        sql(scratch_url, "UPDATE claim_batches SET plan_id = 'pln_1' WHERE id = 'clb_2'")
+
+    command.downgrade(alembic_config(scratch_url), previous)
+    assert "for_sale" not in columns(scratch_url, "plans")
+    assert sql(scratch_url, "SELECT id, plan_id FROM claim_batches") == [("clb_1", "pln_1")]
+    upgrade(scratch_url, "head")
