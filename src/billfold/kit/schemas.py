@@ -1,4 +1,5 @@
-"""Base request/response models: unknown fields and silently coerced types are refused."""
+"""Base request/response models: unknown fields and silently coerced types are refused,
+and so is text that a backend cannot store as sent (`billfold.kit.text`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from datetime import UTC
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from billfold.kit.errors import FieldError, InvalidInput
+from billfold.kit.text import json_faults, text_fault
 
 MAX_PAGE_SIZE = 500
 # Request bodies are strict, but JSON has no datetime type: instants come as ISO 8601
@@ -17,7 +20,39 @@ MAX_PAGE_SIZE = 500
 Instant = Annotated[
     AwareDatetime, Field(strict=False), AfterValidator(lambda moment: moment.astimezone(UTC))
 ]
-Metadata = Annotated[dict[str, Any], Field(max_length=50)]
+
+
+def _storable_text(value: str) -> str:
+    fault = text_fault(value)
+    if fault is not None:
+        raise PydanticCustomError("text", "{reason}", {"reason": fault})
+    return value
+
+
+def printable(text: str) -> str:
+    """`text` with what cannot be stored (or sent back) written as `\\uXXXX` escapes."""
+    if text_fault(text) is None:
+        return text
+    return "".join(
+        f"\\u{ord(c):04x}" if c == "\x00" or "\ud800" <= c <= "\udfff" else c for c in text
+    )
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    for path, reason in json_faults(value):
+        where = "/".join(printable(str(part)) for part in path)
+        raise PydanticCustomError(
+            "json_value", "{where}: {reason}", {"where": where, "reason": reason}
+        )
+    return value
+
+
+# A string that every backend stores as sent: no NUL, no lone UTF-16 surrogate. Put it
+# after a string's length constraints: `Annotated[str, Field(max_length=200), Storable]`.
+Storable = AfterValidator(_storable_text)
+Text = Annotated[str, Storable]
+# Free-form JSON metadata: its keys and strings are `Text`, its numbers finite.
+Metadata = Annotated[dict[str, Any], Field(max_length=50), AfterValidator(_storable_json)]
 
 
 class Body(BaseModel):
