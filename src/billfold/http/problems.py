@@ -203,6 +203,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
             code="internal_error",
             title="Internal error",
             detail="the request failed unexpectedly; it was logged under its correlation id",
-            # ServerErrorMiddleware sends this response outside RequestGuard's `send`.
+            # The request guard answers it (and keeps the connection); should an error
+            # escape the guard itself, ServerErrorMiddleware sends it, past the guard.
             headers={CORRELATION_HEADER: correlation_id(request)},
         )
