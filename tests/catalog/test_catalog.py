@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
-from tests.conftest import EXAMPLE_PLANS, Harness
+from tests.conftest import EXAMPLE_PLANS, Harness, assert_problem
 from tests.factories import entitlements, grant
 
 pytestmark = pytest.mark.anyio
@@ -149,3 +150,58 @@ async def test_removing_a_setting_of_a_feature_is_a_change(harness: Harness) -> 
         "/v1/entitlements/check", {"customer": "ada", "feature": "spaces.max"}
     )
     assert check.status_code == 422  # no gauge any more: `current` is required again
+
+
+# Documents the server cannot read are refused as problems, never a 500.
+
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "headers", "status", "code", "says"),
+    [
+        (b'{"version": 1, "features": {"\xff": {}}}', JSON_TYPE, 400, "malformed_json", "UTF-8"),
+        (b"version: 1\nfeatures:\n  x\xff: {}\n", YAML, 422, "invalid_plans", "UTF-8"),
+        (
+            b'{"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+            JSON_TYPE,
+            400,
+            "malformed_json",
+            "nested",
+        ),
+        (b"a: " + b"[" * 10_000 + b"]" * 10_000 + b"\n", YAML, 422, "invalid_plans", "nested"),
+        (
+            b"a:\n" + b"".join(b"  " * i + b"- \n" for i in range(1, 400)),
+            YAML,
+            422,
+            "invalid_plans",
+            "nested",
+        ),
+        (
+            b'{"version": 1, "features": {"\\ud800": {"type": "boolean"}}}',
+            JSON_TYPE,
+            422,
+            "invalid_input",
+            "surrogate",
+        ),
+        (
+            b'version: 1\nfeatures:\n  "\\ud800": {type: boolean}\n',
+            YAML,
+            422,
+            "invalid_plans",
+            "surrogate",
+        ),
+        (b'version: 1\nfeatures:\n  "a\\0": {type: boolean}\n', YAML, 422, "invalid_plans", "NUL"),
+        (b'{"version": 1, "version": 1}', JSON_TYPE, 400, "malformed_json", "twice"),
+        (b"version: 1\n", {"Content-Type": "text/plain"}, 415, "unsupported_media_type", "yaml"),
+    ],
+)
+async def test_unreadable_documents_are_refused(
+    harness: Harness, raw: bytes, headers: dict[str, str], status: int, code: str, says: str
+) -> None:
+    response = await harness.client.post(
+        "/v1/catalog", content=raw, headers={**harness.admin, **headers}
+    )
+    body = assert_problem(response, status, code)
+    assert says in json.dumps(body), body
+    assert (await harness.get("/v1/catalog")).json()["revision"] == 1
