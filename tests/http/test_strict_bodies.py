@@ -353,3 +353,66 @@ def test_usual_hot_bodies_are_parsed_once(body: dict[str, Any]) -> None:
 )
 def test_what_could_hide_a_fault_takes_the_second_reading(raw: bytes) -> None:
     assert _suspect(raw, CheckIn.model_validate_json(raw))
+
+
+# Strict scalars.
+
+
+@pytest.mark.parametrize(
+    "amount", [" 1", "1 ", "1_000", "+5", "5.", ".5", "0x10", "abc", "NaN", "", True, [1], "1e400"]
+)
+async def test_amounts_are_numbers_or_decimal_strings_only(harness: Harness, amount: Any) -> None:
+    body = {"customer": "ada", "feature": "ai.tokens", "idempotency_key": "k", "amount": amount}
+    response = await harness.post(CONSUME, body)
+    assert pointers(assert_problem(response, 422, "invalid_input")) == {"#/amount"}
+
+
+async def test_an_amount_too_large_for_a_float_is_refused(harness: Harness) -> None:
+    raw = b'{"customer": "ada", "feature": "ai.tokens", "idempotency_key": "k", "amount": 1e309}'
+    response = await post_raw(harness, CONSUME, raw)
+    assert pointers(assert_problem(response, 422, "invalid_input")) == {"#/amount"}
+
+
+@pytest.mark.parametrize(
+    ("amount", "recorded"),
+    [("12.5", "12.5"), (12.5, "12.5"), (3, "3"), ("1e3", "1000"), ("0.000001", "0.000001")],
+)
+async def test_good_amounts_are_taken_exactly(harness: Harness, amount: Any, recorded: str) -> None:
+    body = {"customer": "ada", "feature": "ai.tokens", "idempotency_key": "k", "amount": amount}
+    response = await harness.post(CONSUME, body)
+    assert response.status_code == 200, response.text
+    assert response.json()["amount"] == recorded
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter"),
+    [
+        ("/v1/audit/events?since=1780000000", "since"),
+        ("/v1/audit/events?until=1780000000.5", "until"),
+        ("/v1/customers/ada/entitlements?at=1780000000", "at"),
+        ("/v1/customers/ada/usage?meter=ai_tokens&from=1780000000", "from"),
+        ("/v1/customers/ada/usage/ai?to=1780000000", "to"),
+        ("/v1/audit/events?since=2026-06-01", "since"),
+    ],
+)
+async def test_query_instants_are_iso_8601_with_a_zone(
+    harness: Harness, path: str, parameter: str
+) -> None:
+    body = assert_problem(await harness.get(path), 422, "invalid_input")
+    assert {e["parameter"] for e in body["errors"]} == {parameter}, body
+
+
+async def test_iso_8601_query_instants_are_read(harness: Harness) -> None:
+    for path in (
+        "/v1/audit/events?since=2026-06-01T00:00:00Z&until=2026-06-02T00:00:00%2B02:00",
+        "/v1/customers/ada/entitlements?at=2026-06-01T12:00:00Z",
+        "/v1/customers/ada/usage/ai?from=2026-06-01T00:00:00Z&to=2026-07-01T00:00:00Z",
+    ):
+        response = await harness.get(path)
+        assert response.status_code == 200, (path, response.text)
+
+
+async def test_body_instants_are_not_unix_seconds(harness: Harness) -> None:
+    for value in ("1780000000", "2026-07-01"):
+        response = await harness.post("/v1/customers/ada/grants", {"plan": "pro", "ends_at": value})
+        assert pointers(assert_problem(response, 422, "invalid_input")) == {"#/ends_at"}
