@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
-from tests.conftest import PLANS, Harness
+from tests.conftest import PLANS, Harness, assert_problem
 from tests.factories import entitlements, grant
 
 pytestmark = pytest.mark.anyio
@@ -171,3 +172,58 @@ async def test_for_sale_is_true_or_false(harness: Harness) -> None:
     assert {"detail": "plans.beta_tester.for_sale: expected true or false"} in refused.json()[
         "errors"
     ]
+
+
+# Documents the server cannot read are refused as problems, never a 500.
+
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "headers", "status", "code", "says"),
+    [
+        (b'{"version": 1, "features": {"\xff": {}}}', JSON_TYPE, 400, "malformed_json", "UTF-8"),
+        (b"version: 1\nfeatures:\n  x\xff: {}\n", YAML, 422, "invalid_plans", "UTF-8"),
+        (
+            b'{"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+            JSON_TYPE,
+            400,
+            "malformed_json",
+            "nested",
+        ),
+        (b"a: " + b"[" * 10_000 + b"]" * 10_000 + b"\n", YAML, 422, "invalid_plans", "nested"),
+        (
+            b"a:\n" + b"".join(b"  " * i + b"- \n" for i in range(1, 400)),
+            YAML,
+            422,
+            "invalid_plans",
+            "nested",
+        ),
+        (
+            b'{"version": 1, "features": {"\\ud800": {"type": "boolean"}}}',
+            JSON_TYPE,
+            422,
+            "invalid_input",
+            "surrogate",
+        ),
+        (
+            b'version: 1\nfeatures:\n  "\\ud800": {type: boolean}\n',
+            YAML,
+            422,
+            "invalid_plans",
+            "surrogate",
+        ),
+        (b'version: 1\nfeatures:\n  "a\\0": {type: boolean}\n', YAML, 422, "invalid_plans", "NUL"),
+        (b'{"version": 1, "version": 1}', JSON_TYPE, 400, "malformed_json", "twice"),
+        (b"version: 1\n", {"Content-Type": "text/plain"}, 415, "unsupported_media_type", "yaml"),
+    ],
+)
+async def test_unreadable_documents_are_refused(
+    harness: Harness, raw: bytes, headers: dict[str, str], status: int, code: str, says: str
+) -> None:
+    response = await harness.client.post(
+        "/v1/catalog", content=raw, headers={**harness.admin, **headers}
+    )
+    body = assert_problem(response, status, code)
+    assert says in json.dumps(body), body
+    assert (await harness.get("/v1/catalog")).json()["revision"] == 1

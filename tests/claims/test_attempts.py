@@ -62,6 +62,22 @@ async def test_the_fourth_attempt_of_a_customer_in_a_window_is_429(database_url:
         assert later.status_code == 200, later.text
 
 
+@pytest.mark.parametrize("length", [200, 254, 255])
+async def test_a_customer_id_of_any_allowed_length_is_counted(
+    database_url: str, length: int
+) -> None:
+    """The rate-limit key holds the tenant and the customer id: at 254 characters it
+    outgrew its column, a 500 on PostgreSQL. Long keys are stored as a digest, and count
+    all the same, each customer apart."""
+    async with harness_with(database_url, claim_attempts_per_customer=2) as harness:
+        long_id, other_id = "c" * length, "c" * (length - 1) + "d"
+        for _ in range(2):
+            unknown = await redeem(harness, long_id, codes.generate())
+            assert_problem(unknown, 404, "claim_code_unknown")
+        assert_problem(await redeem(harness, long_id, codes.generate()), 429, "rate_limited")
+        assert_problem(await redeem(harness, other_id, codes.generate()), 404, "claim_code_unknown")
+
+
 async def test_successful_attempts_count_too(database_url: str) -> None:
     async with harness_with(database_url, claim_attempts_per_customer=3) as harness:
         batch = await create_batch(harness, count=1)

@@ -6,11 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from billfold.audit import service
 from billfold.http.calls import ReadCall
-from billfold.kit.schemas import MAX_PAGE_SIZE, Out
+from billfold.kit.schemas import MAX_PAGE_SIZE, Instant, Out
 
 router = APIRouter(tags=["event log"])
 
@@ -43,8 +42,8 @@ async def list_events(
     call: ReadCall,
     customer: Annotated[str | None, Query(max_length=255)] = None,
     type: Annotated[list[str] | None, Query(max_length=20)] = None,
-    since: Annotated[AwareDatetime | None, Query()] = None,
-    until: Annotated[AwareDatetime | None, Query()] = None,
+    since: Annotated[Instant | None, Query()] = None,
+    until: Annotated[Instant | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
 ) -> EventsOut:

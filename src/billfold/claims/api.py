@@ -14,11 +14,12 @@ from billfold.claims.deps import Claims
 from billfold.claims.export import CSV_MEDIA_TYPE, batch_metadata, csv_of, duration_label
 from billfold.claims.service import BatchRequest
 from billfold.grants.schemas import FeatureValueOut, GrantOut
+from billfold.http.bodies import json_body_schema, read_json
 from billfold.http.calls import AdminCall, RedeemCall
 from billfold.http.problems import problem_for
 from billfold.kit.errors import BillfoldError
 from billfold.kit.ids import ID_PATTERN
-from billfold.kit.schemas import Body, Instant, Metadata, Out
+from billfold.kit.schemas import Body, Instant, Metadata, Out, Storable
 
 router = APIRouter(tags=["claims"])
 BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
@@ -36,8 +37,8 @@ class BatchIn(Body):
     max_redemptions: Annotated[int, Field(ge=1, le=service.MAX_REDEMPTIONS_PER_CODE)] = 1
     expires_at: Instant | None = None
     source: Annotated[str, Field(pattern=service.SOURCE_LABEL.pattern)] = "claim"
-    campaign: Annotated[str, Field(max_length=200)] | None = None
-    tier: Annotated[str, Field(max_length=200)] | None = None
+    campaign: Annotated[str, Field(max_length=200), Storable] | None = None
+    tier: Annotated[str, Field(max_length=200), Storable] | None = None
     metadata: Metadata = Field(
         default_factory=dict,
         description=f"at most {service.MAX_METADATA_KEYS} keys and "
@@ -88,9 +89,11 @@ class RevokedOut(Out):
     status_code=201,
     response_model=BatchOut,
     responses={201: {"content": {CSV_MEDIA_TYPE: {}}}},
+    openapi_extra=json_body_schema(BatchIn),
 )
-async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
+async def create_batch(call: AdminCall, request: Request) -> Any:
     """Issue claim codes. `Accept: text/csv` answers the same CSV as the CLI."""
+    body = await read_json(request, BatchIn)
     batch, issued = await service.create_batch(
         call.session,
         call.ctx,
@@ -136,9 +139,11 @@ async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
         422: {"description": "claim_code_malformed or invalid_input"},
         429: {"description": "rate_limited"},
     },
+    openapi_extra=json_body_schema(RedeemIn),
 )
-async def redeem(body: RedeemIn, call: RedeemCall, request: Request) -> Any:
+async def redeem(call: RedeemCall, request: Request) -> Any:
     """Redeem a code for a customer. Redeeming it again answers the same, granting nothing."""
+    body = await read_json(request, RedeemIn)
     claims = call.collaborator(Claims)
     catalog = await call.catalog()
     try:
@@ -166,9 +171,10 @@ async def redeem(body: RedeemIn, call: RedeemCall, request: Request) -> Any:
     )
 
 
-@router.post("/v1/claims/revoke")
-async def revoke_code(body: RevokeCodeIn, call: AdminCall) -> RevokedOut:
+@router.post("/v1/claims/revoke", openapi_extra=json_body_schema(RevokeCodeIn))
+async def revoke_code(call: AdminCall) -> RevokedOut:
     """Revoke one code, presented in full (only its hash is stored)."""
+    body = await read_json(call.request, RevokeCodeIn)
     revoked = await service.revoke_code(
         call.session, call.ctx, code=body.code, secret_key=call.collaborator(Claims).secret_key
     )

@@ -10,16 +10,27 @@ from pydantic import Field
 
 from billfold.customers import service
 from billfold.customers.service import Customer
+from billfold.http.bodies import json_body_schema, read_json
 from billfold.http.calls import AdminCall, ReadCall
-from billfold.kit.schemas import MAX_PAGE_SIZE, Body, Metadata, Out, decode_cursor, encode_cursor
+from billfold.kit.schemas import (
+    MAX_PAGE_SIZE,
+    Body,
+    Metadata,
+    Out,
+    Storable,
+    decode_cursor,
+    encode_cursor,
+)
 
 router = APIRouter(tags=["customers"])
 ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
 
 
 class CustomerIn(Body):
-    name: Annotated[str, Field(max_length=200)] | None = None
-    email: Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")] | None = None
+    name: Annotated[str, Field(max_length=200), Storable] | None = None
+    email: Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"), Storable] | None = (
+        None
+    )
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -42,11 +53,10 @@ class CustomersOut(Out):
     next_cursor: str | None
 
 
-@router.put("/v1/customers/{external_id}")
-async def put_customer(
-    external_id: ExternalId, body: CustomerIn, call: AdminCall, response: Response
-) -> CustomerOut:
+@router.put("/v1/customers/{external_id}", openapi_extra=json_body_schema(CustomerIn))
+async def put_customer(external_id: ExternalId, call: AdminCall, response: Response) -> CustomerOut:
     """Create or update a customer's profile. Customers are also created on first grant."""
+    body = await read_json(call.request, CustomerIn)
     customer, created = await service.upsert(
         call.session,
         call.ctx,

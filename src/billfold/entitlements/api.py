@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AwareDatetime
 from pydantic_core import to_json
 
 from billfold.catalog.features import to_json as value_json
@@ -23,6 +22,7 @@ from billfold.entitlements.service import CheckResult
 from billfold.grants.snapshots import SnapshotCache
 from billfold.http.bodies import json_body_schema, json_response, read_json
 from billfold.http.calls import CheckCall, ReadCall, short_path
+from billfold.kit.schemas import Instant
 from billfold.metering.deps import Metering
 from billfold.metering.quotas.format import show
 
@@ -54,7 +54,7 @@ async def check(request: Request, call: CheckCall) -> Response:
 async def customer_entitlements(
     external_id: ExternalId,
     call: ReadCall,
-    at: Annotated[AwareDatetime | None, Query(description="resolve at this instant")] = None,
+    at: Annotated[Instant | None, Query(description="resolve at this instant")] = None,
 ) -> EntitlementsOut:
     """`limits(userId)`: every feature's effective value and the grants it came from."""
     view = await service.entitlements(

@@ -10,6 +10,7 @@ from billfold.customers import service as customers
 from billfold.grants import service
 from billfold.grants.resolution import Grant
 from billfold.grants.schemas import GrantIn, GrantOut, GrantsOut, RevokeIn
+from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
 from billfold.kit.ids import ID_PATTERN
 
@@ -19,10 +20,15 @@ ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
 GrantId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
 
 
-@router.post("/v1/customers/{external_id}/grants", status_code=201)
+@router.post(
+    "/v1/customers/{external_id}/grants",
+    status_code=201,
+    openapi_extra=json_body_schema(GrantIn),
+)
 @idempotent
-async def create_grant(external_id: ExternalId, body: GrantIn, call: AdminCall) -> GrantOut:
+async def create_grant(external_id: ExternalId, call: AdminCall) -> GrantOut:
     """Grant a plan or a single feature to a customer, for a window or open-ended."""
+    body = await read_json(call.request, GrantIn)
     catalog = await call.catalog()
     grant = await service.create(call.session, call.ctx, catalog, external_id, body)
     return GrantOut.of(catalog, external_id, grant, call.ctx.now)
@@ -50,11 +56,12 @@ async def get_grant(grant_id: GrantId, call: ReadCall) -> GrantOut:
     return await _grant_out(call, grant)
 
 
-@router.post("/v1/grants/{grant_id}/revoke")
-async def revoke_grant(
-    grant_id: GrantId, call: AdminCall, body: RevokeIn | None = None
-) -> GrantOut:
+@router.post(
+    "/v1/grants/{grant_id}/revoke", openapi_extra=json_body_schema(RevokeIn, required=False)
+)
+async def revoke_grant(grant_id: GrantId, call: AdminCall) -> GrantOut:
     """End a grant now. Revoking it again answers the same."""
+    body = await read_optional_json(call.request, RevokeIn)
     grant = await service.revoke(
         call.session, call.ctx, await call.catalog(), grant_id, reason=body.reason if body else None
     )

@@ -10,7 +10,7 @@ from pydantic import Field
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.features import to_json
 from billfold.grants.resolution import Grant
-from billfold.kit.schemas import Body, Instant, Metadata, Out
+from billfold.kit.schemas import Body, Instant, Metadata, Out, Storable, Text
 
 FeatureValueOut = bool | int | str | list[str]
 SourceLabel = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
@@ -21,7 +21,7 @@ class GrantIn(Body):
 
     plan: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     feature: Annotated[str, Field(min_length=1, max_length=100)] | None = None
-    value: bool | int | str | list[str] | None = None
+    value: bool | int | Text | list[Text] | None = None
     starts_at: Instant | None = None
     ends_at: Instant | None = None
     duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = None
@@ -31,7 +31,7 @@ class GrantIn(Body):
 
 
 class RevokeIn(Body):
-    reason: Annotated[str, Field(max_length=500)] | None = None
+    reason: Annotated[str, Field(max_length=500), Storable] | None = None
 
 
 class GrantOut(Out):

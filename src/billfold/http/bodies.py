@@ -1,9 +1,31 @@
-"""Request bodies read, and responses written, in pydantic's core: for the hot routes,
-where FastAPI's own body handling and response validation cost more than the work."""
+"""Request bodies, read strictly after authorization, and responses written in pydantic's core.
+
+Every JSON body is read here, by `read_json`, inside the route and so after the route's
+`authorize` dependency: a request without a key is answered 401, and an agent key 403,
+whatever its body holds (decision 0022). What a body must be:
+
+- `Content-Type: application/json` (a `charset` other than UTF-8 is refused): 415
+  `unsupported_media_type` otherwise.
+- UTF-8, without a byte order mark; one JSON value, no object key twice, no `NaN` or
+  `Infinity`, at most `MAX_DEPTH` levels deep: 400 `malformed_json` otherwise.
+- No string, and no object key, holding a NUL or a lone UTF-16 surrogate
+  (`billfold.kit.text`): 422 `invalid_input` with a pointer to the string.
+
+The hot routes (the check API, consume) pay for none of the slower checks unless a cheap
+test on the raw bytes says one could find something: pydantic's parser does the rest.
+"""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import enum
+import functools
+import json
+import re
+import types
+import typing
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NoReturn, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -11,27 +33,219 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
+from billfold.http.problems import json_pointer
+from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
+from billfold.kit.schemas import printable
+from billfold.kit.text import json_faults
+
 M = TypeVar("M", bound=BaseModel)
+
+JSON_MEDIA_TYPE = "application/json"
+# pydantic's JSON parser (jiter) refuses deeper nesting as well.
+MAX_DEPTH = 200
+_BOM = b"\xef\xbb\xbf"
+
+
+class MalformedJson(BillfoldError):
+    status = 400
+    code = "malformed_json"
+    title = "The body is not valid JSON"
+
+    def __init__(self, detail: str) -> None:
+        message = f"the body is not valid JSON: {detail}"
+        super().__init__(message, errors=[FieldError(message, pointer="#")])
+
+
+class UnsupportedMediaType(BillfoldError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "Unsupported media type"
+
+
+def require_json(request: Request) -> None:
+    """Refuse a body that is not declared `application/json` (UTF-8)."""
+    declared = request.headers.get("content-type")
+    if declared == JSON_MEDIA_TYPE:  # what nearly every client sends
+        return
+    media_type, _, parameters = (declared or "").partition(";")
+    if media_type.strip().lower() != JSON_MEDIA_TYPE:
+        raise UnsupportedMediaType(
+            f"send the body as `Content-Type: {JSON_MEDIA_TYPE}`"
+            + (f", not {media_type.strip()!r}" if media_type.strip() else "")
+        )
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+            "utf-8",
+            "utf8",
+        ):
+            raise UnsupportedMediaType(f"JSON bodies must be UTF-8, not charset={value.strip()}")
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise _Constant(name)
+
+
+class _Constant(Exception):
+    pass
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether `value` nests more than MAX_DEPTH arrays and objects (without recursion)."""
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_DEPTH:
+                    return True
+                level.append((child, depth + 1))
+    return False
+
+
+def decode_json(raw: bytes) -> Any:
+    """The JSON value of a body, read strictly: `MalformedJson` (400) for anything that is
+    not UTF-8 JSON without duplicate keys, NaN or Infinity, nested at most MAX_DEPTH deep;
+    `InvalidInput` (422, a pointer each) for text no backend can store."""
+    if raw.startswith(_BOM):
+        raise MalformedJson("the body must be UTF-8 without a byte order mark")
+    if b"\x00" in raw:  # a raw NUL is nowhere valid JSON; in UTF-16 and -32 it is everywhere
+        raise MalformedJson("the body must be UTF-8 (this looks like UTF-16 or UTF-32)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise MalformedJson(f"the body must be UTF-8 (byte {error.start} is not)") from None
+    try:
+        value = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
+        raise MalformedJson(f"line {error.lineno}, column {error.colno}: {error.msg}") from None
+    except _DuplicateKey as error:
+        raise MalformedJson(
+            f'the key "{printable(error.args[0])}" appears twice in one object'
+        ) from None
+    except _Constant as error:
+        raise MalformedJson(f"{error.args[0]} is not a JSON number") from None
+    except RecursionError:
+        raise MalformedJson(f"nested more than {MAX_DEPTH} levels deep") from None
+    if _too_deep(value):
+        raise MalformedJson(f"nested more than {MAX_DEPTH} levels deep")
+    faults = [FieldError(reason, pointer=json_pointer(path)) for path, reason in json_faults(value)]
+    if faults:
+        more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""
+        raise InvalidInput(f"{faults[0].pointer}: {faults[0].detail}{more}", errors=faults)
+    return value
+
+
+def _keys(value: Any) -> int:
+    """How many object keys the validated body `value` was read from, never more: a
+    model's `fields_set` (the keys its input held) and a dict's keys. A body model whose
+    validators set fields or add keys of their own would break that; none does.
+    On the hot path: no isinstance against pydantic's metaclass, no generator."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return 0
+    if kind is dict:
+        count = len(value)
+        for item in value.values():
+            if type(item) not in _SCALARS:
+                count += _keys(item)
+        return count
+    if kind is list:
+        return sum(_keys(item) for item in value)
+    fields: set[str] | None = getattr(value, "__pydantic_fields_set__", None)
+    if fields is None:
+        return 0
+    count = len(fields)
+    for name in fields:
+        item = getattr(value, name)
+        if type(item) not in _SCALARS:
+            count += _keys(item)
+    return count
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None), Decimal, datetime})
+
+
+@functools.cache
+def _flat(model: type[BaseModel]) -> bool:
+    """Whether every field of `model` holds a scalar (no object, so no nested keys)."""
+
+    def scalar(annotation: Any) -> bool:
+        if annotation in _SCALARS:
+            return True
+        arguments = typing.get_args(annotation)
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            return scalar(arguments[0])
+        if origin in (typing.Union, types.UnionType, typing.Literal):
+            return origin is typing.Literal or all(scalar(item) for item in arguments)
+        return isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+
+    return all(scalar(field.annotation) for field in model.model_fields.values())
+
+
+# What pydantic's parser lets through and `decode_json` refuses, besides duplicate keys.
+_MAYBE_FAULT = re.compile(rb"NaN|Infinity|\\u0000")
+
+
+def _suspect(raw: bytes, parsed: BaseModel) -> bool:
+    """Whether `raw` could hold what pydantic's parser lets through and `decode_json`
+    refuses: NaN, Infinity, an escaped NUL, or a key given twice. Every key is followed
+    by a colon, so a body with no more colons than the model has keys repeats none."""
+    if _MAYBE_FAULT.search(raw) is not None:
+        return True
+    keys = len(parsed.__pydantic_fields_set__) if _flat(type(parsed)) else _keys(parsed)
+    return raw.count(b":") > keys
 
 
 async def read_json(request: Request, model: type[M]) -> M:
-    """Parse and validate a JSON body in pydantic's core, for the hot routes.
+    """Read and validate the JSON body of a route, strictly (see the module's doc).
 
-    FastAPI's own body handling (content-type parsing, `json.loads`, then validation) costs
-    several times more. Errors become the same problems as FastAPI's: `malformed_json`, or
-    `invalid_input` with a pointer per field. Pair it with `json_body_schema` for OpenAPI.
+    Call it in the route, after `authorize` has run. Errors are problems: 415
+    `unsupported_media_type`, 400 `malformed_json`, or 422 `invalid_input` with a pointer
+    per field. Pair it with `json_body_schema` for OpenAPI.
     """
     raw = await body_of(request)
     if not raw:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
+    require_json(request)
     try:
-        return model.model_validate_json(raw)
+        parsed = model.model_validate_json(raw)
     except ValidationError as error:
+        decode_json(raw)  # a fault of the JSON itself is told before its fields'
         raise RequestValidationError(
             [{**item, "loc": ("body", *item["loc"])} for item in error.errors()]
         ) from None
+    if _suspect(raw, parsed):
+        decode_json(raw)
+    return parsed
+
+
+async def read_optional_json(request: Request, model: type[M]) -> M | None:
+    """`read_json` for a route whose body may be left out (None then)."""
+    if not await body_of(request):
+        return None
+    return await read_json(request, model)
 
 
 async def body_of(request: Request) -> bytes:
@@ -55,12 +269,12 @@ async def body_of(request: Request) -> bytes:
     return body
 
 
-def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
+def json_body_schema(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
     """The OpenAPI `requestBody` of a route that reads its body with `read_json`."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "content": {"application/json": {"schema": schema}},
         }
     }

@@ -9,10 +9,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billfold.http.metrics import Metrics
-from billfold.http.problems import CORRELATION_HEADER, UNIT_STATE_KEY, problem
+from billfold.http.problems import CORRELATION_HEADER, UNIT_STATE_KEY, answer_exception, problem
 from billfold.kit.errors import PayloadTooLarge
 
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
@@ -53,9 +54,11 @@ class RequestGuard:
         correlation = supplied if _CORRELATION.match(supplied) else os.urandom(16).hex()
         scope.setdefault("state", {})["correlation_id"] = correlation
         status_holder = {"status": 500}
+        started = {"response": False}
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                started["response"] = True
                 status_holder["status"] = message["status"]
                 headers = message.setdefault("headers", [])
                 if not any(name == _CORRELATION_KEY for name, _ in headers):
@@ -70,7 +73,16 @@ class RequestGuard:
             app = self.short_paths.get((scope["method"], scope["path"]), self.app)
             try:
                 await app(scope, self._limited(receive, limit), send_with_headers)
-            finally:  # an unhandled error propagates from here; count its 500 too
+            except Exception as exc:
+                if started["response"]:
+                    raise  # half an answer is out: only closing the connection ends it
+                # Answer the 500 here, as any other problem. Starlette's outermost
+                # ServerErrorMiddleware would answer it too, but then re-raise, and the
+                # server closes a connection whose app raised: the client's next request
+                # on it would fail as well.
+                response = await answer_exception(Request(scope), exc)
+                await response(scope, receive, send_with_headers)
+            finally:  # count every answer, a 500 too
                 unit = scope["state"].get(UNIT_STATE_KEY)
                 if unit is not None:  # a read-only request's unit of work, if it had one
                     await unit.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from billfold.http.metrics import Metrics
 from billfold.kit.errors import BillfoldError, FieldError, PayloadTooLarge
 from billfold.kit.idempotency import Replay
+from billfold.kit.schemas import printable
 
 log = logging.getLogger("billfold.http")
 
@@ -92,11 +93,17 @@ def problem_for(request: Request, exc: BillfoldError) -> JSONResponse:
     )
 
 
+def json_pointer(path: Sequence[Any]) -> str:
+    """The JSON pointer (RFC 6901) of `path` into a body, as a problem's `errors` give
+    it; what cannot be sent back as UTF-8 (a lone surrogate) is written as an escape."""
+    escaped = (printable(str(part)).replace("~", "~0").replace("/", "~1") for part in path)
+    return "#/" + "/".join(escaped) if path else "#"
+
+
 def _pointer(location: tuple[Any, ...]) -> FieldError:
     kind, *rest = location or ("body",)
-    path = "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in rest)
     if kind == "body":
-        return FieldError("", pointer="#/" + path if path else "#")
+        return FieldError("", pointer=json_pointer(rest))
     return FieldError("", parameter=str(rest[0]) if rest else str(kind))
 
 
@@ -196,6 +203,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
             code="internal_error",
             title="Internal error",
             detail="the request failed unexpectedly; it was logged under its correlation id",
-            # ServerErrorMiddleware sends this response outside RequestGuard's `send`.
+            # The request guard answers it (and keeps the connection); should an error
+            # escape the guard itself, ServerErrorMiddleware sends it, past the guard.
             headers={CORRELATION_HEADER: correlation_id(request)},
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
@@ -11,9 +12,23 @@ from billfold.kit.errors import RateLimited
 from billfold.kit.sql import dialect_insert
 from billfold.kit.tables import rate_limit_counters
 
+# Keys up to this long are stored as given (the column holds 300); longer ones, and any
+# that looks like a stored digest, by a readable head and the SHA-256 of the whole key.
+MAX_PLAIN_KEY = 200
+_DIGEST_MARK = "#sha256:"
+
+
+def stored_key(key: str) -> str:
+    """The form of `key` the counters table keeps: itself, or a head and a digest."""
+    if len(key) <= MAX_PLAIN_KEY and _DIGEST_MARK not in key:
+        return key
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{key[:100]}{_DIGEST_MARK}{digest}"
+
 
 async def hit(session: AsyncSession, key: str, *, limit: int, window_s: int, now: datetime) -> None:
     """Count one attempt under `key`; raise RateLimited once `limit` is passed in this window."""
+    key = stored_key(key)
     epoch = int(now.timestamp())
     window_start = now - timedelta(seconds=epoch % window_s, microseconds=now.microsecond)
     statement = dialect_insert(session, rate_limit_counters).values(

@@ -7,7 +7,6 @@ from decimal import ROUND_HALF_EVEN
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import AwareDatetime
 from pydantic_core import to_json
 
 from billfold.catalog.schemas import MeterOut
@@ -15,6 +14,7 @@ from billfold.http.bodies import body_of, json_body_schema, json_response, read_
 from billfold.http.calls import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
 from billfold.kit.errors import BillfoldError
 from billfold.kit.money import round_minor
+from billfold.kit.schemas import Instant
 from billfold.metering import ai, events, ingest, usage
 from billfold.metering.aggregation import exact
 from billfold.metering.deps import Metering
@@ -40,10 +40,8 @@ router = APIRouter(tags=["metering"])
 EVENTS_PATH = "/v1/events"
 ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
 # A usage report's period, [from, to): by default the calendar month of the request.
-From = Annotated[
-    AwareDatetime | None, Query(alias="from", description="default: this month's start")
-]
-To = Annotated[AwareDatetime | None, Query(alias="to", description="default: next month's start")]
+From = Annotated[Instant | None, Query(alias="from", description="default: this month's start")]
+To = Annotated[Instant | None, Query(alias="to", description="default: next month's start")]
 
 
 class UnreadableEvents(BillfoldError):

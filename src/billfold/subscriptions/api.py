@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import Field
 
+from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
 from billfold.kit.ids import ID_PATTERN
-from billfold.kit.schemas import Body, Instant, Metadata, Out
+from billfold.kit.schemas import Body, Instant, Metadata, Out, Storable
 from billfold.subscriptions import service
 from billfold.subscriptions.service import Subscription
 from billfold.subscriptions.status import SubscriptionStatus
@@ -33,7 +34,7 @@ class RenewIn(Body):
 
 class CancelIn(Body):
     at_period_end: bool = False
-    reason: Annotated[str, Field(max_length=500)] | None = None
+    reason: Annotated[str, Field(max_length=500), Storable] | None = None
 
 
 class SubscriptionOut(Out):
@@ -62,10 +63,15 @@ async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> Subscr
     return SubscriptionOut(plan_version=version.version if version else None, **fields)
 
 
-@router.post("/v1/customers/{external_id}/subscriptions", status_code=201)
+@router.post(
+    "/v1/customers/{external_id}/subscriptions",
+    status_code=201,
+    openapi_extra=json_body_schema(ActivateIn),
+)
 @idempotent
-async def activate(external_id: ExternalId, body: ActivateIn, call: AdminCall) -> SubscriptionOut:
+async def activate(external_id: ExternalId, call: AdminCall) -> SubscriptionOut:
     """Activate a plan for a customer; the plan's grant follows the subscription."""
+    body = await read_json(call.request, ActivateIn)
     subscription = await service.activate(
         call.session,
         call.ctx,
@@ -92,8 +98,9 @@ async def get_subscription(subscription_id: SubscriptionId, call: ReadCall) -> S
     return await _out(call, await service.get(call.session, call.ctx.tenant_id, subscription_id))
 
 
-@router.post("/v1/subscriptions/{subscription_id}/renew")
-async def renew(subscription_id: SubscriptionId, body: RenewIn, call: AdminCall) -> SubscriptionOut:
+@router.post("/v1/subscriptions/{subscription_id}/renew", openapi_extra=json_body_schema(RenewIn))
+async def renew(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
+    body = await read_json(call.request, RenewIn)
     subscription = await service.renew(
         call.session,
         call.ctx,
@@ -104,11 +111,12 @@ async def renew(subscription_id: SubscriptionId, body: RenewIn, call: AdminCall)
     return await _out(call, subscription)
 
 
-@router.post("/v1/subscriptions/{subscription_id}/cancel")
-async def cancel(
-    subscription_id: SubscriptionId, call: AdminCall, body: CancelIn | None = None
-) -> SubscriptionOut:
-    body = body or CancelIn()
+@router.post(
+    "/v1/subscriptions/{subscription_id}/cancel",
+    openapi_extra=json_body_schema(CancelIn, required=False),
+)
+async def cancel(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
+    body = await read_optional_json(call.request, CancelIn) or CancelIn()
     subscription = await service.cancel(
         call.session,
         call.ctx,

@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import Field
 
+from billfold.http.bodies import json_body_schema, read_json
 from billfold.http.calls import AdminCall, ReadCall
 from billfold.kit.ids import ID_PATTERN
-from billfold.kit.schemas import Body, Out
+from billfold.kit.schemas import Body, Out, Storable
 from billfold.tenants import service
 from billfold.tenants.scopes import Scope
 from billfold.tenants.service import ApiKey
@@ -19,7 +20,7 @@ router = APIRouter(tags=["api keys"])
 
 
 class KeyIn(Body):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(min_length=1, max_length=200), Storable]
     scope: Annotated[Scope, Field(strict=False)]  # JSON sends the scope's name
 
 
@@ -49,8 +50,9 @@ class KeysOut(Out):
     keys: list[KeyOut]
 
 
-@router.post("/v1/keys", status_code=201)
-async def create_key(body: KeyIn, call: AdminCall) -> NewKeyOut:
+@router.post("/v1/keys", status_code=201, openapi_extra=json_body_schema(KeyIn))
+async def create_key(call: AdminCall) -> NewKeyOut:
+    body = await read_json(call.request, KeyIn)
     key, token = await service.create_key(call.session, call.ctx, name=body.name, scope=body.scope)
     return NewKeyOut(token=token, **KeyOut.of(key).model_dump())
 
