@@ -174,14 +174,6 @@ async def _walk(
 ) -> Verification:
     key = eventlog.key_of(session)
     head = await repository.head(session, tenant_id)
-    if head.mac is not None and not eventlog.head_is_sealed(key, tenant_id, head):
-        return Verification(
-            ok=False,
-            entries=0,
-            problem="head: its MAC does not match: the chain head was moved or rewritten "
-            "without the key (rolled back?)",
-            seq=head.seq,
-        )
     if checkpoint is not None:
         expected = eventlog.checkpoint_mac(key, tenant_id, checkpoint.seq, checkpoint.hash)
         if checkpoint.tenant_id != tenant_id or not hmac.compare_digest(expected, checkpoint.mac):
@@ -229,6 +221,14 @@ async def _walk(
         prev_hash = row.hash
         expected_seq += 1
         count += 1
+    if head.mac is not None and not eventlog.head_is_sealed(key, tenant_id, head):
+        return Verification(
+            ok=False,
+            entries=count,
+            problem="head: its MAC does not match: the chain head was moved or rewritten "
+            "without the key (rolled back?)",
+            seq=head.seq,
+        )
     if head.seq > count:
         return Verification(
             ok=False,
