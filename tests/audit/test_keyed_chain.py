@@ -250,7 +250,8 @@ async def test_entries_from_before_the_keyed_chain_verify_once_sealed(harness: H
     async with harness.database.transaction() as session:
         unsealed = await audit.verify(session, tenant_id)
         assert (unsealed.ok, unsealed.entries) == (False, 2)
-        assert unsealed.problem is not None and unsealed.problem.startswith("unsealed")
+        assert unsealed.problem is not None
+        assert unsealed.problem.startswith("unsealed")
         assert (await audit.seal(session, tenant_id)).ok
     async with harness.database.transaction() as session:
         ctx = Context(tenant_id, Actor("system", "test", None), "c", now)
