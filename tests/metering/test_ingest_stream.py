@@ -24,7 +24,7 @@ from sqlalchemy import text
 from billfold.kit.text import NUL
 from billfold.metering import deadletters
 from billfold.metering.deps import Metering
-from billfold.metering.stream import _ensure_stream, _subject, next_batch
+from billfold.metering.stream import WorkerOptions, _ensure_stream, _subject, next_batch, store
 from tests.conftest import ROOT, Harness, new_harness, postgresql_only
 
 pytestmark = pytest.mark.anyio
@@ -340,3 +340,24 @@ async def test_a_replayed_dead_letter_that_now_stores_is_removed(streaming: Harn
     assert replayed.stdout.strip() == f"{row.id}: stored"
     assert await dead_letters(streaming) == []
     assert await stored(streaming) == (1, 1)
+
+
+@postgresql_only  # SQLite does not enforce a column's length; PostgreSQL refuses the key
+async def test_an_event_the_database_refuses_is_parked_and_its_neighbours_stored(
+    harness: Harness,
+) -> None:
+    """What the checks let through and the store refuses: the tenant's transaction fails,
+    its events are stored one by one, and the one refused is parked with the error."""
+    long_key = "k" * 300
+    body = json.loads(
+        message(harness, [good_event("n-1"), good_event(long_key), good_event("n-2")])
+    )
+    options = WorkerOptions(url="nats://unused", stream="UNUSED")
+    parked = await store(harness.database, [("m-1", body)], options, harness.clock.now())
+    assert [letter.idempotency_key for letter in parked] == [long_key[:255]]
+    assert parked[0].error.endswith(
+        "value too long for type character varying(255) (SQLSTATE 22001)"
+    )
+    assert await stored(harness) == (2, 2)
+    (row,) = await dead_letters(harness)
+    assert (row.kind, row.message_id, row.attempts) == ("event", "m-1", 1)

@@ -452,8 +452,11 @@ async def _poisoned(database: Database, error: Exception) -> bool:
 
 
 def _describe(error: BaseException) -> str:
+    """The database's own words (and SQLSTATE), on one line."""
     origin = getattr(error, "orig", None) or error
-    return f"{type(origin).__name__}: {origin}".splitlines()[0]
+    state = getattr(origin, "sqlstate", None)
+    said = str(origin).splitlines()[0] if str(origin) else type(origin).__name__
+    return f"{said} (SQLSTATE {state})" if state else f"{type(origin).__name__}: {said}"
 
 
 async def replay(
