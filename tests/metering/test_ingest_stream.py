@@ -24,7 +24,14 @@ from sqlalchemy import text
 from billfold.kit.text import NUL
 from billfold.metering import deadletters
 from billfold.metering.deps import Metering
-from billfold.metering.stream import WorkerOptions, _ensure_stream, _subject, next_batch, store
+from billfold.metering.stream import (
+    WorkerOptions,
+    _ensure_stream,
+    _subject,
+    decode,
+    next_batch,
+    store,
+)
 from tests.conftest import ROOT, Harness, new_harness, postgresql_only
 
 pytestmark = pytest.mark.anyio
@@ -361,3 +368,46 @@ async def test_an_event_the_database_refuses_is_parked_and_its_neighbours_stored
     assert await stored(harness) == (2, 2)
     (row,) = await dead_letters(harness)
     assert (row.kind, row.message_id, row.attempts) == ("event", "m-1", 1)
+
+
+GOOD_BODY = {"tenant_id": "ten_1", "received_at": "2027-01-01T00:00:00+00:00", "events": []}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"a": "\xc3\x28"}', "undecodable message: 'utf-8' codec"),
+        (b"{", "undecodable message: Expecting"),
+        (b"[]", "undecodable message: not a JSON object"),
+        (
+            json.dumps({**GOOD_BODY, "tenant_id": "t" * 41}).encode(),
+            "undecodable message: no tenant_id",
+        ),
+        (
+            json.dumps({**GOOD_BODY, "tenant_id": "t\u0000"}).encode(),
+            "undecodable message: the tenant_id",
+        ),
+        (
+            json.dumps({**GOOD_BODY, "events": {}}).encode(),
+            "undecodable message: no list of events",
+        ),
+        (
+            json.dumps({**GOOD_BODY, "received_at": "2027-01-01T00:00:00"}).encode(),
+            "undecodable message: no received_at",
+        ),
+        (
+            json.dumps({**GOOD_BODY, "correlation_id": 7}).encode(),
+            "undecodable message: correlation_id",
+        ),
+    ],
+    ids=["utf8", "json", "array", "tenant-long", "tenant-nul", "events", "naive", "correlation"],
+)
+def test_a_message_that_is_no_body_is_named(payload: bytes, reason: str) -> None:
+    body, fault = decode(payload)
+    assert body is None
+    assert fault is not None
+    assert fault.startswith(reason), fault
+
+
+def test_a_body_decodes() -> None:
+    assert decode(json.dumps(GOOD_BODY).encode()) == (GOOD_BODY, None)

@@ -297,8 +297,10 @@ def decode(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(body, dict):
         return None, "undecodable message: not a JSON object"
     tenant_id, received_at, events = (body.get(k) for k in ("tenant_id", "received_at", "events"))
-    if not isinstance(tenant_id, str) or not tenant_id or any(json_faults(tenant_id)):
+    if not isinstance(tenant_id, str) or not 0 < len(tenant_id) <= TENANT_ID_LENGTH:
         return None, "undecodable message: no tenant_id"
+    if any(json_faults(tenant_id)):
+        return None, "undecodable message: the tenant_id is not text"
     if not isinstance(events, list):
         return None, "undecodable message: no list of events"
     try:
@@ -327,6 +329,7 @@ def _checked(raw: Any) -> tuple[UsageEvent | None, str | None]:
 
 
 Items = list[tuple[str | None, dict[str, Any]]]
+TENANT_ID_LENGTH = 40  # tenants.id
 
 
 async def store(
