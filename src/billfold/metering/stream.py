@@ -252,20 +252,26 @@ class StreamSource:
             await message.nak(delay=retry_in_s)
 
     async def _counted(self, parked: list[Letter]) -> None:
+        """Count and log what was parked (it is committed by now)."""
         for letter in parked:
             self._metrics.parked.labels(letter.kind).inc()
-            log.warning(
-                "ingest: parked an undecodable message %s: %s"
-                if letter.kind == deadletters.MESSAGE
-                else "ingest: parked event %s of tenant %s (message %s): %s",
-                *(
-                    (letter.message_id, letter.error)
-                    if letter.kind == deadletters.MESSAGE
-                    else (letter.idempotency_key, letter.tenant_id, letter.message_id, letter.error)
-                ),
-            )
-        async with self._database.transaction(write=False) as session:
-            self._metrics.waiting.set(await deadletters.waiting(session))
+            if letter.kind == deadletters.MESSAGE:
+                log.warning(
+                    "ingest: parked an undecodable message %s: %s", letter.message_id, letter.error
+                )
+            else:
+                log.warning(
+                    "ingest: parked event %s of tenant %s (message %s): %s",
+                    letter.idempotency_key,
+                    letter.tenant_id,
+                    letter.message_id,
+                    letter.error,
+                )
+        try:
+            async with self._database.transaction(write=False) as session:
+                self._metrics.waiting.set(await deadletters.waiting(session))
+        except Exception:  # only the gauge is late; the batch is stored and must be acked
+            log.exception("ingest: could not count the dead letters")
 
 
 async def next_batch(subscription: JetStreamContext.PullSubscription, size: int) -> list[Msg]:
