@@ -29,6 +29,7 @@ from billfold.http.bodies import json_response
 from billfold.http.calls import ReadCall, Runtime, permission_of, short_path, short_paths
 from billfold.http.guard import RequestGuard
 from billfold.http.metrics import Metrics
+from billfold.kit import eventlog
 from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock, SystemClock
 from billfold.kit.db import Database
@@ -55,6 +56,7 @@ def create_app(
     settings: Settings, *, clock: Clock | None = None, database: Database | None = None
 ) -> FastAPI:
     database = database or Database(settings.database_url, pool_size=settings.database_pool_size)
+    database.key_event_log(eventlog.chain_key(settings.secret_key))
     metrics = Metrics()
     changes = ChangeFeed(settings.database_url, metrics.registry)
     principals = PrincipalCache()

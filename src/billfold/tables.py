@@ -18,7 +18,7 @@ from billfold.kit.tables import (
     outbox,
     rate_limit_counters,
 )
-from billfold.metering.tables import quota_accounts, usage_events
+from billfold.metering.tables import ingest_dead_letters, quota_accounts, usage_events
 from billfold.subscriptions.tables import subscriptions
 from billfold.tenants.tables import api_keys, tenants
 
@@ -35,6 +35,7 @@ __all__ = [
     "features",
     "grants",
     "idempotency_keys",
+    "ingest_dead_letters",
     "meters",
     "outbox",
     "plan_versions",

@@ -7,6 +7,8 @@ PostgreSQL only: several processes write at once, which is the platform setup.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import secrets
 import signal
@@ -19,8 +21,17 @@ import pytest
 from nats import errors as nats_errors
 from sqlalchemy import text
 
+from billfold.kit.text import NUL
+from billfold.metering import deadletters
 from billfold.metering.deps import Metering
-from billfold.metering.stream import next_batch
+from billfold.metering.stream import (
+    WorkerOptions,
+    _ensure_stream,
+    _subject,
+    decode,
+    next_batch,
+    store,
+)
 from tests.conftest import ROOT, Harness, new_harness, postgresql_only
 
 pytestmark = pytest.mark.anyio
@@ -43,12 +54,13 @@ async def streaming(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
 
         client = await nats.connect(nats_url)
         try:
-            await client.jetstream().delete_stream(stream)
+            with contextlib.suppress(nats.js.errors.NotFoundError):  # none was made
+                await client.jetstream().delete_stream(stream)
         finally:
             await client.close()
 
 
-def worker(harness: Harness, batch: int = 2) -> subprocess.Popen[str]:
+def env_of(harness: Harness) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BILLFOLD_")}
     env.update(
         BILLFOLD_DATABASE_URL=harness.settings.database_url,
@@ -56,9 +68,13 @@ def worker(harness: Harness, batch: int = 2) -> subprocess.Popen[str]:
         BILLFOLD_INGEST=harness.settings.ingest,
         BILLFOLD_INGEST_STREAM=harness.settings.ingest_stream,
     )
+    return env
+
+
+def worker(harness: Harness, batch: int = 2, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(  # noqa: S603 (our own console script, fixed arguments)
-        [str(BILLFOLD), "worker", "ingest", "--batch", str(batch)],
-        env=env,
+        [str(BILLFOLD), "worker", "ingest", "--batch", str(batch), *extra],
+        env=env_of(harness),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -181,3 +197,217 @@ async def test_an_empty_stream_gives_an_empty_batch(nats_url: str) -> None:
         await js.delete_stream(stream)
     finally:
         await client.close()
+
+
+# --- poison: what the store refuses is parked, and the worker goes on -------------------
+
+
+def good_event(key: str) -> dict[str, Any]:
+    return {
+        "idempotency_key": key,
+        "customer": "poisoned",
+        "type": "ai.tokens",
+        "properties": {"tokens": 1, "model": "gpt-4o"},
+    }
+
+
+def message(harness: Harness, events: list[dict[str, Any]]) -> bytes:
+    """A message as the API would queue it, built by hand: nothing checked its text."""
+    body = {
+        "tenant_id": harness.tenant_id,
+        "received_at": harness.clock.now().isoformat(),
+        "correlation_id": "poison-test",
+        "events": events,
+    }
+    return json.dumps(body).encode()  # a lone surrogate goes out as the JSON escape \\ud800
+
+
+async def publish_raw(harness: Harness, payloads: list[bytes]) -> None:
+    """Publish straight to the stream's subject, past the API and its checks."""
+    import nats
+
+    client = await nats.connect(harness.settings.ingest)
+    try:
+        js = client.jetstream()
+        await _ensure_stream(js, harness.settings.ingest_stream)
+        subject = f"{_subject(harness.settings.ingest_stream)}.{harness.tenant_id}"
+        for payload in payloads:
+            await js.publish(subject, payload, timeout=10)
+    finally:
+        await client.close()
+
+
+async def dead_letters(harness: Harness) -> list[Any]:
+    async with harness.database.transaction(write=False) as session:
+        rows = await deadletters.listing(session, limit=100)
+    return [row for row in rows if row.tenant_id in (harness.tenant_id, None)]
+
+
+def scrape(port: int) -> str:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+
+
+def billfold(harness: Harness, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (our own console script, fixed arguments)
+        [str(BILLFOLD), *args],
+        env=env_of(harness),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_a_poisoned_message_is_parked_and_the_worker_goes_on(streaming: Harness) -> None:
+    """Before: the worker died on the database's refusal, the message came back every
+    15 s, and its good events were never stored."""
+    from tests.cli.test_cli import free_port
+
+    poisoned = [
+        good_event("p-1"),
+        {**good_event("p-nul"), "customer": f"ada{NUL}"},
+        {**good_event("p-surrogate"), "properties": {"tokens": 1, "model": "gpt\ud800"}},
+        {**good_event("p-time"), "timestamp": "yesterday"},
+        good_event("p-2"),
+    ]
+    await publish_raw(streaming, [message(streaming, poisoned), b"\xff\xfenot json"])
+    port = free_port()
+    process = worker(streaming, 10, "--metrics-port", str(port))
+    try:
+        await started(process)
+        assert await wait_for(streaming, 2, 30) == 2
+        # Still consuming: the next message is stored too.
+        await publish_raw(streaming, [message(streaming, [good_event("after")])])
+        assert await wait_for(streaming, 3, 30) == 3
+        letters = await dead_letters(streaming)
+        assert sorted((row.kind, row.idempotency_key) for row in letters) == [
+            ("event", "p-nul"),
+            ("event", "p-surrogate"),
+            ("event", "p-time"),
+            ("message", None),
+        ]
+        errors = {row.idempotency_key: row.error for row in letters}
+        assert errors["p-nul"] == "/customer contains a NUL character (\\u0000)"
+        assert "lone UTF-16 surrogate" in errors["p-surrogate"]
+        assert errors["p-time"].startswith("malformed event: ValueError")
+        assert errors[None].startswith("undecodable message")
+        assert all(row.attempts == 1 for row in letters)
+        metrics = await asyncio.to_thread(scrape, port)
+        assert 'billfold_ingest_dead_letters_total{kind="event"} 3.0' in metrics, metrics
+        assert 'billfold_ingest_dead_letters_total{kind="message"} 1.0' in metrics, metrics
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "parked event p-nul" in output, output
+    assert "Traceback" not in output, output
+
+    # The operator replays without fixing anything: every letter stays, one attempt more.
+    replayed = await asyncio.to_thread(
+        billfold, streaming, "worker", "dead-letters", "replay", "--all"
+    )
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    assert replayed.stdout.count(": parked") >= 4, replayed.stdout
+    again = await dead_letters(streaming)
+    assert {row.id: row.attempts for row in again} == {row.id: 2 for row in letters}
+    assert await stored(streaming) == (3, 3)
+
+    listed = await asyncio.to_thread(billfold, streaming, "worker", "dead-letters", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "p-surrogate" in listed.stdout
+    assert "\\ud800" in listed.stdout  # the event as sent, escaped
+
+    undecodable = next(row for row in again if row.kind == "message")
+    dropped = await asyncio.to_thread(
+        billfold, streaming, "worker", "dead-letters", "drop", str(undecodable.id)
+    )
+    assert dropped.returncode == 0, dropped.stderr
+    assert len(await dead_letters(streaming)) == 3
+
+
+async def test_a_replayed_dead_letter_that_now_stores_is_removed(streaming: Harness) -> None:
+    """A letter parked for a reason since fixed is stored by replay, once, and removed."""
+    letter = deadletters.event_letter(
+        tenant_id=streaming.tenant_id,
+        message_id="m-1",
+        received_at=streaming.clock.now(),
+        correlation_id="c",
+        raw=good_event("fixed"),
+        error="the database refused it once",
+    )
+    async with streaming.database.transaction() as session:
+        await deadletters.park(session, letter, streaming.clock.now())
+    (row,) = await dead_letters(streaming)
+    replayed = await asyncio.to_thread(
+        billfold, streaming, "worker", "dead-letters", "replay", str(row.id)
+    )
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert replayed.stdout.strip() == f"{row.id}: stored"
+    assert await dead_letters(streaming) == []
+    assert await stored(streaming) == (1, 1)
+
+
+@postgresql_only  # SQLite does not enforce a column's length; PostgreSQL refuses the key
+async def test_an_event_the_database_refuses_is_parked_and_its_neighbours_stored(
+    harness: Harness,
+) -> None:
+    """What the checks let through and the store refuses: the tenant's transaction fails,
+    its events are stored one by one, and the one refused is parked with the error."""
+    long_key = "k" * 300
+    body = json.loads(
+        message(harness, [good_event("n-1"), good_event(long_key), good_event("n-2")])
+    )
+    options = WorkerOptions(url="nats://unused", stream="UNUSED")
+    parked = await store(harness.database, [("m-1", body)], options, harness.clock.now())
+    assert [letter.idempotency_key for letter in parked] == [long_key[:255]]
+    assert parked[0].error.endswith(
+        "value too long for type character varying(255) (SQLSTATE 22001)"
+    )
+    assert await stored(harness) == (2, 2)
+    (row,) = await dead_letters(harness)
+    assert (row.kind, row.message_id, row.attempts) == ("event", "m-1", 1)
+
+
+GOOD_BODY = {"tenant_id": "ten_1", "received_at": "2027-01-01T00:00:00+00:00", "events": []}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"a": "\xc3\x28"}', "undecodable message: 'utf-8' codec"),
+        (b"{", "undecodable message: Expecting"),
+        (b"[]", "undecodable message: not a JSON object"),
+        (
+            json.dumps({**GOOD_BODY, "tenant_id": "t" * 41}).encode(),
+            "undecodable message: no tenant_id",
+        ),
+        (
+            json.dumps({**GOOD_BODY, "tenant_id": "t\u0000"}).encode(),
+            "undecodable message: the tenant_id",
+        ),
+        (
+            json.dumps({**GOOD_BODY, "events": {}}).encode(),
+            "undecodable message: no list of events",
+        ),
+        (
+            json.dumps({**GOOD_BODY, "received_at": "2027-01-01T00:00:00"}).encode(),
+            "undecodable message: no received_at",
+        ),
+        (
+            json.dumps({**GOOD_BODY, "correlation_id": 7}).encode(),
+            "undecodable message: correlation_id",
+        ),
+    ],
+    ids=["utf8", "json", "array", "tenant-long", "tenant-nul", "events", "naive", "correlation"],
+)
+def test_a_message_that_is_no_body_is_named(payload: bytes, reason: str) -> None:
+    body, fault = decode(payload)
+    assert body is None
+    assert fault is not None
+    assert fault.startswith(reason), fault
+
+
+def test_a_body_decodes() -> None:
+    assert decode(json.dumps(GOOD_BODY).encode()) == (GOOD_BODY, None)

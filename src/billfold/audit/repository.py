@@ -9,18 +9,35 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.kit.db import Record
+from billfold.kit.eventlog import Head
 from billfold.kit.tables import event_chain_heads, event_log
 
 
-async def head(session: AsyncSession, tenant_id: str) -> tuple[int, str]:
+def _head_of(row: Record) -> Head:
+    keyed_from = None if row.keyed_from is None else int(row.keyed_from)
+    return Head(int(row.seq), str(row.hash), keyed_from, row.mac)
+
+
+_HEAD = (
+    event_chain_heads.c.tenant_id,
+    event_chain_heads.c.seq,
+    event_chain_heads.c.hash,
+    event_chain_heads.c.keyed_from,
+    event_chain_heads.c.mac,
+)
+
+
+async def head(session: AsyncSession, tenant_id: str) -> Head:
     row = (
-        await session.execute(
-            select(event_chain_heads.c.seq, event_chain_heads.c.hash).where(
-                event_chain_heads.c.tenant_id == tenant_id
-            )
-        )
+        await session.execute(select(*_HEAD).where(event_chain_heads.c.tenant_id == tenant_id))
     ).one()
-    return int(row.seq), str(row.hash)
+    return _head_of(row)
+
+
+async def heads(session: AsyncSession) -> list[tuple[str, Head]]:
+    """Every tenant's head, by tenant id."""
+    rows = (await session.execute(select(*_HEAD).order_by(event_chain_heads.c.tenant_id))).all()
+    return [(str(row.tenant_id), _head_of(row)) for row in rows]
 
 
 async def iterate(

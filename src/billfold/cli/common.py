@@ -19,6 +19,7 @@ from billfold.catalog import catalog as catalog_reader
 from billfold.catalog import plansfile
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.plansfile import PlansFileError
+from billfold.kit import eventlog
 from billfold.kit.clock import SystemClock
 from billfold.kit.context import Actor, Context
 from billfold.kit.db import Database, sync_url
@@ -54,6 +55,7 @@ def run(work: Callable[[Database], Awaitable[T]]) -> T:
 
     async def runner() -> T:
         database = Database(settings.database_url, pool_size=2)
+        database.key_event_log(eventlog.chain_key(settings.secret_key))
         try:
             return await work(database)
         finally:

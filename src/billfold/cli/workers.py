@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from prometheus_client import CollectorRegistry, start_http_server
 
 from billfold.cli.common import fail, load_settings, run
 from billfold.kit.clock import SystemClock
 from billfold.kit.db import Database
 from billfold.kit.outbox import OutboxSource
 from billfold.kit.worker import Runner
+
+if TYPE_CHECKING:
+    from billfold.metering.stream import WorkerOptions
 
 app = typer.Typer(help="Background workers.", no_args_is_help=True)
 
@@ -28,30 +33,47 @@ def _stop_on_signals() -> asyncio.Event:
     return stop
 
 
-@app.command("ingest")
-def worker_ingest(
-    batch: Annotated[int, typer.Option(min=1, max=1000, help="messages per transaction")] = 100,
-) -> None:
-    """Drain the BILLFOLD_INGEST stream into the store. Run as many as you like.
-
-    SIGTERM or SIGINT stops it after the batch in hand. A worker killed outright leaves
-    its batch unacknowledged; another (or the same, restarted) stores it, exactly once."""
-    from billfold.metering.stream import WorkerOptions, run_worker
+def _ingest_options(batch: int = 100) -> WorkerOptions:
+    from billfold.metering.stream import WorkerOptions
 
     settings = load_settings()
-    if not settings.ingest:
-        fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker")
-    options = WorkerOptions(
+    return WorkerOptions(
         url=settings.ingest,
         stream=settings.ingest_stream,
         batch=batch,
         late_window=timedelta(seconds=settings.usage_late_window_s),
     )
 
+
+@app.command("ingest")
+def worker_ingest(
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="messages per transaction")] = 100,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="serve this worker's Prometheus /metrics here"),
+    ] = None,
+) -> None:
+    """Drain the BILLFOLD_INGEST stream into the store. Run as many as you like.
+
+    SIGTERM or SIGINT stops it after the batch in hand. A worker killed outright leaves
+    its batch unacknowledged; another (or the same, restarted) stores it, exactly once.
+    An event the store refuses is parked in the dead letters (`billfold worker
+    dead-letters`), and the rest of its message is stored."""
+    from billfold.metering.stream import DeadLetterMetrics, run_worker
+
+    if not load_settings().ingest:
+        fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker")
+    options = _ingest_options(batch)
+    registry = CollectorRegistry()
+    metrics = DeadLetterMetrics(registry)
+    if metrics_port is not None:
+        start_http_server(metrics_port, addr="0.0.0.0", registry=registry)  # noqa: S104 (scraped from outside)
+
     async def work(database: Database) -> int:
         stop = _stop_on_signals()
-        typer.echo(f"ingest worker: draining {options.stream} from {options.url}")
-        return await run_worker(database, options, stop)
+        typer.echo(f"ingest worker: draining {options.stream} from {options.url}", nl=True)
+        sys.stdout.flush()
+        return await run_worker(database, options, stop, clock=SystemClock(), metrics=metrics)
 
     stored = run(work)
     typer.echo(f"ingest worker: stopped after {stored} messages")
@@ -75,3 +97,78 @@ def worker_outbox(
 
     delivered = run(work)
     typer.echo(f"outbox worker: stopped after handling {delivered} entries")
+
+
+letters_app = typer.Typer(
+    help="What the ingest worker could not store: read, replay, drop.", no_args_is_help=True
+)
+app.add_typer(letters_app, name="dead-letters")
+
+
+@letters_app.command("list")
+def dead_letters_list(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="rows to show")] = 100,
+) -> None:
+    """The parked events and messages, oldest first: id, kind, tenant, key, attempts,
+    first and last seen, the error, and what was sent (escaped)."""
+    from billfold.metering import deadletters
+
+    async def work(database: Database) -> list[Any]:
+        async with database.transaction(write=False) as session:
+            return list(await deadletters.listing(session, limit=limit))
+
+    rows = run(work)
+    for row in rows:
+        typer.echo(
+            f"{row.id}\t{row.kind}\ttenant={row.tenant_id}\tkey={row.idempotency_key}\t"
+            f"attempts={row.attempts}\tfirst={row.first_seen_at.isoformat()}\t"
+            f"last={row.last_seen_at.isoformat()}\tmessage={row.message_id}\n"
+            f"\terror: {row.error}\n\traw: {row.raw[:1000]}"
+        )
+    typer.echo(f"{len(rows)} dead letter(s)")
+
+
+@letters_app.command("replay")
+def dead_letters_replay(
+    letter_id: Annotated[int | None, typer.Argument(help="the dead letter's id")] = None,
+    every: Annotated[bool, typer.Option("--all", help="replay every dead letter")] = False,
+) -> None:
+    """Ingest dead letters again (after a fix): one stored is removed; one refused again
+    stays, with one more attempt and its new error. Exit 1 if any stays."""
+    from billfold.metering import deadletters
+    from billfold.metering.stream import replay
+
+    if (letter_id is None) == (not every):
+        fail("give one dead letter's id, or --all", code=2)
+    options = _ingest_options()
+
+    async def work(database: Database) -> list[tuple[int, str | None]]:
+        if letter_id is not None:
+            wanted = [letter_id]
+        else:
+            async with database.transaction(write=False) as session:
+                wanted = await deadletters.ids(session)
+        clock = SystemClock()
+        return [(i, await replay(database, i, options, clock.now())) for i in wanted]
+
+    outcomes = run(work)
+    for found_id, outcome in outcomes:
+        typer.echo(f"{found_id}: {outcome or 'no such dead letter'}")
+    if any(outcome != "stored" for _id, outcome in outcomes):
+        raise typer.Exit(1)
+
+
+@letters_app.command("drop")
+def dead_letters_drop(
+    letter_id: Annotated[int, typer.Argument(help="the dead letter's id")],
+) -> None:
+    """Forget a dead letter for good (its event is never stored)."""
+    from billfold.metering import deadletters
+
+    async def work(database: Database) -> bool:
+        async with database.transaction() as session:
+            return await deadletters.drop(session, letter_id)
+
+    if not run(work):
+        fail(f"no dead letter {letter_id}")
+    typer.echo(f"dropped {letter_id}")

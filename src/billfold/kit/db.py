@@ -41,6 +41,9 @@ Record: TypeAlias = Row[*tuple[Any, ...]]
 
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
 
+# Where a session keeps the event log's chain key (`Database.key_event_log`).
+CHAIN_KEY = "billfold.event_log_key"
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC instants on every backend (SQLite has no time zones)."""
@@ -111,6 +114,13 @@ class Database:
         self._autocommit = async_sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
         )
+
+    def key_event_log(self, key: bytes) -> None:
+        """Give every session of this database the event log's chain key
+        (`kit.eventlog.chain_key`): it is kept outside the database, so it comes from the
+        settings of whoever opens it (the app, the CLI)."""
+        for factory in (self._write, self._read, self._autocommit):
+            factory.configure(info={CHAIN_KEY: key})
 
     @property
     def is_postgres(self) -> bool:

@@ -62,13 +62,18 @@ event_log = Table(
     Index("ix_event_log_type", "tenant_id", "type", "seq"),
 )
 
-# The head of each tenant's chain. Appending locks this row, which orders appends.
+# The head of each tenant's chain. Appending locks this row, which orders appends. It
+# says from which entry on the entries are keyed (null: none yet) and carries a MAC
+# under the chain key (null: written before the chain was keyed, until `billfold audit
+# seal`). Triggers refuse deleting a head and moving it back (decision 0025).
 event_chain_heads = Table(
     "event_chain_heads",
     metadata,
     Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("keyed_from", BigInteger, nullable=True),
+    Column("mac", String(64), nullable=True),
 )
 
 # One row per event-log entry, written in the same transaction (kit/eventlog.py), for the

@@ -3,8 +3,10 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     String,
     Table,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -45,4 +47,31 @@ quota_accounts = Table(
     Column("state", JSONDocument, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("version", BigInteger, nullable=False, server_default=text("0")),  # +1 per write
+)
+
+# What `billfold worker ingest` could not store, parked for an operator instead of being
+# retried forever (decision 0024): one usage event the database or the checks refused,
+# or one message that does not even decode. `billfold worker dead-letters` lists, replays
+# and drops them. `raw` is the event as ASCII JSON (its escapes keep a NUL or a lone
+# surrogate storable), or a message's bytes in base64. The same thing parked again (a
+# redelivery, a replay that fails) counts another attempt on its row.
+ingest_dead_letters = Table(
+    "ingest_dead_letters",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("fingerprint", String(64), nullable=False),  # SHA-256 of kind, tenant and raw
+    Column("kind", String(16), nullable=False),  # "event" or "message"
+    Column("tenant_id", String(40), nullable=True),  # none when the message did not decode
+    Column("message_id", String(300), nullable=True),  # Nats-Msg-Id, or the stream sequence
+    Column("idempotency_key", String(255), nullable=True),  # escaped, for reading
+    Column("correlation_id", String(255), nullable=True),
+    Column("received_at", UTCDateTime, nullable=True),  # the API's receipt: replay's "now"
+    Column("raw", Text, nullable=False),
+    Column("error", String(500), nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    UniqueConstraint("fingerprint", name="uq_ingest_dead_letters_fingerprint"),
 )
