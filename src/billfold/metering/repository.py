@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Text,
+    and_,
     bindparam,
     cast,
     literal,
+    or_,
     select,
     tuple_,
     type_coerce,
@@ -451,3 +453,52 @@ async def events_by_keys(
 
 def _is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+# Reading stored events (GET /v1/events). Kept apart from the write paths above.
+
+
+async def page_of_events(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    customer: str | None,
+    types: Sequence[str],
+    start: datetime | None,
+    end: datetime | None,
+    correlation_id: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Record]:
+    """Up to `limit` of the tenant's events, in (occurred_at, id) order, after the
+    position `after`, filtered as given. With a customer, the (tenant, customer, type,
+    occurred_at) index narrows the scan to that customer's events."""
+    columns = usage_events.c
+    statement = select(
+        columns.id,
+        columns.idempotency_key,
+        columns.customer,
+        columns.type,
+        columns.service,
+        columns.correlation_id,
+        columns.occurred_at,
+        columns.received_at,
+        columns.properties,
+    ).where(columns.tenant_id == tenant_id)
+    if customer is not None:
+        statement = statement.where(columns.customer == customer)
+    if types:
+        statement = statement.where(columns.type.in_(list(types)))
+    if start is not None:
+        statement = statement.where(columns.occurred_at >= start)
+    if end is not None:
+        statement = statement.where(columns.occurred_at < end)
+    if correlation_id is not None:
+        statement = statement.where(columns.correlation_id == correlation_id)
+    if after is not None:
+        at, event_id = after
+        statement = statement.where(
+            or_(columns.occurred_at > at, and_(columns.occurred_at == at, columns.id > event_id))
+        )
+    statement = statement.order_by(columns.occurred_at, columns.id).limit(limit)
+    return list((await session.execute(statement)).all())
