@@ -84,7 +84,7 @@ async def _gauge(
     """A limit's current count from its meter (for example spaces created minus spaces
     deleted), so the product keeps no counter of its own: one row, kept current as events
     are stored (`metering.gauges`)."""
-    value = await gauges.current(unit.session, database, catalog, tenant_id, customer, meter)
+    value = await gauges.current(unit, database, catalog, tenant_id, customer, meter)
     return max(math.ceil(value), 0)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.features import FeatureType
 from billfold.catalog.meters import Meter
-from billfold.kit.db import Database
+from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.periods import BEGINNING, NEVER
 from billfold.metering import repository, usage
 from billfold.metering.aggregation import Accumulator, NotANumber, Row, matches
@@ -62,8 +62,10 @@ async def keep(
 ) -> None:
     """Add the events just stored (`rows` whose key is in `inserted`; `texts[i]` is row i's
     properties as stored) to the kept gauges, in the caller's transaction."""
+    if not inserted:
+        return  # nothing new: no gauge moves
     definitions = await repository.gauge_definitions_locked(session, tenant_id)
-    if not definitions or not inserted:
+    if not definitions:
         return
     meters = [Meter.from_json(key, definition) for key, definition in definitions.items()]
     by_type: dict[str, list[Meter]] = {}
@@ -97,7 +99,7 @@ def kept(catalog: Catalog, meter: Meter) -> bool:
 
 
 async def current(
-    session: AsyncSession,
+    unit: UnitOfWork,
     database: Database | None,
     catalog: Catalog,
     tenant_id: str,
@@ -105,24 +107,27 @@ async def current(
     meter_key: str,
 ) -> Decimal:
     """The meter's value for the customer over all of its events: the kept value when there
-    is one; the first time, the read-time aggregation, stored to be kept from then on."""
+    is one; the first time, the read-time aggregation, stored to be kept from then on (in a
+    write transaction of its own: the unit, which only reads, is released first, so that a
+    check never holds two connections)."""
     meter = catalog.meters.get(meter_key)
     if database is None or meter is None or not kept(catalog, meter):
-        return await _aggregate(session, catalog, tenant_id, customer, meter_key)
-    found = await repository.gauge_of(session, tenant_id, meter_key, customer)
+        return await _aggregate(unit.session, catalog, tenant_id, customer, meter_key)
+    found = await repository.gauge_of(unit.session, tenant_id, meter_key, customer)
     if found is not None:
         definition, revision, has_value, value = found
         if revision == catalog.revision and definition == meter.as_json():
             if has_value and value is not None:
                 return Decimal(value)
             if has_value:  # an event the meter cannot add: the aggregation says so
-                return await _aggregate(session, catalog, tenant_id, customer, meter_key)
+                return await _aggregate(unit.session, catalog, tenant_id, customer, meter_key)
         elif revision > catalog.revision:  # a newer catalog keeps it; ours is stale
-            return await _aggregate(session, catalog, tenant_id, customer, meter_key)
+            return await _aggregate(unit.session, catalog, tenant_id, customer, meter_key)
+    await unit.release()
     async with database.transaction() as writing:
         first = await _first_value(writing, catalog, tenant_id, customer, meter)
     if first is _UNADDABLE:
-        return await _aggregate(session, catalog, tenant_id, customer, meter_key)
+        return await _aggregate(unit.session, catalog, tenant_id, customer, meter_key)
     return Decimal(first)
 
 
