@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from billfold.catalog import catalog as catalog_reader
 from billfold.catalog.catalog import Catalog
@@ -131,6 +131,14 @@ async def test_the_check_reads_a_kept_row_that_ingest_updates(gauged: Harness) -
         "limit_reached",
     )
     assert await kept(gauged, "ada", "spaces") == await aggregated(gauged, "ada", "spaces")
+    # The check reads the row, not the events: a row set by hand is what it answers.
+    async with gauged.database.transaction() as session:
+        await session.execute(
+            update(gauge_values)
+            .where(gauge_values.c.tenant_id == gauged.tenant_id, gauge_values.c.customer == "ada")
+            .values(value="1")
+        )
+    assert (await space_check(gauged))["remaining"] == 2
 
 
 @pytest.mark.anyio
