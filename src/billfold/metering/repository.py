@@ -499,8 +499,10 @@ async def page_of_events(
         statement = statement.where(columns.correlation_id == correlation_id)
     if after is not None:
         at, event_id = after
+        # Past (at, id): the first condition alone bounds the index scan; an OR of the two
+        # positions would be planned as a second scan, of every later id, in every tenant.
         statement = statement.where(
-            or_(columns.occurred_at > at, and_(columns.occurred_at == at, columns.id > event_id))
+            columns.occurred_at >= at, or_(columns.occurred_at > at, columns.id > event_id)
         )
     statement = statement.order_by(columns.occurred_at, columns.id).limit(limit)
     return list((await session.execute(statement)).all())
