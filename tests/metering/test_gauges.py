@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,9 +20,11 @@ from billfold.catalog import catalog as catalog_reader
 from billfold.catalog.catalog import Catalog
 from billfold.kit.periods import BEGINNING, NEVER
 from billfold.metering import gauges, usage
+from billfold.metering.deps import Metering
 from billfold.metering.tables import gauge_values
 from tests import factories
 from tests.conftest import Harness, assert_problem, new_harness, postgresql_only
+from tests.metering import test_ingest_stream as stream_tests
 
 PLANS = """
 version: 1
@@ -330,3 +334,44 @@ async def test_parallel_ingests_and_first_checks_agree_with_the_aggregation(
         assert await kept(gauged, customer, "spaces") == await aggregated(
             gauged, customer, "spaces"
         )
+
+
+@pytest.fixture
+async def streaming(database_url: str, nats_url: str) -> Any:
+    """A harness whose usage goes through a NATS stream of its own (removed after)."""
+    stream = f"BILLFOLD_TEST_{secrets.token_hex(4).upper()}"
+    built = await new_harness(database_url, ingest=nats_url, ingest_stream=stream)
+    try:
+        yield built
+    finally:
+        await built.app.state.runtime.collaborators[Metering].publisher.close()
+        await built.client.aclose()
+        await built.database.dispose()
+        client = await nats.connect(nats_url)
+        try:
+            await client.jetstream().delete_stream(stream)
+        finally:
+            await client.close()
+
+
+@pytest.mark.anyio
+async def test_the_ingest_worker_keeps_gauges_current(streaming: Harness) -> None:
+    """Events queued on the NATS stream move the kept row when the worker stores them."""
+    await factories.events(streaming, "ada", "space.created", count=1)  # stored directly
+    assert (await space_check(streaming))["remaining"] == 2  # free: 3 spaces
+    queued = [
+        {"idempotency_key": f"w-{i % 2}", "customer": "ada", "type": "space.created"}
+        for i in range(3)  # one repeats: it counts once
+    ]
+    response = await streaming.post("/v1/events", queued)
+    assert response.json()["queued"] is True, response.text
+    process = stream_tests.worker(streaming)
+    try:
+        await stream_tests.started(process)
+        assert await stream_tests.wait_for(streaming, 3, 60) == 3
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+    assert await stored_row(streaming, "ada", "spaces") == "3"
+    assert (await space_check(streaming))["remaining"] == 0
