@@ -46,6 +46,7 @@ async def check(request: Request, call: CheckCall) -> Response:
         body,
         moment=call.ctx.now,
         snapshots=call.cache(SnapshotCache),
+        database=call.runtime.database,
     )
     return Response(to_json(check_payload(body.customer, result)), media_type=JSON)
 

@@ -22,11 +22,10 @@ from billfold.grants import lookup, resolution
 from billfold.grants.lookup import CustomerEntitlements
 from billfold.grants.resolution import Contribution, Entitlement
 from billfold.grants.snapshots import SnapshotCache
-from billfold.kit.db import UnitOfWork
+from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.errors import FieldError, InvalidInput
 from billfold.kit.invariants import InvariantViolation, invariant
-from billfold.kit.periods import BEGINNING, NEVER
-from billfold.metering import usage
+from billfold.metering import gauges
 from billfold.metering.quotas.accounts import position
 from billfold.metering.quotas.buckets import Standing
 from billfold.metering.quotas.format import show
@@ -53,10 +52,12 @@ async def check(
     *,
     moment: datetime,
     snapshots: SnapshotCache | None,
+    database: Database | None = None,
 ) -> CheckResult:
     """`hasEntitlement(userId, key)`: may the customer do this now? A metered feature is
     answered from its quota (nothing is recorded: consume does that), a limit fed by a
-    gauge meter from the meter. Given a unit of work, a cached answer opens no session."""
+    gauge meter from the meter's kept value (`database` stores a customer's first one; without
+    it the meter is aggregated). Given a unit of work, a cached answer opens no session."""
     customers.check_external_id(body.customer, pointer="#/customer")
     feature = catalog.require_feature(body.feature)
     if feature.type is FeatureType.METERED:
@@ -64,7 +65,7 @@ async def check(
     current = body.current
     gauge = feature.config.get("meter")
     if current is None and gauge:
-        current = await _gauge(unit, catalog, tenant_id, body.customer, gauge)
+        current = await _gauge(unit, database, catalog, tenant_id, body.customer, gauge)
     _check_arguments(feature.type, body.requested, current)
     entitlement = await lookup.entitlement_of(
         unit, catalog, tenant_id, body.customer, feature.key, moment, snapshots
@@ -73,12 +74,17 @@ async def check(
 
 
 async def _gauge(
-    unit: UnitOfWork, catalog: Catalog, tenant_id: str, customer: str, meter: str
+    unit: UnitOfWork,
+    database: Database | None,
+    catalog: Catalog,
+    tenant_id: str,
+    customer: str,
+    meter: str,
 ) -> int:
     """A limit's current count from its meter (for example spaces created minus spaces
-    deleted), so the product keeps no counter of its own."""
-    report = await usage.usage(unit.session, catalog, tenant_id, customer, meter, BEGINNING, NEVER)
-    value = report.buckets[0].value if report.buckets else Decimal(0)
+    deleted), so the product keeps no counter of its own: one row, kept current as events
+    are stored (`metering.gauges`)."""
+    value = await gauges.current(unit, database, catalog, tenant_id, customer, meter)
     return max(math.ceil(value), 0)
 
 

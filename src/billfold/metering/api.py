@@ -14,8 +14,8 @@ from billfold.http.bodies import body_of, json_body_schema, json_response, read_
 from billfold.http.calls import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
 from billfold.kit.errors import BillfoldError
 from billfold.kit.money import round_minor
-from billfold.kit.schemas import Instant
-from billfold.metering import ai, events, ingest, usage
+from billfold.kit.schemas import MAX_PAGE_SIZE, Instant, Text
+from billfold.metering import ai, events, history, ingest, usage
 from billfold.metering.aggregation import exact
 from billfold.metering.deps import Metering
 from billfold.metering.quotas.consume import Consumed, prepare_consume
@@ -28,6 +28,8 @@ from billfold.metering.schemas import (
     ConsumeOut,
     IngestOut,
     ModelOut,
+    StoredEventOut,
+    StoredEventsOut,
     SummaryOut,
     UsageOut,
     UsageSummaryIn,
@@ -129,6 +131,45 @@ async def accept_events(
     for feature, overage in overages.items():
         metering.overage.labels(feature, "reported").inc(float(overage))
     return Response(to_json({**(echo or {}), **answer}), media_type=events.JSON_TYPE)
+
+
+@router.get(EVENTS_PATH, response_model=StoredEventsOut)
+async def list_events(
+    call: ReadCall,
+    customer: Annotated[Text | None, Query(max_length=255)] = None,
+    type: Annotated[
+        list[Text] | None, Query(max_length=20, description="one or more event types")
+    ] = None,
+    start: Annotated[
+        Instant | None, Query(alias="from", description="events at or after this instant")
+    ] = None,
+    end: Annotated[
+        Instant | None, Query(alias="to", description="events before this instant")
+    ] = None,
+    correlation_id: Annotated[Text | None, Query(max_length=255)] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+) -> Response:
+    """The usage events stored for the tenant, as stored, ordered by timestamp then id;
+    filtered by customer, type, time ([from, to), on the event's timestamp) and
+    correlation id; cursor-paginated."""
+    found = await history.page(
+        call.session,
+        call.ctx.tenant_id,
+        customer=customer,
+        types=type or [],
+        start=start,
+        end=end,
+        correlation_id=correlation_id,
+        cursor=cursor,
+        limit=limit,
+    )
+    return json_response(
+        StoredEventsOut(
+            events=[StoredEventOut(**vars(event)) for event in found.events],
+            next_cursor=found.next_cursor,
+        )
+    )
 
 
 @router.get("/v1/customers/{external_id}/usage", response_model=UsageOut)

@@ -18,7 +18,7 @@ from billfold.catalog.catalog import Catalog
 from billfold.kit.context import Context
 from billfold.kit.errors import BillfoldError
 from billfold.kit.ids import new_sorted_ids
-from billfold.metering import events, repository
+from billfold.metering import events, gauges, repository
 from billfold.metering.events import Rejection, UsageEvent
 from billfold.metering.quotas.reported import draw_reported
 
@@ -135,6 +135,7 @@ async def ingest(
     if earlier:
         stored.update(await repository.ids_by_key(session, ctx.tenant_id, earlier))
     settled = [_settle(outcome, inserted, stored) for outcome in outcomes]
+    await gauges.keep(session, ctx.tenant_id, rows, texts, inserted)  # gauges kept current
     # Last: drawing locks the customers' quota accounts until the caller commits, and
     # every other batch of these customers waits for those locks.
     overages = await draw_reported(session, ctx, catalog, fresh, late_window=late_window)

@@ -128,3 +128,22 @@ class AiUsageOut(Out):
     total: AiLineOut
     workflows: list[WorkflowOut]
     models: list[ModelOut]
+
+
+class StoredEventOut(Out):
+    """A usage event as Billfold stored it (`GET /v1/events`)."""
+
+    id: str
+    idempotency_key: str
+    customer: str
+    type: str
+    service: str | None
+    correlation_id: str | None
+    timestamp: datetime  # when it happened, as reported (or when received, if not given)
+    received_at: datetime
+    properties: dict[str, Any]
+
+
+class StoredEventsOut(Out):
+    events: list[StoredEventOut]
+    next_cursor: str | None  # pass as `cursor` for the next page; null on the last page

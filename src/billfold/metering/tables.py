@@ -75,3 +75,27 @@ ingest_dead_letters = Table(
     Column("attempts", Integer, nullable=False),
     UniqueConstraint("fingerprint", name="uq_ingest_dead_letters_fingerprint"),
 )
+
+# Gauges kept current (metering/gauges.py, docs/decisions/0030): the meters that feed limits,
+# each with the definition its kept values were computed under...
+gauge_meters = Table(
+    "gauge_meters",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("meter_key", String(100), primary_key=True),
+    Column("definition", JSONDocument, nullable=False),  # Meter.as_json()
+    Column("catalog_revision", BigInteger, nullable=False),  # the catalog that set it
+)
+
+# ...and each customer's value through such a meter over all of its events. A customer has a
+# row once a check has read the meter for it; from then on every ingest that stores one of
+# its events adds the event here, in the same transaction. NULL: an event held a value the
+# meter cannot add (the check then aggregates at read time, which refuses it).
+gauge_values = Table(
+    "gauge_values",
+    metadata,
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("meter_key", String(100), primary_key=True),
+    Column("customer", String(255), primary_key=True),
+    Column("value", String(100), nullable=True),  # an exact decimal
+)
