@@ -72,9 +72,13 @@ class RevokedOut(Out):
 
 @router.post(
     "/v1/claims/batches",
+    operation_id="createClaimBatch",
     status_code=201,
     response_model=BatchOut,
-    responses={201: {"content": {CSV_MEDIA_TYPE: {}}}},
+    responses={
+        201: {"content": {CSV_MEDIA_TYPE: {}}},
+        404: {"description": "`plan_not_found`"},
+    },
 )
 async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
     """Issue claim codes. `Accept: text/csv` answers the same CSV as the CLI."""
@@ -111,6 +115,7 @@ async def create_batch(body: BatchIn, call: AdminCall, request: Request) -> Any:
 
 @router.post(
     "/v1/claims/redeem",
+    operation_id="redeemClaimCode",
     response_model=RedemptionOut,
     responses={
         404: {"description": "claim_code_unknown"},
@@ -148,7 +153,11 @@ async def redeem(body: RedeemIn, call: RedeemCall, request: Request) -> Any:
     )
 
 
-@router.post("/v1/claims/revoke")
+@router.post(
+    "/v1/claims/revoke",
+    operation_id="revokeClaimCode",
+    responses={404: {"description": "`claim_code_unknown`"}},
+)
 async def revoke_code(body: RevokeCodeIn, call: AdminCall) -> RevokedOut:
     """Revoke one code, presented in full (only its hash is stored)."""
     revoked = await service.revoke_code(
@@ -157,6 +166,10 @@ async def revoke_code(body: RevokeCodeIn, call: AdminCall) -> RevokedOut:
     return RevokedOut(revoked=revoked)
 
 
-@router.post("/v1/claims/batches/{batch_id}/revoke")
+@router.post(
+    "/v1/claims/batches/{batch_id}/revoke",
+    operation_id="revokeClaimBatch",
+    responses={404: {"description": "`claim_batch_not_found`"}},
+)
 async def revoke_batch(batch_id: BatchId, call: AdminCall) -> RevokedOut:
     return RevokedOut(revoked=await service.revoke_batch(call.session, call.ctx, batch_id))

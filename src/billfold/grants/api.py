@@ -19,7 +19,15 @@ ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
 GrantId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
 
 
-@router.post("/v1/customers/{external_id}/grants", status_code=201)
+@router.post(
+    "/v1/customers/{external_id}/grants",
+    operation_id="createGrant",
+    responses={
+        404: {"description": "`plan_not_found` or `feature_not_found`"},
+        409: {"description": "`idempotency_key_in_flight`"},
+    },
+    status_code=201,
+)
 @idempotent
 async def create_grant(external_id: ExternalId, body: GrantIn, call: AdminCall) -> GrantOut:
     """Grant a plan or a single feature to a customer, for a window or open-ended."""
@@ -28,7 +36,7 @@ async def create_grant(external_id: ExternalId, body: GrantIn, call: AdminCall) 
     return GrantOut.of(catalog, external_id, grant, call.ctx.now)
 
 
-@router.get("/v1/customers/{external_id}/grants")
+@router.get("/v1/customers/{external_id}/grants", operation_id="listGrants")
 async def list_grants(
     external_id: ExternalId,
     call: ReadCall,
@@ -44,13 +52,21 @@ async def list_grants(
     )
 
 
-@router.get("/v1/grants/{grant_id}")
+@router.get(
+    "/v1/grants/{grant_id}",
+    operation_id="getGrant",
+    responses={404: {"description": "`grant_not_found`"}},
+)
 async def get_grant(grant_id: GrantId, call: ReadCall) -> GrantOut:
     grant = await service.get(call.session, await call.catalog(), call.ctx.tenant_id, grant_id)
     return await _grant_out(call, grant)
 
 
-@router.post("/v1/grants/{grant_id}/revoke")
+@router.post(
+    "/v1/grants/{grant_id}/revoke",
+    operation_id="revokeGrant",
+    responses={404: {"description": "`grant_not_found`"}},
+)
 async def revoke_grant(
     grant_id: GrantId, call: AdminCall, body: RevokeIn | None = None
 ) -> GrantOut:

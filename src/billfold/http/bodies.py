@@ -11,6 +11,8 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
+from billfold.http.openapi import schema_of
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -56,8 +58,10 @@ async def body_of(request: Request) -> bytes:
 
 
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI `requestBody` of a route that reads its body with `read_json`."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    """The OpenAPI `requestBody` of a route that reads its body with `read_json`.
+
+    The models it refers to are registered as components by `openapi.install`."""
+    schema = schema_of(model)
     return {
         "requestBody": {
             "required": True,

@@ -62,7 +62,15 @@ async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> Subscr
     return SubscriptionOut(plan_version=version.version if version else None, **fields)
 
 
-@router.post("/v1/customers/{external_id}/subscriptions", status_code=201)
+@router.post(
+    "/v1/customers/{external_id}/subscriptions",
+    operation_id="activateSubscription",
+    responses={
+        404: {"description": "`plan_not_found`"},
+        409: {"description": "`subscription_already_active` or `idempotency_key_in_flight`"},
+    },
+    status_code=201,
+)
 @idempotent
 async def activate(external_id: ExternalId, body: ActivateIn, call: AdminCall) -> SubscriptionOut:
     """Activate a plan for a customer; the plan's grant follows the subscription."""
@@ -79,7 +87,7 @@ async def activate(external_id: ExternalId, body: ActivateIn, call: AdminCall) -
     return await _out(call, subscription)
 
 
-@router.get("/v1/customers/{external_id}/subscriptions")
+@router.get("/v1/customers/{external_id}/subscriptions", operation_id="listSubscriptions")
 async def customer_subscriptions(external_id: ExternalId, call: ReadCall) -> SubscriptionsOut:
     found = await service.of_customer(call.session, call.ctx.tenant_id, external_id)
     return SubscriptionsOut(
@@ -87,12 +95,23 @@ async def customer_subscriptions(external_id: ExternalId, call: ReadCall) -> Sub
     )
 
 
-@router.get("/v1/subscriptions/{subscription_id}")
+@router.get(
+    "/v1/subscriptions/{subscription_id}",
+    operation_id="getSubscription",
+    responses={404: {"description": "`subscription_not_found`"}},
+)
 async def get_subscription(subscription_id: SubscriptionId, call: ReadCall) -> SubscriptionOut:
     return await _out(call, await service.get(call.session, call.ctx.tenant_id, subscription_id))
 
 
-@router.post("/v1/subscriptions/{subscription_id}/renew")
+@router.post(
+    "/v1/subscriptions/{subscription_id}/renew",
+    operation_id="renewSubscription",
+    responses={
+        404: {"description": "`subscription_not_found`"},
+        409: {"description": "`subscription_not_active` or `subscription_open_ended`"},
+    },
+)
 async def renew(subscription_id: SubscriptionId, body: RenewIn, call: AdminCall) -> SubscriptionOut:
     subscription = await service.renew(
         call.session,
@@ -104,7 +123,14 @@ async def renew(subscription_id: SubscriptionId, body: RenewIn, call: AdminCall)
     return await _out(call, subscription)
 
 
-@router.post("/v1/subscriptions/{subscription_id}/cancel")
+@router.post(
+    "/v1/subscriptions/{subscription_id}/cancel",
+    operation_id="cancelSubscription",
+    responses={
+        404: {"description": "`subscription_not_found`"},
+        409: {"description": "`subscription_not_active`"},
+    },
+)
 async def cancel(
     subscription_id: SubscriptionId, call: AdminCall, body: CancelIn | None = None
 ) -> SubscriptionOut:
