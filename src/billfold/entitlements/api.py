@@ -91,6 +91,7 @@ async def customer_entitlements(
     "/v1/customers/{external_id}/plugins/{name}",
     operation_id="getPluginAccess",
     response_model=PluginOut,
+    responses={404: {"description": "`feature_not_found`: no such pattern feature"}},
 )
 async def plugin_access(
     external_id: ExternalId,

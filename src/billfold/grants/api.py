@@ -36,7 +36,11 @@ async def create_grant(external_id: ExternalId, body: GrantIn, call: AdminCall) 
     return GrantOut.of(catalog, external_id, grant, call.ctx.now)
 
 
-@router.get("/v1/customers/{external_id}/grants", operation_id="listGrants")
+@router.get(
+    "/v1/customers/{external_id}/grants",
+    operation_id="listGrants",
+    responses={404: {"description": "`customer_not_found`"}},
+)
 async def list_grants(
     external_id: ExternalId,
     call: ReadCall,

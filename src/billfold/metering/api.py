@@ -201,7 +201,9 @@ async def customer_usage(
         402: {
             "description": "quota_exceeded (under enforce): what remains, when it "
             "resets, and the plans that would allow it"
-        }
+        },
+        404: {"description": "`feature_not_found`"},
+        503: {"description": "`consume_contended`: retry"},
     },
 )
 @short_path

@@ -87,7 +87,11 @@ async def activate(external_id: ExternalId, body: ActivateIn, call: AdminCall) -
     return await _out(call, subscription)
 
 
-@router.get("/v1/customers/{external_id}/subscriptions", operation_id="listSubscriptions")
+@router.get(
+    "/v1/customers/{external_id}/subscriptions",
+    operation_id="listSubscriptions",
+    responses={404: {"description": "`customer_not_found`"}},
+)
 async def customer_subscriptions(external_id: ExternalId, call: ReadCall) -> SubscriptionsOut:
     found = await service.of_customer(call.session, call.ctx.tenant_id, external_id)
     return SubscriptionsOut(
