@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench chromium clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Billfold needs Python 3.11 or newer")'
@@ -39,6 +39,13 @@ bench: install
 		|| { echo "make bench needs wrk (Debian/Ubuntu: apt-get install wrk)"; exit 2; }
 	$(BIN)/python bench/check.py
 	$(BIN)/python bench/metering.py
+
+# The browser tests of /docs and /redoc (tests/http/test_docs.py) drive the system's
+# Chromium; without it `make test` skips them, and .ci/run installs it and requires it.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium) \
+		|| { echo "the browser tests need Chromium (Debian/Ubuntu: apt-get install chromium)"; exit 2; }
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache

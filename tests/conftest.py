@@ -37,7 +37,6 @@ from tests import factories
 ROOT = Path(__file__).resolve().parent.parent
 # The tests' own plans file, never examples/plans.yaml: the README tour edits the example.
 PLANS = ROOT / "tests" / "fixtures" / "plans.yaml"
-EXAMPLE_PLANS = PLANS  # the name tests used before the fixture; the same file
 POSTGRES_URL = os.environ.get(
     "BILLFOLD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

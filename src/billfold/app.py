@@ -24,7 +24,7 @@ from billfold.entitlements.api import router as entitlements_router
 from billfold.grants import deps as grants_deps
 from billfold.grants.api import router as grants_router
 from billfold.grants.snapshots import SnapshotCache
-from billfold.http import problems
+from billfold.http import docs, openapi, problems
 from billfold.http.bodies import json_response
 from billfold.http.calls import ReadCall, Runtime, permission_of, short_path, short_paths
 from billfold.http.guard import RequestGuard
@@ -100,7 +100,12 @@ def create_app(
         # Billfold exports its own Prometheus metrics and logs; FastAPI's OpenTelemetry
         # hooks cost ~30 µs a request just to find out that nobody configured them.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: docs.install serves them.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
+    docs.install(app)
     app.state.runtime = runtime
     problems.install(app, metrics)
     # Filled at the end, once every route is declared.
@@ -114,23 +119,23 @@ def create_app(
         large_bodies={("POST", EVENTS_PATH): settings.max_events_body_bytes},
     )
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", operation_id="healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers. Touches nothing."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get("/readyz", operation_id="readyz", tags=["operations"])
     async def readyz() -> dict[str, str]:
         """Readiness: the database answers."""
         async with database.connect() as conn:
             await conn.execute(text("SELECT 1"))
         return {"status": "ready"}
 
-    @app.get("/metrics", tags=["operations"], response_class=Response)
+    @app.get("/metrics", operation_id="metrics", tags=["operations"], response_class=Response)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/ping", tags=["operations"], response_model=PingOut)
+    @app.get("/v1/ping", operation_id="ping", tags=["operations"], response_model=PingOut)
     @short_path
     async def ping(request: Request, call: ReadCall) -> Response:
         """An authenticated request that does nothing else: the benchmark's baseline.
@@ -156,6 +161,7 @@ def create_app(
         app.include_router(router)
     _publish_permissions(app.routes)
     _publish_security_scheme(app)
+    openapi.install(app)
     # FastAPI keeps an included router as one entry of `app.routes`; its own routes are
     # the ones that serve (the routers are included without prefix or dependencies).
     routes = [*app.routes, *(route for router in routers for route in router.routes)]

@@ -37,7 +37,7 @@ class VerificationOut(Out):
     seq: int | None
 
 
-@router.get("/v1/audit/events")
+@router.get("/v1/audit/events", operation_id="listAuditEvents")
 async def list_events(
     call: ReadCall,
     customer: Annotated[str | None, Query(max_length=255)] = None,
@@ -76,7 +76,7 @@ async def list_events(
     )
 
 
-@router.get("/v1/audit/verify")
+@router.get("/v1/audit/verify", operation_id="verifyAuditChain")
 async def verify_chain(call: ReadCall) -> VerificationOut:
     """Recompute the tenant's hash chain and name the first broken entry, if any."""
     result = await service.verify(call.session, call.ctx.tenant_id)

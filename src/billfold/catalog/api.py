@@ -24,7 +24,7 @@ from billfold.kit.text import text_fault
 router = APIRouter(tags=["catalog"])
 
 
-@router.get("/v1/catalog")
+@router.get("/v1/catalog", operation_id="getCatalog")
 async def get_catalog(call: ReadCall) -> CatalogOut:
     """The active meters and features, and the current version of every active plan."""
     return catalog_out(await call.catalog())
@@ -32,6 +32,7 @@ async def get_catalog(call: ReadCall) -> CatalogOut:
 
 @router.post(
     "/v1/catalog",
+    operation_id="applyCatalog",
     openapi_extra={
         "requestBody": {
             "content": {

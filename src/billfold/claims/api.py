@@ -86,9 +86,13 @@ class RevokedOut(Out):
 
 @router.post(
     "/v1/claims/batches",
+    operation_id="createClaimBatch",
     status_code=201,
     response_model=BatchOut,
-    responses={201: {"content": {CSV_MEDIA_TYPE: {}}}},
+    responses={
+        201: {"content": {CSV_MEDIA_TYPE: {}}},
+        404: {"description": "`plan_not_found` or `feature_not_found`"},
+    },
     openapi_extra=json_body_schema(BatchIn),
 )
 async def create_batch(call: AdminCall, request: Request) -> Any:
@@ -131,6 +135,7 @@ async def create_batch(call: AdminCall, request: Request) -> Any:
 
 @router.post(
     "/v1/claims/redeem",
+    operation_id="redeemClaimCode",
     response_model=RedemptionOut,
     responses={
         404: {"description": "claim_code_unknown"},
@@ -171,7 +176,12 @@ async def redeem(call: RedeemCall, request: Request) -> Any:
     )
 
 
-@router.post("/v1/claims/revoke", openapi_extra=json_body_schema(RevokeCodeIn))
+@router.post(
+    "/v1/claims/revoke",
+    operation_id="revokeClaimCode",
+    responses={404: {"description": "`claim_code_unknown`"}},
+    openapi_extra=json_body_schema(RevokeCodeIn),
+)
 async def revoke_code(call: AdminCall) -> RevokedOut:
     """Revoke one code, presented in full (only its hash is stored)."""
     body = await read_json(call.request, RevokeCodeIn)
@@ -181,6 +191,10 @@ async def revoke_code(call: AdminCall) -> RevokedOut:
     return RevokedOut(revoked=revoked)
 
 
-@router.post("/v1/claims/batches/{batch_id}/revoke")
+@router.post(
+    "/v1/claims/batches/{batch_id}/revoke",
+    operation_id="revokeClaimBatch",
+    responses={404: {"description": "`claim_batch_not_found`"}},
+)
 async def revoke_batch(batch_id: BatchId, call: AdminCall) -> RevokedOut:
     return RevokedOut(revoked=await service.revoke_batch(call.session, call.ctx, batch_id))

@@ -53,7 +53,12 @@ class CustomersOut(Out):
     next_cursor: str | None
 
 
-@router.put("/v1/customers/{external_id}", openapi_extra=json_body_schema(CustomerIn))
+@router.put(
+    "/v1/customers/{external_id}",
+    operation_id="putCustomer",
+    responses={201: {"model": CustomerOut, "description": "created"}},
+    openapi_extra=json_body_schema(CustomerIn),
+)
 async def put_customer(external_id: ExternalId, call: AdminCall, response: Response) -> CustomerOut:
     """Create or update a customer's profile. Customers are also created on first grant."""
     body = await read_json(call.request, CustomerIn)
@@ -69,12 +74,16 @@ async def put_customer(external_id: ExternalId, call: AdminCall, response: Respo
     return CustomerOut.of(customer)
 
 
-@router.get("/v1/customers/{external_id}")
+@router.get(
+    "/v1/customers/{external_id}",
+    operation_id="getCustomer",
+    responses={404: {"description": "`customer_not_found`"}},
+)
 async def get_customer(external_id: ExternalId, call: ReadCall) -> CustomerOut:
     return CustomerOut.of(await service.get(call.session, call.ctx.tenant_id, external_id))
 
 
-@router.get("/v1/customers")
+@router.get("/v1/customers", operation_id="listCustomers")
 async def list_customers(
     call: ReadCall,
     cursor: Annotated[str | None, Query(max_length=400)] = None,

@@ -15,8 +15,8 @@ from billfold.entitlements.schemas import (
     EntitlementOut,
     EntitlementsOut,
     PluginOut,
+    QuotaUsageOut,
     SourceOut,
-    UsageOut,
 )
 from billfold.entitlements.service import CheckResult
 from billfold.grants.snapshots import SnapshotCache
@@ -33,7 +33,11 @@ JSON = "application/json"
 
 
 @router.post(
-    "/v1/entitlements/check", response_model=CheckOut, openapi_extra=json_body_schema(CheckIn)
+    "/v1/entitlements/check",
+    operation_id="checkEntitlement",
+    responses={404: {"description": "`feature_not_found`"}},
+    response_model=CheckOut,
+    openapi_extra=json_body_schema(CheckIn),
 )
 @short_path
 async def check(request: Request, call: CheckCall) -> Response:
@@ -51,7 +55,7 @@ async def check(request: Request, call: CheckCall) -> Response:
     return Response(to_json(check_payload(body.customer, result)), media_type=JSON)
 
 
-@router.get("/v1/customers/{external_id}/entitlements")
+@router.get("/v1/customers/{external_id}/entitlements", operation_id="getEntitlements")
 async def customer_entitlements(
     external_id: ExternalId,
     call: ReadCall,
@@ -70,7 +74,7 @@ async def customer_entitlements(
     )
     out = {k: EntitlementOut.of(v) for k, v in view.resolved.entitlements.items()}
     for key, (standing, mode) in view.usage.items():
-        out[key].usage = UsageOut(
+        out[key].usage = QuotaUsageOut(
             used=show(standing.used),
             remaining=show(standing.remaining),
             limit=show(standing.limit),
@@ -84,7 +88,12 @@ async def customer_entitlements(
     )
 
 
-@router.get("/v1/customers/{external_id}/plugins/{name}", response_model=PluginOut)
+@router.get(
+    "/v1/customers/{external_id}/plugins/{name}",
+    operation_id="getPluginAccess",
+    response_model=PluginOut,
+    responses={404: {"description": "`feature_not_found`: no such pattern feature"}},
+)
 async def plugin_access(
     external_id: ExternalId,
     name: Annotated[str, Path(min_length=1, max_length=200)],

@@ -35,7 +35,7 @@ class SourceOut(Out):
         )
 
 
-class UsageOut(Out):
+class QuotaUsageOut(Out):
     """A metered feature's standing in the current reset period (decimal strings)."""
 
     used: str
@@ -51,7 +51,7 @@ class EntitlementOut(Out):
     value: FeatureValueOut  # for a metered feature: the plan allowance per period
     source: SourceOut | None
     grants: list[SourceOut]
-    usage: UsageOut | None = None  # metered features, when resolved for now
+    usage: QuotaUsageOut | None = None  # metered features, when resolved for now
 
     @classmethod
     def of(cls, entitlement: Entitlement) -> EntitlementOut:

@@ -22,6 +22,11 @@ GrantId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
 
 @router.post(
     "/v1/customers/{external_id}/grants",
+    operation_id="createGrant",
+    responses={
+        404: {"description": "`plan_not_found` or `feature_not_found`"},
+        409: {"description": "`idempotency_key_in_flight`"},
+    },
     status_code=201,
     openapi_extra=json_body_schema(GrantIn),
 )
@@ -34,7 +39,11 @@ async def create_grant(external_id: ExternalId, call: AdminCall) -> GrantOut:
     return GrantOut.of(catalog, external_id, grant, call.ctx.now)
 
 
-@router.get("/v1/customers/{external_id}/grants")
+@router.get(
+    "/v1/customers/{external_id}/grants",
+    operation_id="listGrants",
+    responses={404: {"description": "`customer_not_found`"}},
+)
 async def list_grants(
     external_id: ExternalId,
     call: ReadCall,
@@ -50,14 +59,21 @@ async def list_grants(
     )
 
 
-@router.get("/v1/grants/{grant_id}")
+@router.get(
+    "/v1/grants/{grant_id}",
+    operation_id="getGrant",
+    responses={404: {"description": "`grant_not_found`"}},
+)
 async def get_grant(grant_id: GrantId, call: ReadCall) -> GrantOut:
     grant = await service.get(call.session, await call.catalog(), call.ctx.tenant_id, grant_id)
     return await _grant_out(call, grant)
 
 
 @router.post(
-    "/v1/grants/{grant_id}/revoke", openapi_extra=json_body_schema(RevokeIn, required=False)
+    "/v1/grants/{grant_id}/revoke",
+    operation_id="revokeGrant",
+    responses={404: {"description": "`grant_not_found`"}},
+    openapi_extra=json_body_schema(RevokeIn, required=False),
 )
 async def revoke_grant(grant_id: GrantId, call: AdminCall) -> GrantOut:
     """End a grant now. Revoking it again answers the same."""

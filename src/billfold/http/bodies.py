@@ -33,6 +33,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect
 
+from billfold.http.openapi import schema_of
 from billfold.http.problems import json_pointer
 from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
 from billfold.kit.schemas import printable
@@ -270,8 +271,10 @@ async def body_of(request: Request) -> bytes:
 
 
 def json_body_schema(model: type[BaseModel], *, required: bool = True) -> dict[str, Any]:
-    """The OpenAPI `requestBody` of a route that reads its body with `read_json`."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    """The OpenAPI `requestBody` of a route that reads its body with `read_json`.
+
+    The models it refers to are registered as components by `openapi.install`."""
+    schema = schema_of(model)
     return {
         "requestBody": {
             "required": required,

@@ -12,12 +12,14 @@ from pydantic_core import to_json
 from billfold.catalog.schemas import MeterOut
 from billfold.http.bodies import body_of, json_body_schema, json_response, read_json
 from billfold.http.calls import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
+from billfold.http.openapi import schema_of
 from billfold.kit.errors import BillfoldError
 from billfold.kit.money import round_minor
 from billfold.kit.schemas import MAX_PAGE_SIZE, Instant, Text
 from billfold.metering import ai, events, history, ingest, usage
 from billfold.metering.aggregation import exact
 from billfold.metering.deps import Metering
+from billfold.metering.event_schemas import CloudEventIn, CloudEventsIn, UsageEventsIn
 from billfold.metering.quotas.consume import Consumed, prepare_consume
 from billfold.metering.quotas.format import show
 from billfold.metering.schemas import (
@@ -58,8 +60,8 @@ class UnsupportedMediaType(BillfoldError):
     title = "Unsupported media type"
 
 
-def _example(media_type: str, value: Any) -> dict[str, Any]:
-    return {media_type: {"schema": {"type": "object"}, "example": value}}
+def _example(media_type: str, schema: Any, value: Any) -> dict[str, Any]:
+    return {media_type: {"schema": schema_of(schema), "example": value}}
 
 
 _SINGLE = {
@@ -84,14 +86,15 @@ _CLOUDEVENT = {
 
 @router.post(
     EVENTS_PATH,
+    operation_id="reportUsage",
     response_model=IngestOut,
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
-                **_example(events.JSON_TYPE, [_SINGLE]),
-                **_example(events.CLOUDEVENT_TYPE, _CLOUDEVENT),
-                **_example(events.CLOUDEVENTS_BATCH_TYPE, [_CLOUDEVENT]),
+                **_example(events.JSON_TYPE, UsageEventsIn, [_SINGLE]),
+                **_example(events.CLOUDEVENT_TYPE, CloudEventIn, _CLOUDEVENT),
+                **_example(events.CLOUDEVENTS_BATCH_TYPE, CloudEventsIn, [_CLOUDEVENT]),
             },
         }
     },
@@ -133,7 +136,7 @@ async def accept_events(
     return Response(to_json({**(echo or {}), **answer}), media_type=events.JSON_TYPE)
 
 
-@router.get(EVENTS_PATH, response_model=StoredEventsOut)
+@router.get(EVENTS_PATH, operation_id="listUsageEvents", response_model=StoredEventsOut)
 async def list_events(
     call: ReadCall,
     customer: Annotated[Text | None, Query(max_length=255)] = None,
@@ -172,7 +175,15 @@ async def list_events(
     )
 
 
-@router.get("/v1/customers/{external_id}/usage", response_model=UsageOut)
+@router.get(
+    "/v1/customers/{external_id}/usage",
+    operation_id="getUsage",
+    responses={
+        404: {"description": "`meter_not_found`"},
+        409: {"description": "`meter_value_not_a_number`"},
+    },
+    response_model=UsageOut,
+)
 async def customer_usage(
     external_id: ExternalId,
     call: ReadCall,
@@ -222,13 +233,16 @@ async def customer_usage(
 
 @router.post(
     "/v1/entitlements/consume",
+    operation_id="consumeQuota",
     response_model=ConsumeOut,
     openapi_extra=json_body_schema(ConsumeIn),
     responses={
         402: {
             "description": "quota_exceeded (under enforce): what remains, when it "
             "resets, and the plans that would allow it"
-        }
+        },
+        404: {"description": "`feature_not_found`"},
+        503: {"description": "`consume_contended`: retry"},
     },
 )
 @short_path
@@ -279,6 +293,7 @@ def consumed_payload(done: Consumed) -> dict[str, Any]:
 
 @router.post(
     "/v1/integrations/ai/usage-summary",
+    operation_id="reportAiUsageSummary",
     response_model=SummaryOut,
     openapi_extra=json_body_schema(UsageSummaryIn),
 )
@@ -306,7 +321,9 @@ def _line(line: ai.Line) -> dict[str, int]:
     }
 
 
-@router.get("/v1/customers/{external_id}/usage/ai", response_model=AiUsageOut)
+@router.get(
+    "/v1/customers/{external_id}/usage/ai", operation_id="getAiUsage", response_model=AiUsageOut
+)
 async def ai_usage(
     external_id: ExternalId,
     call: ReadCall,

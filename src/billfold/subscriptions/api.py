@@ -65,6 +65,11 @@ async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> Subscr
 
 @router.post(
     "/v1/customers/{external_id}/subscriptions",
+    operation_id="activateSubscription",
+    responses={
+        404: {"description": "`plan_not_found`"},
+        409: {"description": "`subscription_already_active` or `idempotency_key_in_flight`"},
+    },
     status_code=201,
     openapi_extra=json_body_schema(ActivateIn),
 )
@@ -85,7 +90,11 @@ async def activate(external_id: ExternalId, call: AdminCall) -> SubscriptionOut:
     return await _out(call, subscription)
 
 
-@router.get("/v1/customers/{external_id}/subscriptions")
+@router.get(
+    "/v1/customers/{external_id}/subscriptions",
+    operation_id="listSubscriptions",
+    responses={404: {"description": "`customer_not_found`"}},
+)
 async def customer_subscriptions(external_id: ExternalId, call: ReadCall) -> SubscriptionsOut:
     found = await service.of_customer(call.session, call.ctx.tenant_id, external_id)
     return SubscriptionsOut(
@@ -93,12 +102,24 @@ async def customer_subscriptions(external_id: ExternalId, call: ReadCall) -> Sub
     )
 
 
-@router.get("/v1/subscriptions/{subscription_id}")
+@router.get(
+    "/v1/subscriptions/{subscription_id}",
+    operation_id="getSubscription",
+    responses={404: {"description": "`subscription_not_found`"}},
+)
 async def get_subscription(subscription_id: SubscriptionId, call: ReadCall) -> SubscriptionOut:
     return await _out(call, await service.get(call.session, call.ctx.tenant_id, subscription_id))
 
 
-@router.post("/v1/subscriptions/{subscription_id}/renew", openapi_extra=json_body_schema(RenewIn))
+@router.post(
+    "/v1/subscriptions/{subscription_id}/renew",
+    operation_id="renewSubscription",
+    responses={
+        404: {"description": "`subscription_not_found`"},
+        409: {"description": "`subscription_not_active` or `subscription_open_ended`"},
+    },
+    openapi_extra=json_body_schema(RenewIn),
+)
 async def renew(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
     body = await read_json(call.request, RenewIn)
     subscription = await service.renew(
@@ -113,6 +134,11 @@ async def renew(subscription_id: SubscriptionId, call: AdminCall) -> Subscriptio
 
 @router.post(
     "/v1/subscriptions/{subscription_id}/cancel",
+    operation_id="cancelSubscription",
+    responses={
+        404: {"description": "`subscription_not_found`"},
+        409: {"description": "`subscription_not_active`"},
+    },
     openapi_extra=json_body_schema(CancelIn, required=False),
 )
 async def cancel(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:

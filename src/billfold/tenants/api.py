@@ -50,21 +50,30 @@ class KeysOut(Out):
     keys: list[KeyOut]
 
 
-@router.post("/v1/keys", status_code=201, openapi_extra=json_body_schema(KeyIn))
+@router.post(
+    "/v1/keys",
+    operation_id="createKey",
+    status_code=201,
+    openapi_extra=json_body_schema(KeyIn),
+)
 async def create_key(call: AdminCall) -> NewKeyOut:
     body = await read_json(call.request, KeyIn)
     key, token = await service.create_key(call.session, call.ctx, name=body.name, scope=body.scope)
     return NewKeyOut(token=token, **KeyOut.of(key).model_dump())
 
 
-@router.get("/v1/keys")
+@router.get("/v1/keys", operation_id="listKeys")
 async def list_keys(call: ReadCall) -> KeysOut:
     return KeysOut(
         keys=[KeyOut.of(k) for k in await service.list_keys(call.session, call.ctx.tenant_id)]
     )
 
 
-@router.post("/v1/keys/{key_id}/revoke")
+@router.post(
+    "/v1/keys/{key_id}/revoke",
+    operation_id="revokeKey",
+    responses={404: {"description": "`api_key_not_found`"}},
+)
 async def revoke_key(
     key_id: Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)], call: AdminCall
 ) -> KeyOut:
