@@ -25,9 +25,10 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from billfold.kit import eventlog
 from billfold.kit.db import Database
 from tests import factories
-from tests.conftest import PLANS
+from tests.conftest import PLANS, SECRET_KEY
 from tests.http.served import served
 
 EXAMPLES = 10  # per operation and generation mode: 20 per operation
@@ -53,6 +54,7 @@ def server(database_url: str) -> Iterator[tuple[str, dict[str, str]]]:
 
     async def new_tenant() -> str:
         database = Database(database_url, pool_size=1)
+        database.key_event_log(eventlog.chain_key(SECRET_KEY))  # as the server keys it
         try:
             _tenant_id, token = await factories.tenant(database, datetime.now(UTC), PLANS)
         finally:
