@@ -2,21 +2,30 @@
 
 Each event is checked on its own, so one bad event is rejected with a reason and never
 takes the good ones beside it down. Numbers are kept exact: a decimal that a float
-cannot hold digit for digit is refused, not rounded.
+cannot hold digit for digit is refused, not rounded. Text a backend cannot store (a NUL,
+a lone UTF-16 surrogate: `billfold.kit.text`) and numbers JSON has not (NaN, Infinity,
+1e309) are refused with the event that holds them.
+
+An event's digest (`digest`) names what it says happened, so that a key sent again with
+another body is told apart from a retry (docs/decisions/0023).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from billfold.catalog.meters import EVENT_TYPE
 from billfold.customers.service import EXTERNAL_ID
+from billfold.kit.text import NUL, json_faults, text_fault
 
 MAX_BATCH: Final = 10_000
 MAX_PROPERTIES_BYTES: Final = 8_192
@@ -72,8 +81,10 @@ class UsageEvent(NamedTuple):
     correlation_id: str | None
     timestamp: datetime | None  # None: when Billfold received it
     properties: dict[str, Any]
-    # The properties as compact JSON, as the check measured them; stored as is.
+    # The properties as compact JSON with sorted keys (`canonical_json`), as the check
+    # measured them; stored as is.
     properties_json: str | None = None
+    digest: str | None = None  # `digest(...)`, once the check has taken it
 
 
 class Rejection(NamedTuple):
@@ -127,16 +138,20 @@ def check(
     key = fields.get("idempotency_key")
     key = key if isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH else None
     cloud = media_type != JSON_TYPE
+    id_name = "id" if cloud else "idempotency_key"
+    if key is not None and (fault := _fault(key)):
+        return Rejection(None, "invalid_event", f"{id_name}: {fault}")
     if unknown:
         return Rejection(key, "invalid_event", f"unknown field {unknown[0]!r}")
     if key is None:
-        id_name = "id" if cloud else "idempotency_key"
         return Rejection(
             key, "invalid_event", f"{id_name}: required, 1 to {MAX_KEY_LENGTH} characters"
         )
     customer = fields.get("customer")
+    where = "subject" if cloud else "customer"
+    if isinstance(customer, str) and (fault := _fault(customer)):
+        return Rejection(key, "invalid_event", f"{where}: {fault}")
     if not isinstance(customer, str) or not EXTERNAL_ID.match(customer):
-        where = "subject" if cloud else "customer"
         return Rejection(
             key,
             "invalid_event",
@@ -148,11 +163,12 @@ def check(
             key, "invalid_event", "type: required, e.g. ai.tokens (letters, digits and . _ : / -)"
         )
     service = fields.get("service")
-    if service is not None and not _short_text(service):
-        return Rejection(key, "invalid_event", f"{'source' if cloud else 'service'}: {_SHORT}")
+    if service is not None and (fault := _short_text(service)):
+        return Rejection(key, "invalid_event", f"{'source' if cloud else 'service'}: {fault}")
     correlation_id = fields.get("correlation_id")
-    if correlation_id is not None and not _short_text(correlation_id):
-        return Rejection(key, "invalid_event", f"correlation_id: {_SHORT}")
+    if correlation_id is not None and (fault := _short_text(correlation_id)):
+        name = CORRELATION_EXTENSION if cloud else "correlation_id"
+        return Rejection(key, "invalid_event", f"{name}: {fault}")
     timestamp = None
     raw_time = fields.get("timestamp")
     if raw_time is not None:
@@ -181,25 +197,159 @@ def check(
     problem = _exact(properties)
     if problem:
         return Rejection(key, "invalid_event", problem)
-    encoded = to_json(properties)  # compact UTF-8, in Rust: 7x json.dumps on small objects
+    try:
+        encoded = canonical_json(properties)
+    except PydanticSerializationError:  # a lone surrogate, which UTF-8 cannot encode
+        encoded = None
+    # to_json writes a NUL as \u0000; the text "\u0000" is there only as "\\u0000".
+    if encoded is None or b"\\u0000" in encoded:
+        problem = _text_problem(properties)
+        if problem is not None:
+            return Rejection(key, "invalid_event", problem)
+        if encoded is None:
+            return Rejection(key, "invalid_event", "properties: not valid Unicode")
     if len(encoded) > MAX_PROPERTIES_BYTES:
         return Rejection(
             key, "invalid_event", f"properties: at most {MAX_PROPERTIES_BYTES} bytes of JSON"
         )
-    text = encoded.decode("utf-8")
-    return UsageEvent(key, customer, kind, service, correlation_id, timestamp, properties, text)
+    return UsageEvent(
+        key,
+        customer,
+        kind,
+        service,
+        correlation_id,
+        timestamp,
+        properties,
+        encoded.decode("utf-8"),
+        digest(customer, kind, service, timestamp, encoded),
+    )
 
 
 _SHORT = "1 to 255 characters"
 
 
-def _short_text(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 255
+def _fault(value: str) -> str | None:
+    """`text_fault`, with a fast path for the usual ASCII text."""
+    if value.isascii() and NUL not in value:
+        return None
+    return text_fault(value)
+
+
+def _short_text(value: Any) -> str | None:
+    """Why `value` is not a short text, or None."""
+    if not isinstance(value, str) or not 0 < len(value) <= 255:
+        return _SHORT
+    return _fault(value)
+
+
+def _text_problem(properties: dict[str, Any]) -> str | None:
+    for path, fault in json_faults(properties, ("properties",)):
+        return f"{_dotted(path)}: {fault}"
+    return None
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # A name that cannot be stored is not repeated back; its place is.
+            shown = part if _fault(part) is None else ascii(part)
+            out += f".{shown}" if out else shown
+    return out
+
+
+def canonical_json(properties: Mapping[str, Any]) -> bytes:
+    """Properties as compact UTF-8 JSON, every object's keys sorted: what is stored, and
+    what the digest reads, so that a retry whose keys come in another order matches.
+
+    Raises `PydanticSerializationError` on a lone surrogate."""
+    # to_json is compact UTF-8, in Rust: 7x json.dumps on small objects.
+    return to_json(_sorted(properties))
+
+
+def _sorted(value: Any) -> Any:
+    if type(value) is dict:
+        if len(value) > 1:
+            value = dict(sorted(value.items()))
+        for item in value.values():
+            if type(item) in _CONTAINERS:
+                return {name: _sorted(item) for name, item in value.items()}
+        return value
+    if type(value) is list:
+        return [_sorted(item) for item in value]
+    return value
+
+
+_CONTAINERS = frozenset((dict, list))
+
+
+def digest(
+    customer: str,
+    kind: str,
+    service: str | None,
+    timestamp: datetime | None,
+    properties_json: bytes,
+) -> str:
+    """What one usage event says happened, as 32 hex digits: who, what, from where, when
+    (if it said), and its properties. The correlation id, a trace of the request, is not
+    part of it: a retry may carry another."""
+    parts = (
+        customer.encode(),
+        kind.encode(),
+        (service or "").encode(),
+        timestamp.isoformat().encode() if timestamp else b"",
+        properties_json,
+    )
+    return hashlib.blake2b(b"\x1f".join(parts), digest_size=16).hexdigest()
+
+
+def digest_of(event: UsageEvent) -> str:
+    """An event's digest: as checked, or taken now (an event read back from the stream)."""
+    if event.digest is not None:
+        return event.digest
+    encoded = (
+        event.properties_json.encode()
+        if event.properties_json is not None
+        else canonical_json(event.properties)
+    )
+    return digest(event.customer, event.type, event.service, event.timestamp, encoded)
+
+
+# A decimal as text: what a JSON number is without an exponent, no sign but "-", no
+# spaces, no "_", no leading zeros; at most 28 digits (Decimal's exact precision).
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+MAX_DECIMAL_DIGITS: Final = 28
+
+
+def metered_number(value: Any) -> Decimal | None:
+    """A metered property's value as a number: a JSON number, or a decimal string
+    ("12.5", "-3"); None for anything else (docs/decisions/0023)."""
+    kind = type(value)
+    if kind is int:
+        return Decimal(value)
+    if kind is float or kind is _Inexact:
+        return Decimal(repr(value)) if math.isfinite(value) else None
+    if kind is Decimal:
+        return value if value.is_finite() else None
+    if kind is str and _DECIMAL.fullmatch(value):
+        digits = len(value) - value.startswith("-") - ("." in value)
+        if digits <= MAX_DECIMAL_DIGITS:
+            return Decimal(value)
+    return None
+
+
+NUMBER_RULE: Final = (
+    f'a JSON number or a decimal string such as "12.5" or "-3" (at most '
+    f"{MAX_DECIMAL_DIGITS} digits, no exponent, spaces, _ or +)"
+)
 
 
 def _from_cloudevent(item: dict[str, Any]) -> tuple[dict[str, Any] | Rejection, list[str]]:
     """CloudEvents 1.0 attributes as Billfold's fields: id, source, subject, type, data."""
     key = item.get("id") if isinstance(item.get("id"), str) else None
+    key = key if key is not None and _fault(key) is None else None  # answered back as is
     if item.get("specversion") != "1.0":
         return Rejection(key, "invalid_event", 'specversion: expected "1.0"'), []
     content_type = item.get("datacontenttype", JSON_TYPE)
@@ -244,10 +394,10 @@ _PLAIN = frozenset((str, int, bool, type(None)))  # exact as they are; `_exact` 
 def _exact(value: Any, path: str = "properties") -> str | None:
     if type(value) in _PLAIN:
         return None
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e309
+        return f"{path}: not a finite number (JSON has no NaN or Infinity)"
     if isinstance(value, _Inexact):
         return f"{path}: more digits than Billfold stores exactly; send it as a string"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{path}: not a finite number"
     if isinstance(value, dict):
         for name, item in value.items():
             if type(item) in _PLAIN:
