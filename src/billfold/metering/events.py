@@ -6,13 +6,12 @@ cannot hold digit for digit is refused, not rounded. Text a backend cannot store
 a lone UTF-16 surrogate: `billfold.kit.text`) and numbers JSON has not (NaN, Infinity,
 1e309) are refused with the event that holds them.
 
-An event's digest (`digest`) names what it says happened, so that a key sent again with
-another body is told apart from a retry (docs/decisions/0023).
+A key sent again is a retry only with the same event (`same_event`); with another body
+it is refused (docs/decisions/0023).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -81,10 +80,8 @@ class UsageEvent(NamedTuple):
     correlation_id: str | None
     timestamp: datetime | None  # None: when Billfold received it
     properties: dict[str, Any]
-    # The properties as compact JSON with sorted keys (`canonical_json`), as the check
-    # measured them; stored as is.
+    # The properties as compact JSON, as the check measured them; stored as is.
     properties_json: str | None = None
-    digest: str | None = None  # `digest(...)`, once the check has taken it
 
 
 class Rejection(NamedTuple):
@@ -139,7 +136,7 @@ def check(
     key = key if isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH else None
     cloud = media_type != JSON_TYPE
     id_name = "id" if cloud else "idempotency_key"
-    if key is not None and (fault := _fault(key)):
+    if key is not None and not (key.isascii() and NUL not in key) and (fault := _fault(key)):
         return Rejection(None, "invalid_event", f"{id_name}: {fault}")
     if unknown:
         return Rejection(key, "invalid_event", f"unknown field {unknown[0]!r}")
@@ -149,7 +146,8 @@ def check(
         )
     customer = fields.get("customer")
     where = "subject" if cloud else "customer"
-    if isinstance(customer, str) and (fault := _fault(customer)):
+    # EXTERNAL_ID refuses a NUL; only non-ASCII text needs a deeper look.
+    if isinstance(customer, str) and not customer.isascii() and (fault := _fault(customer)):
         return Rejection(key, "invalid_event", f"{where}: {fault}")
     if not isinstance(customer, str) or not EXTERNAL_ID.match(customer):
         return Rejection(
@@ -198,7 +196,7 @@ def check(
     if problem:
         return Rejection(key, "invalid_event", problem)
     try:
-        encoded = canonical_json(properties)
+        encoded = to_json(properties)  # compact UTF-8, in Rust: 7x json.dumps on small objects
     except PydanticSerializationError:  # a lone surrogate, which UTF-8 cannot encode
         encoded = None
     # to_json writes a NUL as \u0000; the text "\u0000" is there only as "\\u0000".
@@ -212,17 +210,8 @@ def check(
         return Rejection(
             key, "invalid_event", f"properties: at most {MAX_PROPERTIES_BYTES} bytes of JSON"
         )
-    return UsageEvent(
-        key,
-        customer,
-        kind,
-        service,
-        correlation_id,
-        timestamp,
-        properties,
-        encoded.decode("utf-8"),
-        digest(customer, kind, service, timestamp, encoded),
-    )
+    text = encoded.decode("utf-8")
+    return UsageEvent(key, customer, kind, service, correlation_id, timestamp, properties, text)
 
 
 _SHORT = "1 to 255 characters"
@@ -260,61 +249,30 @@ def _dotted(path: tuple[str | int, ...]) -> str:
     return out
 
 
-def canonical_json(properties: Mapping[str, Any]) -> bytes:
-    """Properties as compact UTF-8 JSON, every object's keys sorted: what is stored, and
-    what the digest reads, so that a retry whose keys come in another order matches.
-
-    Raises `PydanticSerializationError` on a lone surrogate."""
-    # to_json is compact UTF-8, in Rust: 7x json.dumps on small objects.
-    return to_json(_sorted(properties))
-
-
-def _sorted(value: Any) -> Any:
-    if type(value) is dict:
-        if len(value) > 1:
-            value = dict(sorted(value.items()))
-        for item in value.values():
-            if type(item) in _CONTAINERS:
-                return {name: _sorted(item) for name, item in value.items()}
-        return value
-    if type(value) is list:
-        return [_sorted(item) for item in value]
-    return value
-
-
-_CONTAINERS = frozenset((dict, list))
-
-
-def digest(
+def same_event(
+    event: UsageEvent,
     customer: str,
     kind: str,
     service: str | None,
-    timestamp: datetime | None,
-    properties_json: bytes,
-) -> str:
-    """What one usage event says happened, as 32 hex digits: who, what, from where, when
-    (if it said), and its properties. The correlation id, a trace of the request, is not
-    part of it: a retry may carry another."""
-    parts = (
-        customer.encode(),
-        kind.encode(),
-        (service or "").encode(),
-        timestamp.isoformat().encode() if timestamp else b"",
-        properties_json,
+    occurred_at: datetime | None,
+    properties: Mapping[str, Any],
+) -> bool:
+    """Whether `event` says what a stored (or earlier) event of its idempotency key said:
+    the same customer, type, service, timestamp (`occurred_at` None: none was sent) and
+    properties, whatever the order of their keys. The correlation id, a trace of the
+    request, may differ. Off the hot path: only a key sent again asks."""
+    return (
+        event.customer == customer
+        and event.type == kind
+        and event.service == service
+        and event.timestamp == occurred_at
+        and sorted_json(event.properties) == sorted_json(properties)
     )
-    return hashlib.blake2b(b"\x1f".join(parts), digest_size=16).hexdigest()
 
 
-def digest_of(event: UsageEvent) -> str:
-    """An event's digest: as checked, or taken now (an event read back from the stream)."""
-    if event.digest is not None:
-        return event.digest
-    encoded = (
-        event.properties_json.encode()
-        if event.properties_json is not None
-        else canonical_json(event.properties)
-    )
-    return digest(event.customer, event.type, event.service, event.timestamp, encoded)
+def sorted_json(value: Any) -> str:
+    """A JSON value as text with every object's keys sorted: equal values, equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 # A decimal as text: what a JSON number is without an exponent, no sign but "-", no

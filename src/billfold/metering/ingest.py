@@ -4,6 +4,7 @@ key and drawn from the quotas their meters feed, or queued on the NATS stream fo
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -122,7 +123,6 @@ async def ingest(
     Usage events are their own append-only record, so they are not copied into the
     event log one by one; a quota overage is."""
     outcomes, firsts = triage(items)
-    digests = {key: events.digest_of(item) for key, item in firsts.items()}
     ids = iter(new_sorted_ids("use", len(firsts), ctx.now))
     rows: list[dict[str, Any]] = [
         {
@@ -136,26 +136,21 @@ async def ingest(
             "occurred_at": item.timestamp or ctx.now,
             "received_at": ctx.now,
             "properties": item.properties,
-            "body_digest": digests[item.idempotency_key],
         }
         for item in firsts.values()
     ]
-    texts = [
-        item.properties_json or events.canonical_json(item.properties).decode()
-        for item in firsts.values()
-    ]
+    texts = [item.properties_json or json.dumps(item.properties) for item in firsts.values()]
     inserted = await repository.insert_new(session, rows, texts) if rows else set()
     fresh = [row for row in rows if row["idempotency_key"] in inserted]
     stored = {row["idempotency_key"]: row["id"] for row in fresh}
     earlier = [row["idempotency_key"] for row in rows if row["idempotency_key"] not in inserted]
     reused: set[str] = set()
-    if earlier:
-        for key, event_id, _customer, _type, held in await repository.events_by_keys(
-            session, ctx.tenant_id, earlier
-        ):
-            stored[key] = event_id
-            if held is not None and held != digests[key]:  # None: stored before digests
-                reused.add(key)
+    # A key stored already: a retry if the stored event says the same, else refused.
+    # Compared here, off the hot path, rather than by a digest taken of every event.
+    for row in await repository.events_in_full(session, ctx.tenant_id, earlier):
+        stored[row.idempotency_key] = row.id
+        if not _same_as_stored(firsts[row.idempotency_key], row):
+            reused.add(row.idempotency_key)
     settled = [_settle(outcome, inserted, stored, reused) for outcome in outcomes]
     refused = [o.idempotency_key for o in settled if o.code == KEY_REUSED]
     if refused:
@@ -171,6 +166,14 @@ async def ingest(
     # every other batch of these customers waits for those locks.
     overages = await draw_reported(session, ctx, catalog, fresh, late_window=late_window)
     return settled, overages
+
+
+def _same_as_stored(event: UsageEvent, row: Any) -> bool:
+    # An event stored without a timestamp has the instant it was received.
+    said = None if row.occurred_at == row.received_at else row.occurred_at
+    if event.timestamp is not None and event.timestamp == row.occurred_at:
+        said = event.timestamp  # sent with the very instant it was received at
+    return events.same_event(event, row.customer, row.type, row.service, said, row.properties)
 
 
 def _settle(outcome: Outcome, inserted: set[str], ids: dict[str, str], reused: set[str]) -> Outcome:
@@ -199,7 +202,9 @@ def triage(
                 Outcome(index, "rejected", item.idempotency_key, code=item.code, reason=item.reason)
             )
         elif (first := firsts.get(item.idempotency_key)) is not None:
-            if events.digest_of(first) == events.digest_of(item):
+            if events.same_event(
+                item, first.customer, first.type, first.service, first.timestamp, first.properties
+            ):
                 outcomes.append(Outcome(index, "duplicate", item.idempotency_key))
             else:
                 outcomes.append(
@@ -243,10 +248,14 @@ def metered(item: UsageEvent | Rejection, rules: MeteredRules) -> UsageEvent | R
     found = rules.get(item.type)
     if found is None:
         return item
+    properties = item.properties
     for name, meter_key, negative in found:
-        if name not in item.properties:
+        if name not in properties:
             continue
-        value = events.metered_number(item.properties[name])
+        raw = properties[name]
+        # The usual JSON number needs no conversion: the check refused NaN and Infinity.
+        kind = type(raw)
+        value = raw if kind is int or kind is float else events.metered_number(raw)
         if value is None:
             reason = f"properties.{name}: meter {meter_key!r} reads it: {events.NUMBER_RULE}"
             return Rejection(item.idempotency_key, "invalid_event", reason)

@@ -262,7 +262,31 @@ async def ids_by_key(session: AsyncSession, tenant_id: str, keys: Sequence[str])
     return {row[0]: row[1] for row in await events_by_keys(session, tenant_id, keys)}
 
 
-StoredKey = tuple[str, str, str, str, str | None]
+# (idempotency key, id, customer, type, body digest, properties)
+StoredKey = tuple[str, str, str, str, str | None, dict[str, Any]]
+
+
+async def events_in_full(
+    session: AsyncSession, tenant_id: str, keys: Sequence[str]
+) -> list[Record]:
+    """The stored events of some keys as they were stored: their key, id, customer, type,
+    service, instants and properties. For keys sent again, which are rare."""
+    statement = select(
+        usage_events.c.idempotency_key,
+        usage_events.c.id,
+        usage_events.c.customer,
+        usage_events.c.type,
+        usage_events.c.service,
+        usage_events.c.occurred_at,
+        usage_events.c.received_at,
+        usage_events.c.properties,
+    ).where(usage_events.c.tenant_id == tenant_id)
+    found: list[Record] = []
+    unique = sorted(set(keys))
+    for start in range(0, len(unique), _CHUNK):
+        chunk = statement.where(usage_events.c.idempotency_key.in_(unique[start : start + _CHUNK]))
+        found.extend((await session.execute(chunk)).all())
+    return found
 
 
 def property_text(session: AsyncSession, name: str) -> ColumnElement[str]:
@@ -421,7 +445,7 @@ async def save_accounts(
 # count, and a plan of index lookups even before the table was first analysed (an IN list
 # on a fresh, fast-growing table was planned as a scan of all of a tenant's events).
 _EVENTS_BY_KEYS = """
-SELECT e.idempotency_key, e.id, e.customer, e.type, e.body_digest
+SELECT e.idempotency_key, e.id, e.customer, e.type, e.body_digest, e.properties::text
 FROM unnest($2::text[]) AS k(key)
 JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
 """
@@ -430,15 +454,16 @@ JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
 async def events_by_keys(
     session: AsyncSession, tenant_id: str, keys: Sequence[str]
 ) -> list[StoredKey]:
-    """The stored events among `keys`: (idempotency key, id, customer, type, body digest;
-    the digest is None for an event stored before digests were kept)."""
+    """The stored events among `keys`: (idempotency key, id, customer, type, body digest,
+    properties). The digest is a consume's (None for a reported event, and for an event
+    stored before migration 0009)."""
     unique = sorted(set(keys))
     if not unique:
         return []
     if _is_postgres(session):
         connection = await session.connection()
         result: Any = await connection.exec_driver_sql(_EVENTS_BY_KEYS, (tenant_id, unique))
-        return [(row[0], row[1], row[2], row[3], row[4]) for row in result]
+        return [(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in result]
     found: list[StoredKey] = []
     for start in range(0, len(unique), _CHUNK):
         statement = select(
@@ -447,12 +472,14 @@ async def events_by_keys(
             usage_events.c.customer,
             usage_events.c.type,
             usage_events.c.body_digest,
+            usage_events.c.properties,
         ).where(
             usage_events.c.tenant_id == tenant_id,
             usage_events.c.idempotency_key.in_(unique[start : start + _CHUNK]),
         )
         found.extend(
-            (row[0], row[1], row[2], row[3], row[4]) for row in await session.execute(statement)
+            (row[0], row[1], row[2], row[3], row[4], dict(row[5]))
+            for row in await session.execute(statement)
         )
     return found
 

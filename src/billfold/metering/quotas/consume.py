@@ -28,7 +28,7 @@ from billfold.kit.ids import new_sorted_ids
 from billfold.kit.invariants import invariant
 from billfold.metering import repository
 from billfold.metering.aggregation import Row, matches
-from billfold.metering.events import canonical_json, json_number
+from billfold.metering.events import json_number, sorted_json
 from billfold.metering.quotas import buckets as quota
 from billfold.metering.quotas.accounts import (
     Position,
@@ -130,17 +130,16 @@ def prepare_consume(
 def consume_digest(
     customer: str, feature_key: str, amount: Decimal, properties: Mapping[str, Any]
 ) -> str:
-    """What a consume asks for, as 32 hex digits: a retry with the same idempotency key
-    must ask for the same (docs/decisions/0023). "consume" leads it, so no usage event's
-    digest (`events.digest`) ever equals a consume's."""
+    """What a consume asks for, as 16 hex digits (64 bits: it is only compared with the
+    digest stored under the same key): a retry with the same idempotency key must ask for
+    the same (docs/decisions/0023). The properties are sorted, so their order is free."""
     parts = (
-        b"consume",
         customer.encode(),
         feature_key.encode(),
         f"{amount.normalize():f}".encode(),
-        canonical_json(properties),
+        sorted_json(dict(properties)).encode(),
     )
-    return hashlib.blake2b(b"\x1f".join(parts), digest_size=16).hexdigest()
+    return hashlib.blake2b(b"\x1f".join(parts), digest_size=8).hexdigest()
 
 
 class KeyRaced(Exception):
@@ -268,10 +267,11 @@ async def _draw_batch(
     # trip, and a key found stored after all raises `KeyRaced`, to run again with it.
     known: dict[str, Known] = {}
     if look_up_keys:
-        for stored_key, event_id, customer, event_type, digest in await repository.events_by_keys(
+        for found in await repository.events_by_keys(
             session, tenant_id, [r.idempotency_key for r in requests]
         ):
-            known[stored_key] = (event_id, customer, event_type, digest)
+            stored_key, event_id, customer, event_type, digest, stored = found
+            known[stored_key] = (event_id, customer, event_type, digest or _reported(stored))
     # Every customer's grants at once: from the cache, the rest in one round trip.
     catalog = requests[0].catalog
     held = await grants.current_snapshots(
@@ -355,8 +355,14 @@ def _type_of(request: ConsumeRequest) -> str:
     return request.quota.meter.event_type
 
 
-# A stored key: its event's id, customer, type and digest (None: stored before digests).
-Known = tuple[str, str, str, str | None]
+# A stored key: its event's id, customer, type, and what it holds: a consume's digest, or
+# (for an event a consume did not store: reported, or stored before migration 0009) its
+# properties as sorted JSON, which a consume matches only with the same usage.
+Known = tuple[str, str, str, str]
+
+
+def _reported(properties: Mapping[str, Any]) -> str:
+    return "event:" + sorted_json(dict(properties))
 
 
 def _draw_one(
@@ -377,7 +383,7 @@ def _draw_one(
         if customer != request.customer or event_type != _type_of(request):
             reused = f"usage event {request.idempotency_key!r} is for {customer!r}, {event_type!r}"
             return IdempotencyKeyReused(reused), None
-        if digest is not None and digest != request.digest:
+        if digest not in (request.digest, _reported(request.properties)):
             return IdempotencyKeyReused(
                 f"idempotency key {request.idempotency_key!r} was first used for another "
                 "consume or usage event (another amount, feature or properties); a retry "

@@ -1,10 +1,11 @@
-"""Usage event digests: what each event (or consume) said, so that its idempotency key
-sent again with another body is refused instead of counted as a retry
+"""Consume digests: the usage event a consume stores keeps a digest of the consume, so
+that its idempotency key sent again with another body is refused instead of replayed
 (docs/decisions/0023).
 
-The column is nullable: events stored before it have no digest, and a key of theirs sent
-again is a duplicate, as before. Adding a nullable column rewrites no rows on either
-backend, and the append-only triggers stay as they are (so no batch rebuild on SQLite).
+The column is nullable: reported events have none (a key of theirs sent again is compared
+with the stored event itself), nor have events stored before it. Adding a nullable column
+rewrites no rows on either backend, and the append-only triggers stay as they are (so no
+batch rebuild on SQLite).
 
 Revision ID: 0009
 Revises: 0008
