@@ -306,7 +306,12 @@ async def test_a_consume_sent_again_with_another_amount_is_refused(harness: Harn
     # A key a reported event holds is another request too, even for the same customer.
     await send(harness, event("e-1", tokens=40))
     assert_problem(await consume(harness, "e-1", 40), 422, "idempotency_key_reused")
-    assert (await quota_usage(harness))["used"] == "80"
+    # ... unless that event holds just the usage the consume would record.
+    await send(harness, event("e-2", properties={"tokens": 40}))
+    same = await consume(harness, "e-2", 40)
+    assert same.status_code == 200, same.text
+    assert same.json()["replayed"] is True
+    assert (await quota_usage(harness))["used"] == "120"
 
 
 async def test_concurrent_consumes_of_one_key_with_other_amounts_draw_once(
