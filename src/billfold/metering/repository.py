@@ -258,8 +258,21 @@ def _unless_all_null(column: list[Any]) -> list[Any] | None:
     return None if all(value is None for value in column) else column
 
 
+_IDS_BY_KEYS = """
+SELECT e.idempotency_key, e.id
+FROM unnest($2::text[]) AS k(key)
+JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
+"""
+
+
 async def ids_by_key(session: AsyncSession, tenant_id: str, keys: Sequence[str]) -> dict[str, str]:
-    return {row[0]: row[1] for row in await events_by_keys(session, tenant_id, keys)}
+    """The ids of the stored events among `keys`, by key (PostgreSQL's ingest path: it
+    reads no properties, unlike `events_by_keys`)."""
+    if not _is_postgres(session):
+        return {row[0]: row[1] for row in await events_by_keys(session, tenant_id, keys)}
+    connection = await session.connection()
+    result: Any = await connection.exec_driver_sql(_IDS_BY_KEYS, (tenant_id, sorted(set(keys))))
+    return {row[0]: row[1] for row in result}
 
 
 # (idempotency key, id, customer, type, body digest, properties)
