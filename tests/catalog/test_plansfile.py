@@ -119,7 +119,7 @@ plans:
         "meters.odd.event: expected an event type, e.g. ai.tokens",
         "meters.odd.aggregation: expected one of count, sum, max, unique_count, latest",
         "meters.odd.colour: unknown key (expected one of event, aggregation, property, "
-        "filters, group_by, description, subtract)",
+        "filters, group_by, description, subtract, allow_negative)",
         "meters.filtered.filters.model: expected {equals: value} or {in: [values]}",
         "meters.filtered.group_by: expected up to 5 distinct property names",
     ]

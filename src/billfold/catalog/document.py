@@ -164,6 +164,7 @@ class MeterDef(_Section):
         ]
         | None
     ) = None
+    allow_negative: Bool = False  # a sum meter that takes negative values
 
 
 class _FeatureBase(_Section):

@@ -52,10 +52,13 @@ class Meter:
     # Events of this type count negatively (count: -1, sum: -value): a gauge, such as
     # spaces created minus spaces deleted.
     subtract: str | None = None
+    # A sum meter takes negative values (a correction, a refund) only when it says so;
+    # otherwise an event with one is refused at ingest (docs/decisions/0023).
+    allow_negative: bool = False
 
     def as_json(self) -> dict[str, Any]:
         """The definition as stored and as answered."""
-        return {
+        definition: dict[str, Any] = {
             "event": self.event_type,
             "aggregation": self.aggregation.value,
             "property": self.property,
@@ -64,6 +67,13 @@ class Meter:
             "description": self.description,
             "subtract": self.subtract,
         }
+        if self.allow_negative:  # only when set: definitions stored before it stay equal
+            definition["allow_negative"] = True
+        return definition
+
+    def reads_numbers(self) -> bool:
+        """Its property must hold numbers: a sum or a max adds or compares them."""
+        return self.aggregation in (Aggregation.SUM, Aggregation.MAX)
 
     @classmethod
     def from_json(cls, key: str, raw: Mapping[str, Any]) -> Meter:
@@ -76,6 +86,7 @@ class Meter:
             group_by=tuple(raw.get("group_by") or ()),
             description=raw.get("description"),
             subtract=raw.get("subtract"),
+            allow_negative=bool(raw.get("allow_negative", False)),
         )
 
     def properties_read(self) -> tuple[str, ...]:

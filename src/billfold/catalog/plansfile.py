@@ -203,6 +203,8 @@ def _meters(raw: Mapping[Any, Any], found: Problems) -> dict[str, Meter]:
                 found.add((*path, "subtract"), "expected another event type, e.g. space.deleted")
             elif not aggregation.adds:
                 found.add((*path, "subtract"), "only count and sum meters can subtract")
+        if meter.allow_negative and aggregation is not Aggregation.SUM:
+            found.add((*path, "allow_negative"), "only a sum meter takes negative values")
         if len(found) > before:
             continue
         meters[key] = Meter(
@@ -214,6 +216,7 @@ def _meters(raw: Mapping[Any, Any], found: Problems) -> dict[str, Meter]:
             group_by=meter.group_by,
             description=meter.description,
             subtract=meter.subtract,
+            allow_negative=meter.allow_negative,
         )
     return meters
 

@@ -20,6 +20,7 @@ class MeterOut(Out):
     group_by: list[str]
     description: str | None
     subtract: str | None = None  # events of this type count negatively (a gauge)
+    allow_negative: bool = False  # a sum meter that takes negative values
 
 
 class FeatureOut(Out):

@@ -2,21 +2,29 @@
 
 Each event is checked on its own, so one bad event is rejected with a reason and never
 takes the good ones beside it down. Numbers are kept exact: a decimal that a float
-cannot hold digit for digit is refused, not rounded.
+cannot hold digit for digit is refused, not rounded. Text a backend cannot store (a NUL,
+a lone UTF-16 surrogate: `billfold.kit.text`) and numbers JSON has not (NaN, Infinity,
+1e309) are refused with the event that holds them.
+
+A key sent again is a retry only with the same event (`same_event`); with another body
+it is refused (docs/decisions/0023).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, NamedTuple
 
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from billfold.catalog.meters import EVENT_TYPE
 from billfold.customers.service import EXTERNAL_ID
+from billfold.kit.text import NUL, json_faults, text_fault
 
 MAX_BATCH: Final = 10_000
 MAX_PROPERTIES_BYTES: Final = 8_192
@@ -127,16 +135,21 @@ def check(
     key = fields.get("idempotency_key")
     key = key if isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH else None
     cloud = media_type != JSON_TYPE
+    id_name = "id" if cloud else "idempotency_key"
+    if key is not None and not (key.isascii() and NUL not in key) and (fault := _fault(key)):
+        return Rejection(None, "invalid_event", f"{id_name}: {fault}")
     if unknown:
         return Rejection(key, "invalid_event", f"unknown field {unknown[0]!r}")
     if key is None:
-        id_name = "id" if cloud else "idempotency_key"
         return Rejection(
             key, "invalid_event", f"{id_name}: required, 1 to {MAX_KEY_LENGTH} characters"
         )
     customer = fields.get("customer")
+    where = "subject" if cloud else "customer"
+    # EXTERNAL_ID refuses a NUL; only non-ASCII text needs a deeper look.
+    if isinstance(customer, str) and not customer.isascii() and (fault := _fault(customer)):
+        return Rejection(key, "invalid_event", f"{where}: {fault}")
     if not isinstance(customer, str) or not EXTERNAL_ID.match(customer):
-        where = "subject" if cloud else "customer"
         return Rejection(
             key,
             "invalid_event",
@@ -148,11 +161,12 @@ def check(
             key, "invalid_event", "type: required, e.g. ai.tokens (letters, digits and . _ : / -)"
         )
     service = fields.get("service")
-    if service is not None and not _short_text(service):
-        return Rejection(key, "invalid_event", f"{'source' if cloud else 'service'}: {_SHORT}")
+    if service is not None and (fault := _short_text(service)):
+        return Rejection(key, "invalid_event", f"{'source' if cloud else 'service'}: {fault}")
     correlation_id = fields.get("correlation_id")
-    if correlation_id is not None and not _short_text(correlation_id):
-        return Rejection(key, "invalid_event", f"correlation_id: {_SHORT}")
+    if correlation_id is not None and (fault := _short_text(correlation_id)):
+        name = CORRELATION_EXTENSION if cloud else "correlation_id"
+        return Rejection(key, "invalid_event", f"{name}: {fault}")
     timestamp = None
     raw_time = fields.get("timestamp")
     if raw_time is not None:
@@ -181,7 +195,17 @@ def check(
     problem = _exact(properties)
     if problem:
         return Rejection(key, "invalid_event", problem)
-    encoded = to_json(properties)  # compact UTF-8, in Rust: 7x json.dumps on small objects
+    try:
+        encoded = to_json(properties)  # compact UTF-8, in Rust: 7x json.dumps on small objects
+    except PydanticSerializationError:  # a lone surrogate, which UTF-8 cannot encode
+        encoded = None
+    # to_json writes a NUL as \u0000; the text "\u0000" is there only as "\\u0000".
+    if encoded is None or b"\\u0000" in encoded:
+        problem = _text_problem(properties)
+        if problem is not None:
+            return Rejection(key, "invalid_event", problem)
+        if encoded is None:
+            return Rejection(key, "invalid_event", "properties: not valid Unicode")
     if len(encoded) > MAX_PROPERTIES_BYTES:
         return Rejection(
             key, "invalid_event", f"properties: at most {MAX_PROPERTIES_BYTES} bytes of JSON"
@@ -193,13 +217,97 @@ def check(
 _SHORT = "1 to 255 characters"
 
 
-def _short_text(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 255
+def _fault(value: str) -> str | None:
+    """`text_fault`, with a fast path for the usual ASCII text."""
+    if value.isascii() and NUL not in value:
+        return None
+    return text_fault(value)
+
+
+def _short_text(value: Any) -> str | None:
+    """Why `value` is not a short text, or None."""
+    if not isinstance(value, str) or not 0 < len(value) <= 255:
+        return _SHORT
+    return _fault(value)
+
+
+def _text_problem(properties: dict[str, Any]) -> str | None:
+    for path, fault in json_faults(properties, ("properties",)):
+        return f"{_dotted(path)}: {fault}"
+    return None
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # A name that cannot be stored is not repeated back; its place is.
+            shown = part if _fault(part) is None else ascii(part)
+            out += f".{shown}" if out else shown
+    return out
+
+
+def same_event(
+    event: UsageEvent,
+    customer: str,
+    kind: str,
+    service: str | None,
+    occurred_at: datetime | None,
+    properties: Mapping[str, Any],
+) -> bool:
+    """Whether `event` says what a stored (or earlier) event of its idempotency key said:
+    the same customer, type, service, timestamp (`occurred_at` None: none was sent) and
+    properties, whatever the order of their keys. The correlation id, a trace of the
+    request, may differ. Off the hot path: only a key sent again asks."""
+    return (
+        event.customer == customer
+        and event.type == kind
+        and event.service == service
+        and event.timestamp == occurred_at
+        and sorted_json(event.properties) == sorted_json(properties)
+    )
+
+
+def sorted_json(value: Any) -> str:
+    """A JSON value as text with every object's keys sorted: equal values, equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# A decimal as text: what a JSON number is without an exponent, no sign but "-", no
+# spaces, no "_", no leading zeros; at most 28 digits (Decimal's exact precision).
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+MAX_DECIMAL_DIGITS: Final = 28
+
+
+def metered_number(value: Any) -> Decimal | None:
+    """A metered property's value as a number: a JSON number, or a decimal string
+    ("12.5", "-3"); None for anything else (docs/decisions/0023)."""
+    kind = type(value)
+    if kind is int:
+        return Decimal(value)
+    if kind is float or kind is _Inexact:
+        return Decimal(repr(value)) if math.isfinite(value) else None
+    if kind is Decimal:
+        return value if value.is_finite() else None
+    if kind is str and _DECIMAL.fullmatch(value):
+        digits = len(value) - value.startswith("-") - ("." in value)
+        if digits <= MAX_DECIMAL_DIGITS:
+            return Decimal(value)
+    return None
+
+
+NUMBER_RULE: Final = (
+    f'a JSON number or a decimal string such as "12.5" or "-3" (at most '
+    f"{MAX_DECIMAL_DIGITS} digits, no exponent, spaces, _ or +)"
+)
 
 
 def _from_cloudevent(item: dict[str, Any]) -> tuple[dict[str, Any] | Rejection, list[str]]:
     """CloudEvents 1.0 attributes as Billfold's fields: id, source, subject, type, data."""
     key = item.get("id") if isinstance(item.get("id"), str) else None
+    key = key if key is not None and _fault(key) is None else None  # answered back as is
     if item.get("specversion") != "1.0":
         return Rejection(key, "invalid_event", 'specversion: expected "1.0"'), []
     content_type = item.get("datacontenttype", JSON_TYPE)
@@ -244,10 +352,10 @@ _PLAIN = frozenset((str, int, bool, type(None)))  # exact as they are; `_exact` 
 def _exact(value: Any, path: str = "properties") -> str | None:
     if type(value) in _PLAIN:
         return None
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, Infinity, 1e309
+        return f"{path}: not a finite number (JSON has no NaN or Infinity)"
     if isinstance(value, _Inexact):
         return f"{path}: more digits than Billfold stores exactly; send it as a string"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{path}: not a finite number"
     if isinstance(value, dict):
         for name, item in value.items():
             if type(item) in _PLAIN:

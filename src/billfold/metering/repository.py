@@ -58,22 +58,22 @@ async def insert_new(
 # SQLAlchemy builds and binds parameter by parameter (docs/decisions/0016).
 _EVENT_COLUMNS = """
 INSERT INTO usage_events (id, tenant_id, idempotency_key, customer, type, service,
-                          correlation_id, occurred_at, received_at, properties)"""
+                          correlation_id, occurred_at, received_at, properties, body_digest)"""
 
 
 def _events_from_arrays(*, with_feature: bool = False) -> str:
     """The SELECT that unnests `_event_arrays`: the tenant is $1, the batch's instant $2,
-    the arrays $3 to $11. `with_feature` adds $12, each event's feature, as `e.feature`
+    the arrays $3 to $12. `with_feature` adds $13, each event's feature, as `e.feature`
     (not stored: the unlocked write matches events to their accounts by it)."""
-    extra_array, extra_name = (", $12::text[]", ", feature") if with_feature else ("", "")
+    extra_array, extra_name = (", $13::text[]", ", feature") if with_feature else ("", "")
     return f"""
 SELECT e.id, $1, e.key, e.customer, e.type, e.service, e.correlation,
        coalesce(e.occurred_at, e.received_at, $2), coalesce(e.received_at, $2),
-       e.properties::jsonb
+       e.properties::jsonb, e.digest
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::timestamptz[], $10::timestamptz[], $11::text[]{extra_array})
+            $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[]{extra_array})
      AS e(id, key, customer, type, service, correlation, occurred_at, received_at,
-          properties{extra_name})
+          properties, digest{extra_name})
 """  # noqa: S608 (constants only; no input is formatted in)
 
 
@@ -85,7 +85,7 @@ _UNNEST_INSERT = (
 def _event_arrays(
     rows: Sequence[dict[str, Any]], properties_json: Sequence[str]
 ) -> tuple[Any, ...]:
-    """`_UNNEST_INSERT`'s eleven parameters for `rows`, all of one tenant."""
+    """`_UNNEST_INSERT`'s twelve parameters for `rows`, all of one tenant."""
     first = rows[0]
     invariant(all(row["tenant_id"] == first["tenant_id"] for row in rows), "one tenant")
     base = first["received_at"]
@@ -109,6 +109,7 @@ def _event_arrays(
         _unless_all_null(occurred),
         _unless_all_null(received),
         list(texts),
+        _unless_all_null([row.get("body_digest") for row in rows]),
     )
 
 
@@ -154,7 +155,7 @@ def _account_arrays(states: Mapping[tuple[str, str], dict[str, Any]]) -> tuple[l
 _SAVE_ACCOUNTS = _update_accounts(now=2, first_array=3)
 _RECORD_CONSUMES = f"""
 WITH events AS ({_UNNEST_INSERT.strip()} RETURNING 1),
-accounts AS ({_update_accounts(now=15, first_array=12).strip()} RETURNING 1)
+accounts AS ({_update_accounts(now=16, first_array=13).strip()} RETURNING 1)
 SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM accounts)
 """  # noqa: S608 (constants only; no input is formatted in)
 
@@ -189,8 +190,8 @@ _EVENTS_WITH_FEATURE = _events_from_arrays(with_feature=True)
 _RECORD_UNLESS_CHANGED = f"""
 WITH accounts AS (
 INSERT INTO quota_accounts AS a (tenant_id, customer, feature_key, state, updated_at, version)
-SELECT $1, u.customer, u.feature, u.state::jsonb, $16, u.version + 1
-FROM unnest($13::text[], $14::text[], $15::text[], $17::bigint[])
+SELECT $1, u.customer, u.feature, u.state::jsonb, $17, u.version + 1
+FROM unnest($14::text[], $15::text[], $16::text[], $18::bigint[])
      AS u(customer, feature, state, version)
 ON CONFLICT (tenant_id, customer, feature_key) DO UPDATE
 SET state = excluded.state, updated_at = excluded.updated_at
@@ -261,8 +262,48 @@ def _unless_all_null(column: list[Any]) -> list[Any] | None:
     return None if all(value is None for value in column) else column
 
 
+_IDS_BY_KEYS = """
+SELECT e.idempotency_key, e.id
+FROM unnest($2::text[]) AS k(key)
+JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
+"""
+
+
 async def ids_by_key(session: AsyncSession, tenant_id: str, keys: Sequence[str]) -> dict[str, str]:
-    return {row[0]: row[1] for row in await events_by_keys(session, tenant_id, keys)}
+    """The ids of the stored events among `keys`, by key (PostgreSQL's ingest path: it
+    reads no properties, unlike `events_by_keys`)."""
+    if not _is_postgres(session):
+        return {row[0]: row[1] for row in await events_by_keys(session, tenant_id, keys)}
+    connection = await session.connection()
+    result: Any = await connection.exec_driver_sql(_IDS_BY_KEYS, (tenant_id, sorted(set(keys))))
+    return {row[0]: row[1] for row in result}
+
+
+# (idempotency key, id, customer, type, body digest, properties)
+StoredKey = tuple[str, str, str, str, str | None, dict[str, Any]]
+
+
+async def events_in_full(
+    session: AsyncSession, tenant_id: str, keys: Sequence[str]
+) -> list[Record]:
+    """The stored events of some keys as they were stored: their key, id, customer, type,
+    service, instants and properties. For keys sent again, which are rare."""
+    statement = select(
+        usage_events.c.idempotency_key,
+        usage_events.c.id,
+        usage_events.c.customer,
+        usage_events.c.type,
+        usage_events.c.service,
+        usage_events.c.occurred_at,
+        usage_events.c.received_at,
+        usage_events.c.properties,
+    ).where(usage_events.c.tenant_id == tenant_id)
+    found: list[Record] = []
+    unique = sorted(set(keys))
+    for start in range(0, len(unique), _CHUNK):
+        chunk = statement.where(usage_events.c.idempotency_key.in_(unique[start : start + _CHUNK]))
+        found.extend((await session.execute(chunk)).all())
+    return found
 
 
 def property_text(session: AsyncSession, name: str) -> ColumnElement[str]:
@@ -421,7 +462,7 @@ async def save_accounts(
 # count, and a plan of index lookups even before the table was first analysed (an IN list
 # on a fresh, fast-growing table was planned as a scan of all of a tenant's events).
 _EVENTS_BY_KEYS = """
-SELECT e.idempotency_key, e.id, e.customer, e.type
+SELECT e.idempotency_key, e.id, e.customer, e.type, e.body_digest, e.properties::text
 FROM unnest($2::text[]) AS k(key)
 JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
 """
@@ -429,27 +470,34 @@ JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
 
 async def events_by_keys(
     session: AsyncSession, tenant_id: str, keys: Sequence[str]
-) -> list[tuple[str, str, str, str]]:
-    """The stored events among `keys`: (idempotency key, id, customer, type)."""
+) -> list[StoredKey]:
+    """The stored events among `keys`: (idempotency key, id, customer, type, body digest,
+    properties). The digest is a consume's (None for a reported event, and for an event
+    stored before migration 0009)."""
     unique = sorted(set(keys))
     if not unique:
         return []
     if _is_postgres(session):
         connection = await session.connection()
         result: Any = await connection.exec_driver_sql(_EVENTS_BY_KEYS, (tenant_id, unique))
-        return [(row[0], row[1], row[2], row[3]) for row in result]
-    found: list[tuple[str, str, str, str]] = []
+        return [(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in result]
+    found: list[StoredKey] = []
     for start in range(0, len(unique), _CHUNK):
         statement = select(
             usage_events.c.idempotency_key,
             usage_events.c.id,
             usage_events.c.customer,
             usage_events.c.type,
+            usage_events.c.body_digest,
+            usage_events.c.properties,
         ).where(
             usage_events.c.tenant_id == tenant_id,
             usage_events.c.idempotency_key.in_(unique[start : start + _CHUNK]),
         )
-        found.extend((row[0], row[1], row[2], row[3]) for row in await session.execute(statement))
+        found.extend(
+            (row[0], row[1], row[2], row[3], row[4], dict(row[5]))
+            for row in await session.execute(statement)
+        )
     return found
 
 

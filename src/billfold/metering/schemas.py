@@ -6,11 +6,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from billfold.catalog.ai import MODEL
 from billfold.catalog.schemas import MeterOut
-from billfold.kit.schemas import Body, Instant, Out, Quantity
+from billfold.kit.schemas import Body, Instant, Out, Quantity, Storable
 
 
 class OutcomeOut(Out):
@@ -51,11 +51,13 @@ class UsageOut(Out):
 
 
 class ConsumeIn(Body):
-    customer: Annotated[str, Field(min_length=1, max_length=255)]
-    feature: Annotated[str, Field(min_length=1, max_length=100)]
+    customer: Annotated[str, Field(min_length=1, max_length=255), Storable]
+    feature: Annotated[str, Field(min_length=1, max_length=100), Storable]
     amount: Annotated[Quantity, Field(gt=0, max_digits=30, decimal_places=12)] = Decimal(1)
-    idempotency_key: Annotated[str, Field(min_length=1, max_length=255)]
-    properties: dict[str, str | int | bool] = Field(default_factory=dict, max_length=20)
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=255), Storable]
+    properties: dict[Annotated[str, Storable], Annotated[str, Storable] | int | bool] = Field(
+        default_factory=dict, max_length=20
+    )
 
 
 class ConsumeOut(Out):
@@ -88,12 +90,12 @@ class UsageSummaryIn(Body):
     """The AI runtime's `chat.usage_summary`: one chat turn's tokens, per model."""
 
     event: Literal["chat.usage_summary"] = "chat.usage_summary"
-    customer: Annotated[str, Field(min_length=1, max_length=255)]
+    customer: Annotated[str, Field(min_length=1, max_length=255), Storable]
     chat_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
-    workflow_id: Annotated[str, Field(min_length=1, max_length=100)]
+    workflow_id: Annotated[str, Field(min_length=1, max_length=100), Storable]
     sequence: Annotated[int, Field(ge=0, le=10**12)]
     timestamp: Instant | None = None
-    correlation_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    correlation_id: Annotated[str, Field(min_length=1, max_length=255), Storable] | None = None
     models: Annotated[list[ModelUsageIn], Field(min_length=1, max_length=100)]
 
 

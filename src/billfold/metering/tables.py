@@ -29,6 +29,11 @@ usage_events = Table(
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
     Column("properties", JSONDocument, nullable=False),
+    # What the consume that stored the event asked for, as a digest: its key sent again
+    # with another body is refused, not replayed. NULL for reported events (a repeated key
+    # is compared with the stored event itself) and for events stored before migration
+    # 0009 (docs/decisions/0023).
+    Column("body_digest", String(32), nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_usage_events_key"),
     Index("ix_usage_events_customer", "tenant_id", "customer", "type", "occurred_at"),
 )

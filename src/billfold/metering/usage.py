@@ -19,6 +19,7 @@ from billfold.kit.errors import FieldError, InvalidInput, NotFound
 from billfold.kit.periods import Reset, period
 from billfold.metering import ai, repository
 from billfold.metering.aggregation import Accumulator, NotANumber, Row, aggregate, json_value
+from billfold.metering.events import metered_number
 
 MAX_BUCKETS: Final = 2_000
 
@@ -152,10 +153,11 @@ async def usage(
     names = tuple(dict.fromkeys([*meter.properties_read(), *group_by]))
     types = [meter.event_type] + ([meter.subtract] if meter.subtract else [])
     records = await repository.events_of(session, tenant_id, customer, types, start, end, names)
+    numeric = meter.property if meter.reads_numbers() else None
     rows = (
         Row(
             record[0],
-            {name: json_value(record[i + 2]) for i, name in enumerate(names)},
+            {name: _read(name, record[i + 2], numeric) for i, name in enumerate(names)},
             negative=record[1] == meter.subtract,
         )
         for record in records
@@ -176,6 +178,17 @@ async def usage(
         group_by=tuple(group_by),
         buckets=_buckets(buckets, grouped, window, start, end),
     )
+
+
+def _read(name: str, text: str | None, numeric: str | None) -> Any:
+    """One stored property as the meter reads it: the property a sum or max reads takes a
+    decimal string ("12.5") as the number it spells (docs/decisions/0023)."""
+    value = json_value(text)
+    if name == numeric and type(value) is str:
+        number = metered_number(value)
+        if number is not None:
+            return number
+    return value
 
 
 def _buckets(

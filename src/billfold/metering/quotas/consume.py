@@ -4,6 +4,7 @@ moved the account (`consume_unlocked`, decision 0018). Takes a session; never co
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from billfold.kit.ids import new_sorted_ids
 from billfold.kit.invariants import invariant
 from billfold.metering import repository
 from billfold.metering.aggregation import Row, matches
-from billfold.metering.events import json_number
+from billfold.metering.events import json_number, sorted_json
 from billfold.metering.quotas import buckets as quota
 from billfold.metering.quotas.accounts import (
     Position,
@@ -53,7 +54,7 @@ class QuotaExceeded(BillfoldError):
 class IdempotencyKeyReused(BillfoldError):
     status = 422  # as for a reused Idempotency-Key header: one code, one status
     code = "idempotency_key_reused"
-    title = "This idempotency key belongs to another usage event"
+    title = "This idempotency key belongs to another request"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ConsumeRequest:
     idempotency_key: str
     properties: dict[str, Any]  # the usage event's, the amount included
     enforcement: Enforcement
+    digest: str = ""  # what the consume asks (`consume_digest`); stored with its event
 
 
 def prepare_consume(
@@ -119,9 +121,25 @@ def prepare_consume(
             errors=[FieldError("add the properties the meter filters on", pointer="#/properties")],
         )
     mode = enforcing.of(quota_def.policy)
+    digest = consume_digest(customer, feature_key, amount, properties or {})
     return ConsumeRequest(
-        ctx, catalog, quota_def, customer, amount, idempotency_key, event_properties, mode
+        ctx, catalog, quota_def, customer, amount, idempotency_key, event_properties, mode, digest
     )
+
+
+def consume_digest(
+    customer: str, feature_key: str, amount: Decimal, properties: Mapping[str, Any]
+) -> str:
+    """What a consume asks for, as 16 hex digits (64 bits: it is only compared with the
+    digest stored under the same key): a retry with the same idempotency key must ask for
+    the same (docs/decisions/0023). The properties are sorted, so their order is free."""
+    parts = (
+        customer.encode(),
+        feature_key.encode(),
+        f"{amount.normalize():f}".encode(),
+        sorted_json(dict(properties)).encode(),
+    )
+    return hashlib.blake2b(b"\x1f".join(parts), digest_size=8).hexdigest()
 
 
 class KeyRaced(Exception):
@@ -247,12 +265,13 @@ async def _draw_batch(
     accounts = {key: decode_state(states.get(key, {})) for key in set(keys)}
     # Without `look_up_keys`, every key is taken to be new: the common case saves a round
     # trip, and a key found stored after all raises `KeyRaced`, to run again with it.
-    known: dict[str, tuple[str, str, str]] = {}
+    known: dict[str, Known] = {}
     if look_up_keys:
-        for stored_key, event_id, customer, event_type in await repository.events_by_keys(
+        for found in await repository.events_by_keys(
             session, tenant_id, [r.idempotency_key for r in requests]
         ):
-            known[stored_key] = (event_id, customer, event_type)
+            stored_key, event_id, customer, event_type, digest, stored = found
+            known[stored_key] = (event_id, customer, event_type, digest or _reported(stored))
     # Every customer's grants at once: from the cache, the rest in one round trip.
     catalog = requests[0].catalog
     held = await grants.current_snapshots(
@@ -274,7 +293,12 @@ async def _draw_batch(
             continue  # refused, or replayed: nothing drawn
         batch.rows.append(_usage_row(request, answer.event_id))
         batch.features.append(key[1])
-        known[request.idempotency_key] = (answer.event_id, request.customer, _type_of(request))
+        known[request.idempotency_key] = (
+            answer.event_id,
+            request.customer,
+            _type_of(request),
+            request.digest,
+        )
         remember_ends(ends, here.buckets)
         accounts[key] = quota.prune(totals, ends, request.ctx.now - late_window)
         changed.add(key)
@@ -331,11 +355,21 @@ def _type_of(request: ConsumeRequest) -> str:
     return request.quota.meter.event_type
 
 
+# A stored key: its event's id, customer, type, and what it holds: a consume's digest, or
+# (for an event a consume did not store: reported, or stored before migration 0009) its
+# properties as sorted JSON, which a consume matches only with the same usage.
+Known = tuple[str, str, str, str]
+
+
+def _reported(properties: Mapping[str, Any]) -> str:
+    return "event:" + sorted_json(dict(properties))
+
+
 def _draw_one(
     request: ConsumeRequest,
     here: Position,
     drawn: Mapping[str, Decimal],
-    known: Mapping[str, tuple[str, str, str]],
+    known: Mapping[str, Known],
     event_id: str,
 ) -> tuple[Consumed | BillfoldError, dict[str, Decimal] | None]:
     """One consume's answer, given where its quota stands and the keys already used, and
@@ -345,10 +379,16 @@ def _draw_one(
     mode = request.enforcement
     earlier = known.get(request.idempotency_key)
     if earlier is not None:
-        stored_id, customer, event_type = earlier
+        stored_id, customer, event_type, digest = earlier
         if customer != request.customer or event_type != _type_of(request):
             reused = f"usage event {request.idempotency_key!r} is for {customer!r}, {event_type!r}"
             return IdempotencyKeyReused(reused), None
+        if digest not in (request.digest, _reported(request.properties)):
+            return IdempotencyKeyReused(
+                f"idempotency key {request.idempotency_key!r} was first used for another "
+                "consume or usage event (another amount, feature or properties); a retry "
+                "must send the same body, and a new consume needs a new key"
+            ), None
         replayed = Consumed(
             request.customer,
             feature_key,
@@ -403,4 +443,5 @@ def _usage_row(request: ConsumeRequest, event_id: str) -> dict[str, Any]:
         "occurred_at": ctx.now,
         "received_at": ctx.now,
         "properties": request.properties,
+        "body_digest": request.digest,
     }

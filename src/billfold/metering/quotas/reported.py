@@ -20,6 +20,7 @@ from billfold.kit.context import Context
 from billfold.kit.periods import NEVER
 from billfold.metering import repository
 from billfold.metering.aggregation import Row, matches
+from billfold.metering.events import metered_number
 from billfold.metering.quotas import buckets as quota
 from billfold.metering.quotas.accounts import anchor_of, decode_state, encode_state, remember_ends
 from billfold.metering.quotas.buckets import Bucket
@@ -133,5 +134,5 @@ def _drawable(meter: Meter, event: Mapping[str, Any]) -> Decimal | None:
             return None
     if meter.aggregation is Aggregation.COUNT:
         return Decimal(1)
-    raw = as_read(properties.get(meter.property or ""))
-    return raw if isinstance(raw, Decimal) and raw > 0 else None
+    raw = metered_number(properties.get(meter.property or ""))  # "12.5" is a number
+    return raw if raw is not None and raw > 0 else None
