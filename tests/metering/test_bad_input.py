@@ -21,7 +21,7 @@ from billfold.metering import events as usage_events
 from billfold.metering.events import UsageEvent
 from billfold.metering.ingest import ingest
 from billfold.metering.stream import _event_json, _event_of
-from tests.conftest import EXAMPLE_PLANS, Harness, assert_problem, new_harness, postgresql_only
+from tests.conftest import PLANS, Harness, assert_problem, new_harness, postgresql_only
 from tests.factories import quota_usage
 from tests.metering.test_ingest_stream import streaming  # noqa: F401 (a fixture)
 
@@ -173,7 +173,7 @@ async def test_a_metered_property_must_be_a_number_and_reads_keep_answering(
 
 
 def _with_refund_meter(allow_negative: bool) -> str:
-    document = yaml.safe_load(EXAMPLE_PLANS.read_text())
+    document = yaml.safe_load(PLANS.read_text())
     meter: dict[str, Any] = {"event": "credit.moved", "aggregation": "sum", "property": "amount"}
     if allow_negative:
         meter["allow_negative"] = True
