@@ -20,14 +20,14 @@ app = typer.Typer(help="Claim codes: issue and revoke.", no_args_is_help=True)
 
 @app.command("create")
 def claims_create(
-    plan: Annotated[str, typer.Option()],
-    count: Annotated[int, typer.Option()],
+    plan: Annotated[str, typer.Option(help="the plan a code grants")],
+    count: Annotated[int, typer.Option(help="how many codes to issue")],
     duration: Annotated[str, typer.Option(help='"365d" or "lifetime"')],
-    max_redemptions: Annotated[int, typer.Option()] = 1,
+    max_redemptions: Annotated[int, typer.Option(help="customers each code serves")] = 1,
     expires: Annotated[str | None, typer.Option(help="last day to redeem, e.g. 2027-06-30")] = None,
-    source: Annotated[str, typer.Option()] = "claim",
-    campaign: Annotated[str | None, typer.Option()] = None,
-    tier: Annotated[str | None, typer.Option()] = None,
+    source: Annotated[str, typer.Option(help="kept on the grants the codes make")] = "claim",
+    campaign: Annotated[str | None, typer.Option(help="campaign name, kept with the batch")] = None,
+    tier: Annotated[str | None, typer.Option(help="tier label, kept with the batch")] = None,
     output: Annotated[Path | None, typer.Option(help="write the CSV here, not to stdout")] = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
@@ -65,6 +65,7 @@ def claims_revoke(
     code: Annotated[str | None, typer.Option(help="revoke one code")] = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
+    """Revoke one claim code or a whole batch: they cannot be redeemed any more."""
     if (batch is None) == (code is None):
         fail("give exactly one of --batch and --code")
 

@@ -13,7 +13,10 @@ from billfold.catalog import service as catalog_service
 from billfold.catalog.catalog import Catalog
 from billfold.cli.common import (
     DEFAULT_TENANT,
+    SETUP_FAILED,
     TenantOption,
+    database_failures,
+    fail,
     in_tenant,
     load_plans,
     load_settings,
@@ -24,20 +27,25 @@ from billfold.kit import migrate
 from billfold.kit.clock import SystemClock
 from billfold.kit.context import Context
 from billfold.kit.db import Database
+from billfold.metering import deps as metering_deps
 from billfold.tenants import repository as tenants_repository
 from billfold.tenants import service as tenants
 from billfold.tenants.scopes import Scope
 
 
 def serve(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8080,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every one)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 8080,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn, uvloop, httptools; decision 0013)."""
     import uvicorn
 
-    load_settings()  # fail early on bad configuration
+    settings = load_settings()  # fail early on bad configuration
+    if settings.ingest and not metering_deps.nats_installed():
+        fail(metering_deps.NATS_MISSING, SETUP_FAILED)
     uvicorn.run(
         "billfold.asgi:app",
         host=host,
@@ -53,7 +61,8 @@ def serve(
 def migrate_command() -> None:
     """Bring the database schema up to date."""
     settings = load_settings()
-    migrate.upgrade(settings.database_url)
+    with database_failures(settings.database_url):
+        migrate.upgrade(settings.database_url)
     typer.echo("database is up to date")
 
 
@@ -63,7 +72,8 @@ def init(
 ) -> None:
     """Migrate, create the tenant with an admin key (printed once), apply a plans file."""
     settings = load_settings()
-    migrate.upgrade(settings.database_url)
+    with database_failures(settings.database_url):
+        migrate.upgrade(settings.database_url)
     spec = load_plans(plans) if plans else None
 
     async def work(database: Database) -> None:

@@ -10,11 +10,12 @@ from typing import Annotated
 
 import typer
 
-from billfold.cli.common import fail, load_settings, run
+from billfold.cli.common import SETUP_FAILED, fail, load_settings, run
 from billfold.kit.clock import SystemClock
 from billfold.kit.db import Database
 from billfold.kit.outbox import OutboxSource
 from billfold.kit.worker import Runner
+from billfold.metering import deps as metering_deps
 
 app = typer.Typer(help="Background workers.", no_args_is_help=True)
 
@@ -36,11 +37,13 @@ def worker_ingest(
 
     SIGTERM or SIGINT stops it after the batch in hand. A worker killed outright leaves
     its batch unacknowledged; another (or the same, restarted) stores it, exactly once."""
-    from billfold.metering.stream import WorkerOptions, run_worker
-
     settings = load_settings()
     if not settings.ingest:
-        fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker")
+        fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker", SETUP_FAILED)
+    if not metering_deps.nats_installed():
+        fail(metering_deps.NATS_MISSING, SETUP_FAILED)
+    from billfold.metering.stream import WorkerOptions, run_worker
+
     options = WorkerOptions(
         url=settings.ingest,
         stream=settings.ingest_stream,
