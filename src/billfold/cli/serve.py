@@ -23,7 +23,7 @@ from billfold.cli.common import (
     operator,
     run,
 )
-from billfold.kit import migrate
+from billfold.kit import logs, migrate
 from billfold.kit.clock import SystemClock
 from billfold.kit.context import Context
 from billfold.kit.db import Database
@@ -44,6 +44,7 @@ def serve(
     import uvicorn
 
     settings = load_settings()  # fail early on bad configuration
+    logs.configure(settings.log_format, settings.log_level)
     if settings.ingest and not metering_deps.nats_installed():
         fail(metering_deps.NATS_MISSING, SETUP_FAILED)
     uvicorn.run(
@@ -51,7 +52,10 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level="info",
+        # uvicorn's own loggers go through ours (log_config=None), and the request
+        # guard writes the access lines (kit/logs.py, decision 0027).
+        log_config=None,
+        log_level=settings.log_level.lower(),
         loop="uvloop",
         http="httptools",
         access_log=False,

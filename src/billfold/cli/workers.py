@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from billfold.cli.common import SETUP_FAILED, fail, load_settings, run
+from billfold.kit import logs
 from billfold.kit.clock import SystemClock
 from billfold.kit.db import Database
 from billfold.kit.outbox import OutboxSource
@@ -42,6 +43,7 @@ def worker_ingest(
         fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker", SETUP_FAILED)
     if not metering_deps.nats_installed():
         fail(metering_deps.NATS_MISSING, SETUP_FAILED)
+    logs.configure(settings.log_format, settings.log_level)
     from billfold.metering.stream import WorkerOptions, run_worker
 
     options = WorkerOptions(
@@ -68,6 +70,8 @@ def worker_outbox(
 
     Run as many as you like; they never share an entry. No handler is registered yet, so
     entries are marked delivered as they come, and deleted after 7 days."""
+    settings = load_settings()
+    logs.configure(settings.log_format, settings.log_level)
 
     async def work(database: Database) -> int:
         stop = _stop_on_signals()

@@ -1,0 +1,236 @@
+"""Log lines: one JSON object a line (lines for people on a terminal), each with the
+correlation id of the request it was logged in, and one access line per request.
+
+`configure()` is called once by each serving or worker process (`billfold serve`, the
+ASGI module, `billfold worker ...`). Every module keeps logging through the standard
+library (`logging.getLogger("billfold.x")`); the root logger's one handler puts records
+on a queue, and a thread formats and writes them, so the event loop never waits on
+stderr, and never formats a line itself.
+
+The correlation id is a context variable the request guard sets (`CORRELATION`): each
+request runs in its own task, so every line logged while serving it carries its id. The
+access line is the request's cheapest line: the guard hands the listener a tuple, and the
+thread makes the record. See docs/decisions/0027 and docs/operating.md#logs.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import logging.handlers
+import sys
+import threading
+import time
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from queue import SimpleQueue
+from typing import IO, Any, Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+
+Format = Literal["auto", "json", "console"]
+
+# The correlation id of the request being served (None outside a request).
+CORRELATION: ContextVar[str | None] = ContextVar("billfold_correlation_id", default=None)
+
+ACCESS_LOGGER = "billfold.access"
+# Not fields of a line: the record's own attributes, and uvicorn's colored message copy.
+_STANDARD = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName", "color_message"}
+# method, path, status, duration in ms, correlation id, tenant id, created (Unix s)
+AccessEntry = tuple[str, str, int, float, str, str | None, float]
+
+
+def _instant(created: float) -> str:
+    """A record's time as ISO 8601 in UTC, to the millisecond: 2026-12-07T03:57:18.123Z."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and k[0] != "_"}
+
+
+class JsonLines(JsonFormatter):
+    """timestamp, level, logger, message, correlation_id, then the record's extra fields
+    (`log.info("...", extra={"key": value})`), and `exc_info` with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "name", "message"],
+            rename_fields={"levelname": "level", "name": "logger"},
+            reserved_attrs=[*RESERVED_ATTRS, "color_message"],
+            json_ensure_ascii=False,
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["timestamp"] = _instant(record.created)
+        super().add_fields(log_data, record, message_dict)
+        log_data.setdefault("correlation_id", None)
+
+
+class ConsoleLines(logging.Formatter):
+    """`2026-12-07T03:57:18.123Z INFO  billfold.access GET /v1/ping 200 0.8 ms
+    correlation_id=... tenant_id=...`, and a traceback below when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{k}={v}" for k, v in _extras(record).items() if v is not None)
+        line = (
+            f"{_instant(record.created)} {record.levelname:<7} {record.name} "
+            f"{record.getMessage()}{'  ' + extras if extras else ''}"
+        )
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+class _ToQueue(logging.handlers.QueueHandler):
+    """Puts records on the queue as they are: the listener runs in this process, so
+    nothing is pickled. What must be read now is read now: the correlation id (a context
+    variable of this task) and the message (its arguments could change later)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        if "correlation_id" not in record.__dict__:
+            record.correlation_id = CORRELATION.get()
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
+class _Listener(logging.handlers.QueueListener):
+    """Formats and writes on its own thread; turns access entries into records there."""
+
+    def prepare(self, record: Any) -> logging.LogRecord:
+        if isinstance(record, tuple):
+            return access_record(*record)
+        return record  # type: ignore[no-any-return]
+
+    def handle(self, record: Any) -> None:
+        if isinstance(record, threading.Event):  # flush(): everything before it is written
+            record.set()
+            return
+        super().handle(record)
+
+
+def access_record(
+    method: str,
+    path: str,
+    status: int,
+    duration_ms: float,
+    correlation_id: str,
+    tenant_id: str | None,
+    created: float,
+) -> logging.LogRecord:
+    duration_ms = round(duration_ms, 3)
+    record = logging.LogRecord(
+        ACCESS_LOGGER,
+        logging.INFO,
+        __file__,
+        0,
+        "%s %s %d %.1f ms",
+        (method, path, status, duration_ms),
+        None,
+    )
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    record.method = method
+    record.path = path
+    record.status = status
+    record.duration_ms = duration_ms
+    record.correlation_id = correlation_id
+    record.tenant_id = tenant_id
+    return record
+
+
+class AccessLog:
+    """One line per request: method, path, status, duration, correlation id, tenant.
+
+    With `configure()` the entry goes to the writing thread as a tuple (a fraction of a
+    microsecond here); without it (a library user, a test that configured nothing) it is
+    an ordinary record of the `billfold.access` logger."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self.queue: SimpleQueue[Any] | None = None
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        duration_s: float,
+        correlation_id: str,
+        tenant_id: str | None,
+    ) -> None:
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        entry = (method, path, status, duration_s * 1000, correlation_id, tenant_id, time.time())
+        if self.queue is not None:
+            self.queue.put(entry)
+        else:
+            self.logger.handle(access_record(*entry))
+
+
+access = AccessLog()
+_listener: _Listener | None = None
+_queue: SimpleQueue[Any] | None = None
+
+
+def formatter(log_format: Format, stream: IO[str]) -> logging.Formatter:
+    if log_format == "auto":
+        log_format = "console" if stream.isatty() else "json"
+    return ConsoleLines() if log_format == "console" else JsonLines()
+
+
+def configure(
+    log_format: Format = "auto", level: str = "INFO", stream: IO[str] | None = None
+) -> None:
+    """Send every log line of this process to `stream` (stderr) through a writing
+    thread, as JSON lines or, on a terminal (`auto`), lines for people. Idempotent:
+    calling it again replaces the previous configuration."""
+    global _listener, _queue
+    shutdown()
+    stream = stream if stream is not None else sys.stderr
+    writer = logging.StreamHandler(stream)
+    writer.setFormatter(formatter(log_format, stream))
+    _queue = SimpleQueue()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_ToQueue(_queue))
+    root.setLevel(level)
+    _listener = _Listener(_queue, writer, respect_handler_level=False)
+    _listener.start()
+    access.queue = _queue
+
+
+def flush(timeout_s: float = 5.0) -> None:
+    """Wait until every line logged so far is written."""
+    if _queue is None:
+        return
+    done = threading.Event()
+    _queue.put(done)
+    done.wait(timeout_s)
+
+
+def shutdown() -> None:
+    """Write what is queued and stop the writing thread (at exit, or to reconfigure)."""
+    global _listener, _queue
+    access.queue = None
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
+    if _queue is not None:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, _ToQueue):
+                root.removeHandler(handler)
+        _queue = None
+
+
+atexit.register(shutdown)
