@@ -165,3 +165,16 @@ def test_a_line_outside_any_request_has_a_null_correlation_id(lines: Lines) -> N
     (line,) = lines()
     assert line["message"] == "outbox: handled 3 (10 in all)"
     assert line["correlation_id"] is None
+
+
+@pytest.mark.parametrize("path", ["/v1/ping", '/v1/customers/a"b\\c/grants', "/v1/é\u2028x"])
+@pytest.mark.parametrize("tenant", ["ten_1", None])
+def test_the_access_line_written_by_hand_is_the_formatted_record(
+    path: str, tenant: str | None
+) -> None:
+    entry = ("GET", path, 201, 12.34567, "c-9", tenant, 1_796_613_438.0625)
+    json_lines = logs.JsonLines()
+    fast = json_lines.access(entry)
+    assert json.loads(fast) == json.loads(json_lines.format(logs.access_record(*entry)))
+    assert json.loads(fast)["message"] == f"GET {path} 201 12.3 ms"
+    assert "\n" not in fast

@@ -23,6 +23,7 @@ import threading
 import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _string
 from queue import SimpleQueue
 from typing import IO, Any, Literal
 
@@ -41,16 +42,33 @@ _STANDARD = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName", "colo
 AccessEntry = tuple[str, str, int, float, str, str | None, float]
 
 
+_second: tuple[int, str] = (0, "")
+
+
 def _instant(created: float) -> str:
-    """A record's time as ISO 8601 in UTC, to the millisecond: 2026-12-07T03:57:18.123Z."""
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    """A record's time as ISO 8601 in UTC, to the millisecond: 2026-12-07T03:57:18.123Z.
+    The part up to the second is made once a second."""
+    global _second
+    whole = int(created)
+    second, prefix = _second
+    if whole != second:
+        prefix = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second = (whole, prefix)
+    return f"{prefix}.{int(created * 1000) % 1000:03d}Z"
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and k[0] != "_"}
 
 
-class JsonLines(JsonFormatter):
+class Lines(logging.Formatter):
+    """A formatter that also writes access entries, straight from their tuple."""
+
+    def access(self, entry: AccessEntry) -> str:
+        return self.format(access_record(*entry))
+
+
+class JsonLines(JsonFormatter, Lines):
     """timestamp, level, logger, message, correlation_id, then the record's extra fields
     (`log.info("...", extra={"key": value})`), and `exc_info` with a traceback."""
 
@@ -69,8 +87,24 @@ class JsonLines(JsonFormatter):
         super().add_fields(log_data, record, message_dict)
         log_data.setdefault("correlation_id", None)
 
+    def access(self, entry: AccessEntry) -> str:
+        """The same line `format` would write for the record, made by hand in a fraction
+        of the time: it is the busiest line there is. The correlation id and the tenant
+        id need no escaping: the guard keeps only [A-Za-z0-9._:-] ids, and tenant ids are
+        ours."""
+        method, path, status, duration_ms, correlation_id, tenant_id, created = entry
+        tenant = "null" if tenant_id is None else f'"{tenant_id}"'
+        method, path = _string(method), _string(path)
+        return (
+            f'{{"timestamp": "{_instant(created)}", "level": "INFO", '
+            f'"logger": "{ACCESS_LOGGER}", "message": "{method[1:-1]} {path[1:-1]} '
+            f'{status} {duration_ms:.1f} ms", "method": {method}, "path": {path}, '
+            f'"status": {status}, "duration_ms": {duration_ms:.3f}, '
+            f'"correlation_id": "{correlation_id}", "tenant_id": {tenant}}}'
+        )
 
-class ConsoleLines(logging.Formatter):
+
+class ConsoleLines(Lines):
     """`2026-12-07T03:57:18.123Z INFO  billfold.access GET /v1/ping 200 0.8 ms
     correlation_id=... tenant_id=...`, and a traceback below when there is one."""
 
@@ -102,19 +136,54 @@ class _ToQueue(logging.handlers.QueueHandler):
         return record
 
 
-class _Listener(logging.handlers.QueueListener):
-    """Formats and writes on its own thread; turns access entries into records there."""
+class _Writer(threading.Thread):
+    """Formats and writes what is queued, on its own thread, many lines to a write: at
+    10,000 requests a second one write (and flush) a line would be 10,000 system calls."""
 
-    def prepare(self, record: Any) -> logging.LogRecord:
-        if isinstance(record, tuple):
-            return access_record(*record)
-        return record  # type: ignore[no-any-return]
+    def __init__(self, queue: SimpleQueue[Any], stream: IO[str], lines: Lines) -> None:
+        super().__init__(name="billfold-logs", daemon=True)
+        self.queue, self.stream, self.lines = queue, stream, lines
 
-    def handle(self, record: Any) -> None:
-        if isinstance(record, threading.Event):  # flush(): everything before it is written
-            record.set()
-            return
-        super().handle(record)
+    def run(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            # A few hundred lines at most before the write gives the GIL back: the
+            # event loop waits for this thread no longer than about a millisecond.
+            while len(batch) < 256 and not self.queue.empty():
+                batch.append(self.queue.get())
+            out: list[str] = []
+            stop = False
+            for item in batch:
+                if isinstance(item, tuple):
+                    out.append(self.lines.access(item))
+                elif isinstance(item, logging.LogRecord):
+                    out.append(self._format(item))
+                elif item is _STOP:
+                    stop = True
+            if out:
+                self._write("\n".join(out) + "\n")
+            for item in batch:
+                if isinstance(item, threading.Event):  # flush(): what came before is written
+                    item.set()
+            if stop:
+                return
+
+    def _format(self, record: logging.LogRecord) -> str:
+        try:
+            return self.lines.format(record)
+        except Exception:
+            logging.Handler.handleError(logging.StreamHandler(self.stream), record)
+            return f"(could not format a line of {record.name}: {record.msg!r})"
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: nothing left to tell it
+            pass
+
+
+_STOP = object()
 
 
 def access_record(
@@ -126,7 +195,7 @@ def access_record(
     tenant_id: str | None,
     created: float,
 ) -> logging.LogRecord:
-    duration_ms = round(duration_ms, 3)
+    duration_ms = float(f"{duration_ms:.3f}")
     record = logging.LogRecord(
         ACCESS_LOGGER,
         logging.INFO,
@@ -177,11 +246,11 @@ class AccessLog:
 
 
 access = AccessLog()
-_listener: _Listener | None = None
+_writer: _Writer | None = None
 _queue: SimpleQueue[Any] | None = None
 
 
-def formatter(log_format: Format, stream: IO[str]) -> logging.Formatter:
+def formatter(log_format: Format, stream: IO[str]) -> Lines:
     if log_format == "auto":
         log_format = "console" if stream.isatty() else "json"
     return ConsoleLines() if log_format == "console" else JsonLines()
@@ -193,19 +262,17 @@ def configure(
     """Send every log line of this process to `stream` (stderr) through a writing
     thread, as JSON lines or, on a terminal (`auto`), lines for people. Idempotent:
     calling it again replaces the previous configuration."""
-    global _listener, _queue
+    global _writer, _queue
     shutdown()
     stream = stream if stream is not None else sys.stderr
-    writer = logging.StreamHandler(stream)
-    writer.setFormatter(formatter(log_format, stream))
     _queue = SimpleQueue()
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(_ToQueue(_queue))
     root.setLevel(level)
-    _listener = _Listener(_queue, writer, respect_handler_level=False)
-    _listener.start()
+    _writer = _Writer(_queue, stream, formatter(log_format, stream))
+    _writer.start()
     access.queue = _queue
 
 
@@ -220,11 +287,12 @@ def flush(timeout_s: float = 5.0) -> None:
 
 def shutdown() -> None:
     """Write what is queued and stop the writing thread (at exit, or to reconfigure)."""
-    global _listener, _queue
+    global _writer, _queue
     access.queue = None
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    if _writer is not None and _queue is not None:
+        _queue.put(_STOP)
+        _writer.join(timeout=5)
+        _writer = None
     if _queue is not None:
         root = logging.getLogger()
         for handler in list(root.handlers):
