@@ -56,6 +56,7 @@ bench: install
 		|| { echo "make bench needs wrk (Debian/Ubuntu: apt-get install wrk)"; exit 2; }
 	$(BIN)/python bench/check.py
 	$(BIN)/python bench/metering.py
+	$(BIN)/python bench/access_log.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache
