@@ -54,7 +54,9 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.mark.parametrize("command", [("tenants", "list"), ("migrate",), ("keys", "list")])
+@pytest.mark.parametrize(
+    "command", [("tenants", "list"), ("migrate",), ("keys", "list"), ("serve", "--port", "1")]
+)
 def test_an_unreachable_postgresql_is_one_line(tmp_path: Path, command: tuple[str, ...]) -> None:
     url = f"postgresql://billfold:hunter2@127.0.0.1:{closed_port()}/billfold"
     line = one_line_error(billfold(tmp_path, *command, database_url=url))
@@ -63,7 +65,7 @@ def test_an_unreachable_postgresql_is_one_line(tmp_path: Path, command: tuple[st
     assert "hunter2" not in line
 
 
-@pytest.mark.parametrize("command", [("tenants", "list"), ("audit", "verify")])
+@pytest.mark.parametrize("command", [("tenants", "list"), ("audit", "verify"), ("serve",)])
 def test_a_database_never_migrated_says_to_run_init_or_migrate(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:

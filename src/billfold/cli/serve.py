@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog import service as catalog_service
@@ -47,6 +48,7 @@ def serve(
     logs.configure(settings.log_format, settings.log_level)
     if settings.ingest and not metering_deps.nats_installed():
         fail(metering_deps.NATS_MISSING, SETUP_FAILED)
+    run(_migrated)  # a database that is not there or not migrated: one line, not a server
     uvicorn.run(
         "billfold.asgi:app",
         host=host,
@@ -60,6 +62,11 @@ def serve(
         http="httptools",
         access_log=False,
     )
+
+
+async def _migrated(database: Database) -> None:
+    async with database.connect() as conn:
+        await conn.execute(text("SELECT version_num FROM alembic_version"))
 
 
 def migrate_command() -> None:
