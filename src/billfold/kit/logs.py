@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import logging.handlers
+import signal
 import sys
 import threading
 import time
@@ -274,6 +275,7 @@ def configure(
     _writer = _Writer(_queue, stream, formatter(log_format, stream))
     _writer.start()
     access.queue = _queue
+    _write_before_sigterm()
 
 
 def flush(timeout_s: float = 5.0) -> None:
@@ -302,3 +304,19 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+
+
+def _write_before_sigterm() -> None:
+    """SIGTERM's default action ends the process without running `atexit`, and uvicorn
+    raises SIGTERM again once it has shut down: write what is queued first, then let the
+    signal end the process as it would have."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    shutdown()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
