@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 from billfold.app import create_app
+from billfold.http.guard import RequestGuard
+from billfold.http.metrics import Metrics
 from billfold.kit import logs
 from tests.conftest import Harness
 
@@ -178,3 +180,31 @@ def test_the_access_line_written_by_hand_is_the_formatted_record(
     assert json.loads(fast) == json.loads(json_lines.format(logs.access_record(*entry)))
     assert json.loads(fast)["message"] == f"GET {path} 201 12.3 ms"
     assert "\n" not in fast
+
+
+async def test_a_correlation_id_with_a_trailing_newline_is_replaced(lines: Lines) -> None:
+    """Straight to the guard: no HTTP client sends a newline in a header, but an ASGI
+    server or proxy in front might pass one on, and it would split the log line."""
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "headers": [(b"x-correlation-id", b"forged\n")],
+    }
+    await RequestGuard(app, max_body_bytes=10, metrics=Metrics())(scope, receive, send)
+    echoed = dict(sent[0]["headers"])[b"x-correlation-id"].decode()
+    assert re.fullmatch(r"[0-9a-f]{32}", echoed)
+    (access,) = access_lines(lines())
+    assert access["correlation_id"] == echoed

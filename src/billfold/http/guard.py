@@ -16,7 +16,8 @@ from billfold.http.problems import CORRELATION_HEADER, UNIT_STATE_KEY, problem
 from billfold.kit.errors import PayloadTooLarge
 from billfold.kit.logs import CORRELATION, access
 
-_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+# Matched whole (fullmatch): `$` would also let a trailing newline through.
+_CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _CORRELATION_KEY = CORRELATION_HEADER.encode()
 # Where an authenticated request leaves its tenant's id, for the access line (see calls).
 TENANT_STATE_KEY = "tenant_id"
@@ -58,7 +59,7 @@ class RequestGuard:
         supplied = (headers.get(_CORRELATION_KEY) or headers.get(b"x-request-id") or b"").decode(
             "latin-1"
         )
-        correlation = supplied if _CORRELATION.match(supplied) else os.urandom(16).hex()
+        correlation = supplied if _CORRELATION.fullmatch(supplied) else os.urandom(16).hex()
         scope.setdefault("state", {})["correlation_id"] = correlation
         # Every line logged while serving this request carries its id. Left set when
         # the request fails: the catch-all 500 handler and the server log it after us.
