@@ -137,7 +137,7 @@ def python(cwd: Path, code: str, **variables: str) -> subprocess.CompletedProces
     )
 
 
-def test_the_app_imports_and_serves_without_the_nats_client(tmp_path: Path) -> None:
+def test_the_app_and_the_cli_import_without_the_nats_client(tmp_path: Path) -> None:
     result = python(
         tmp_path,
         "import billfold.asgi, billfold.cli\n"

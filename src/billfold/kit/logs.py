@@ -4,8 +4,8 @@ correlation id of the request it was logged in, and one access line per request.
 `configure()` is called once by each serving or worker process (`billfold serve`, the
 ASGI module, `billfold worker ...`). Every module keeps logging through the standard
 library (`logging.getLogger("billfold.x")`); the root logger's one handler puts records
-on a queue, and a thread formats and writes them, so the event loop never waits on
-stderr, and never formats a line itself.
+on a queue (having merged the message's `%s` arguments), and a thread formats the lines
+and writes them, so the event loop never waits on stderr.
 
 The correlation id is a context variable the request guard sets (`CORRELATION`): each
 request runs in its own task, so every line logged while serving it carries its id. The
@@ -25,7 +25,7 @@ import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _string
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import IO, Any, Literal
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -150,8 +150,11 @@ class _Writer(threading.Thread):
             batch = [self.queue.get()]
             # A few hundred lines at most before the write gives the GIL back: the
             # event loop waits for this thread no longer than about a millisecond.
-            while len(batch) < 256 and not self.queue.empty():
-                batch.append(self.queue.get())
+            while len(batch) < 256:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except Empty:
+                    break
             out: list[str] = []
             stop = False
             for item in batch:
