@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -208,3 +209,44 @@ async def test_a_correlation_id_with_a_trailing_newline_is_replaced(lines: Lines
     assert re.fullmatch(r"[0-9a-f]{32}", echoed)
     (access,) = access_lines(lines())
     assert access["correlation_id"] == echoed
+
+
+class Stalled(io.StringIO):
+    """A stream whose first write waits until `release` is set: a full pipe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        self.release.wait(10)
+        return super().write(text)
+
+
+def test_a_stalled_stream_drops_access_lines_and_says_how_many() -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = Stalled()
+    logs.configure("json", "INFO", stream)
+    limit = logs.access.max_queued
+    try:
+        logs.access.max_queued = 5
+        logging.getLogger("billfold.test").info("first")
+        assert stream.entered.wait(10)  # the writer is stuck in this line's write
+        for n in range(20):
+            logs.access("GET", f"/n/{n}", 200, 0.001, f"c-{n}", None)
+        stream.release.set()
+        logs.flush()
+        found = [json.loads(line) for line in stream.getvalue().splitlines()]
+    finally:
+        logs.access.max_queued = limit
+        logs.shutdown()
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+    assert [line["message"] for line in found[:1]] == ["first"]
+    assert [line["path"] for line in found[1:6]] == [f"/n/{n}" for n in range(5)]
+    assert found[6]["level"] == "WARNING"
+    assert found[6]["dropped"] == 15
+    assert len(found) == 7

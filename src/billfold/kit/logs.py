@@ -158,12 +158,13 @@ class _Writer(threading.Thread):
             out: list[str] = []
             stop = False
             for item in batch:
-                if isinstance(item, tuple):
-                    out.append(self.lines.access(item))
-                elif isinstance(item, logging.LogRecord):
+                if isinstance(item, tuple | logging.LogRecord):
                     out.append(self._format(item))
                 elif item is _STOP:
                     stop = True
+            dropped, access.dropped = access.dropped, 0
+            if dropped:
+                out.append(self._format(_dropped(dropped)))
             if out:
                 self._write("\n".join(out) + "\n")
             for item in batch:
@@ -172,12 +173,15 @@ class _Writer(threading.Thread):
             if stop:
                 return
 
-    def _format(self, record: logging.LogRecord) -> str:
+    def _format(self, item: logging.LogRecord | AccessEntry) -> str:
+        """The line of a record or an access entry; a line that says so if that fails,
+        for this thread must outlive any line."""
         try:
-            return self.lines.format(record)
-        except Exception:
-            logging.Handler.handleError(logging.StreamHandler(self.stream), record)
-            return f"(could not format a line of {record.name}: {record.msg!r})"
+            if isinstance(item, tuple):
+                return self.lines.access(item)
+            return self.lines.format(item)
+        except Exception as error:
+            return f"(billfold.kit.logs could not format {item!r}: {error!r})"
 
     def _write(self, text: str) -> None:
         try:
@@ -188,6 +192,22 @@ class _Writer(threading.Thread):
 
 
 _STOP = object()
+
+
+def _dropped(count: int) -> logging.LogRecord:
+    record = logging.LogRecord(
+        "billfold.logs",
+        logging.WARNING,
+        __file__,
+        0,
+        "dropped %d access lines: the log's stream did not keep up",
+        (count,),
+        None,
+    )
+    record.msg, record.args = record.getMessage(), None
+    record.dropped = count
+    record.correlation_id = None
+    return record
 
 
 def access_record(
@@ -230,6 +250,10 @@ class AccessLog:
     def __init__(self) -> None:
         self.logger = logging.getLogger(ACCESS_LOGGER)
         self.queue: SimpleQueue[Any] | None = None
+        # Past this many lines waiting (stderr blocked: a full pipe, a stalled reader),
+        # access lines are counted and dropped, not kept: memory stays bounded.
+        self.max_queued = 100_000
+        self.dropped = 0
 
     def __call__(
         self,
@@ -244,7 +268,10 @@ class AccessLog:
             return
         entry = (method, path, status, duration_s * 1000, correlation_id, tenant_id, time.time())
         if self.queue is not None:
-            self.queue.put(entry)
+            if self.queue.qsize() < self.max_queued:
+                self.queue.put(entry)
+            else:
+                self.dropped += 1
         else:
             self.logger.handle(access_record(*entry))
 
