@@ -19,10 +19,15 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from billfold.catalog.quotas import Enforcement
 
 Mode = Literal["self-hosted", "platform"]
+# json: one JSON object a line; console: lines for people; auto: console on a terminal.
+LogFormat = Literal["auto", "json", "console"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Positive = Annotated[int, Field(gt=0)]
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/billfold.db"
@@ -59,6 +64,9 @@ class Settings(BaseSettings):
     # worker ingest`; empty: the API writes them to the database itself.
     ingest: str = ""
     ingest_stream: str = "BILLFOLD_USAGE"
+    # Logs go to stderr (docs/operating.md#logs, decision 0027).
+    log_format: LogFormat = "auto"
+    log_level: LogLevel = "INFO"
 
     @classmethod
     def settings_customise_sources(
@@ -80,6 +88,28 @@ class Settings(BaseSettings):
             return _FromEnvironment()  # type: ignore[call-arg]  # the key is read below
         except ValidationError as error:
             raise SettingsError("; ".join(_problem(item) for item in error.errors())) from None
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, url: str) -> str:
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL: use sqlite:///path/to/billfold.db or "
+                "postgresql://user@host:5432/billfold"
+            ) from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"Billfold does not run on {backend!r}: use sqlite:///path/to/billfold.db or "
+                "postgresql://user@host:5432/billfold"
+            )
+        return url
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, level: Any) -> Any:
+        return level.upper() if isinstance(level, str) else level
 
     @field_validator("ingest")
     @classmethod
@@ -137,6 +167,15 @@ def _problem(item: Any) -> str:
     name = f"{PREFIX}{field.upper()}"
     message = str(item["msg"]).removeprefix("Value error, ")
     given = item.get("input")
+    if field == "database_url" and isinstance(given, str):
+        given = _without_password(given)
     if field and not isinstance(given, dict):
         return f"{name}: {message} (given {given!r})"
     return message
+
+
+def _without_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url

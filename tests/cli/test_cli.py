@@ -519,8 +519,8 @@ def add_an_entry(template: Template, cli: Cli) -> None:
 def test_a_database_never_migrated_gets_a_clear_answer(tmp_path: Path) -> None:
     empty = Cli(tmp_path, tmp_path / "never-migrated.db")
     result = empty.run("audit", "verify")
-    assert result.returncode != 0
-    assert "holds no Billfold tables: run `billfold migrate` first" in result.stderr
+    assert result.returncode == 2
+    assert "holds no Billfold tables: run `billfold init`" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -8,7 +8,13 @@ import typer
 
 from billfold.cli import audit, claims, grants, plans, serve, subscriptions, tenants, workers
 
-app = typer.Typer(help="Billfold: billing and entitlements.", no_args_is_help=True)
+# A bug still shows its traceback, but never the locals: they hold the settings, secret key
+# included.
+app = typer.Typer(
+    help="Billfold: billing and entitlements.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 app.command()(serve.serve)
 app.command(name="migrate")(serve.migrate_command)
 app.command()(serve.init)

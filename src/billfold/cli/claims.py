@@ -42,7 +42,7 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
 
 @app.command("create")
 def claims_create(
-    count: Annotated[int, typer.Option()],
+    count: Annotated[int, typer.Option(help="how many codes to issue")],
     duration: Annotated[str, typer.Option(help='"365d" or "lifetime"')],
     plan: Annotated[str | None, typer.Option(help="the plan a code grants")] = None,
     feature: Annotated[
@@ -52,11 +52,11 @@ def claims_create(
         str | None,
         typer.Option(help="the feature's value as JSON (20, true, '[\"beta_*\"]') or unlimited"),
     ] = None,
-    max_redemptions: Annotated[int, typer.Option()] = 1,
+    max_redemptions: Annotated[int, typer.Option(help="customers each code serves")] = 1,
     expires: Annotated[str | None, typer.Option(help="last day to redeem, e.g. 2027-06-30")] = None,
-    source: Annotated[str, typer.Option()] = "claim",
-    campaign: Annotated[str | None, typer.Option()] = None,
-    tier: Annotated[str | None, typer.Option()] = None,
+    source: Annotated[str, typer.Option(help="kept on the grants the codes make")] = "claim",
+    campaign: Annotated[str | None, typer.Option(help="campaign name, kept with the batch")] = None,
+    tier: Annotated[str | None, typer.Option(help="tier label, kept with the batch")] = None,
     meta: Annotated[
         list[str] | None,
         typer.Option(help="more metadata, KEY=VALUE, repeatable (at most 20 keys, 4 KB)"),
@@ -102,6 +102,7 @@ def claims_revoke(
     code: Annotated[str | None, typer.Option(help="revoke one code")] = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
+    """Revoke one claim code or a whole batch: they cannot be redeemed any more."""
     if (batch is None) == (code is None):
         fail("give exactly one of --batch and --code")
 

@@ -21,14 +21,16 @@ app = typer.Typer(help="Grant and revoke plans or single features.", no_args_is_
 
 @app.command("add")
 def grants_add(
-    customer: Annotated[str, typer.Option()],
-    plan: Annotated[str | None, typer.Option()] = None,
-    feature: Annotated[str | None, typer.Option()] = None,
+    customer: Annotated[str, typer.Option(help="the customer's id in your product")],
+    plan: Annotated[str | None, typer.Option(help="grant this plan")] = None,
+    feature: Annotated[
+        str | None, typer.Option(help="grant this one feature (with --value)")
+    ] = None,
     value: Annotated[
         str | None, typer.Option(help="true/false, a number, unlimited, or a,b")
     ] = None,
     duration: Annotated[str | None, typer.Option(help='"30d" or "lifetime"')] = None,
-    source: Annotated[str, typer.Option()] = "admin",
+    source: Annotated[str, typer.Option(help="why it was granted, kept on the grant")] = "admin",
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     """Grant a plan or one feature to a customer (no payment needed)."""
@@ -69,10 +71,12 @@ def _cli_value(raw: str | None) -> Any:
 
 @app.command("revoke")
 def grants_revoke(
-    grant_id: str,
-    reason: Annotated[str | None, typer.Option()] = None,
+    grant_id: Annotated[str, typer.Argument(help="the grant's id")],
+    reason: Annotated[str | None, typer.Option(help="kept in the event log")] = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
+    """Revoke a grant now: what it gave ends at once."""
+
     async def work(session: AsyncSession, ctx: Context, catalog: Catalog) -> None:
         grant = await grants.revoke(session, ctx, catalog, grant_id, reason=reason)
         typer.echo(f"{grant.id}: revoked at {grant.revoked_at or '(had already ended)'}")

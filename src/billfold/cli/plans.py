@@ -26,11 +26,12 @@ from billfold.kit.db import Database
 from billfold.tenants import repository as tenants_repository
 
 app = typer.Typer(help="Plans files: validate, diff, apply.", no_args_is_help=True)
+PlansFile = Annotated[Path, typer.Argument(help="the plans file (YAML), e.g. examples/plans.yaml")]
 
 
 @app.command("validate")
 def plans_validate(
-    file: Path,
+    file: PlansFile,
     tenant: TenantOption = DEFAULT_TENANT,
     offline: Annotated[
         bool, typer.Option("--offline", help="check the file alone, not the stored catalog")
@@ -75,7 +76,7 @@ async def _against_stored(database: Database, slug: str, spec: CatalogSpec) -> s
 
 
 @app.command("diff")
-def plans_diff(file: Path, tenant: TenantOption = DEFAULT_TENANT) -> None:
+def plans_diff(file: PlansFile, tenant: TenantOption = DEFAULT_TENANT) -> None:
     """Show what `plans apply` would change."""
     spec = load_plans(file)
 
@@ -92,7 +93,7 @@ def plans_diff(file: Path, tenant: TenantOption = DEFAULT_TENANT) -> None:
 
 
 @app.command("apply")
-def plans_apply(file: Path, tenant: TenantOption = DEFAULT_TENANT) -> None:
+def plans_apply(file: PlansFile, tenant: TenantOption = DEFAULT_TENANT) -> None:
     """Store new immutable plan versions for whatever changed."""
     spec = load_plans(file)
 

@@ -7,53 +7,73 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog import service as catalog_service
 from billfold.catalog.catalog import Catalog
 from billfold.cli.common import (
     DEFAULT_TENANT,
+    SETUP_FAILED,
     TenantOption,
+    database_failures,
+    fail,
     in_tenant,
     load_plans,
     load_settings,
     operator,
     run,
 )
-from billfold.kit import migrate
+from billfold.kit import logs, migrate
 from billfold.kit.clock import SystemClock
 from billfold.kit.context import Context
 from billfold.kit.db import Database
+from billfold.metering import deps as metering_deps
 from billfold.tenants import repository as tenants_repository
 from billfold.tenants import service as tenants
 from billfold.tenants.scopes import Scope
 
 
 def serve(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8080,
+    host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0: every one)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port to listen on")] = 8080,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
 ) -> None:
     """Serve the HTTP API (uvicorn, uvloop, httptools; decision 0013)."""
     import uvicorn
 
-    load_settings()  # fail early on bad configuration
+    settings = load_settings()  # fail early on bad configuration
+    logs.configure(settings.log_format, settings.log_level)
+    if settings.ingest and not metering_deps.nats_installed():
+        fail(metering_deps.NATS_MISSING, SETUP_FAILED)
+    run(_migrated)  # a database that is not there or not migrated: one line, not a server
     uvicorn.run(
         "billfold.asgi:app",
         host=host,
         port=port,
         workers=workers,
-        log_level="info",
+        # uvicorn's own loggers go through ours (log_config=None), and the request
+        # guard writes the access lines (kit/logs.py, decision 0027).
+        log_config=None,
+        log_level=settings.log_level.lower(),
         loop="uvloop",
         http="httptools",
         access_log=False,
     )
 
 
+async def _migrated(database: Database) -> None:
+    async with database.connect() as conn:
+        await conn.execute(text("SELECT version_num FROM alembic_version"))
+
+
 def migrate_command() -> None:
     """Bring the database schema up to date."""
     settings = load_settings()
-    migrate.upgrade(settings.database_url)
+    with database_failures(settings.database_url):
+        migrate.upgrade(settings.database_url)
     typer.echo("database is up to date")
 
 
@@ -68,7 +88,8 @@ def init(
     its catalog from a plans file. A tenant that has a catalog keeps it: init shows how the
     file differs and leaves applying it to `billfold plans apply` (decision 0029)."""
     settings = load_settings()
-    migrate.upgrade(settings.database_url)
+    with database_failures(settings.database_url):
+        migrate.upgrade(settings.database_url)
     spec = load_plans(plans) if plans else None
 
     async def work(database: Database) -> None:

@@ -20,7 +20,12 @@ keys_app = typer.Typer(help="API keys: shown once, stored as hashes.", no_args_i
 
 
 @tenants_app.command("create")
-def tenants_create(slug: str, name: Annotated[str | None, typer.Option()] = None) -> None:
+def tenants_create(
+    slug: Annotated[str, typer.Argument(help="short unique name, used as --tenant")],
+    name: Annotated[str | None, typer.Option(help="display name (default: the slug)")] = None,
+) -> None:
+    """Create a tenant. `billfold keys create --tenant SLUG` then makes its first key."""
+
     async def work(database: Database) -> None:
         async with database.transaction() as session:
             created = await tenants.create_tenant(session, slug, name or slug, SystemClock().now())
@@ -31,6 +36,8 @@ def tenants_create(slug: str, name: Annotated[str | None, typer.Option()] = None
 
 @tenants_app.command("list")
 def tenants_list() -> None:
+    """List the tenants: slug, id and name, one a line."""
+
     async def work(database: Database) -> None:
         async with database.transaction(write=False) as session:
             for tenant in await tenants.list_tenants(session):
@@ -43,7 +50,9 @@ def tenants_list() -> None:
 def keys_create(
     scope: Annotated[Scope, typer.Option(help="admin, service, internal, readonly or agent")],
     tenant: TenantOption = DEFAULT_TENANT,
-    name: Annotated[str | None, typer.Option()] = None,
+    name: Annotated[
+        str | None, typer.Option(help="what the key is for (default: its scope)")
+    ] = None,
 ) -> None:
     """Create an API key and print its token once."""
 
@@ -58,7 +67,12 @@ def keys_create(
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, tenant: TenantOption = DEFAULT_TENANT) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="the key's id, as `keys list` shows it")],
+    tenant: TenantOption = DEFAULT_TENANT,
+) -> None:
+    """Revoke an API key: it is refused from now on (within a second in every process)."""
+
     async def work(session: AsyncSession, ctx: Context, _catalog: Catalog) -> None:
         key = await tenants.revoke_key(session, ctx, key_id)
         typer.echo(f"revoked {key.id} at {key.revoked_at}")
@@ -68,6 +82,8 @@ def keys_revoke(key_id: str, tenant: TenantOption = DEFAULT_TENANT) -> None:
 
 @keys_app.command("list")
 def keys_list(tenant: TenantOption = DEFAULT_TENANT) -> None:
+    """List a tenant's API keys: id, scope, state and name (never the token)."""
+
     async def work(session: AsyncSession, ctx: Context, _catalog: Catalog) -> None:
         for key in await tenants.list_keys(session, ctx.tenant_id):
             state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"

@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from prometheus_client import CollectorRegistry, start_http_server
 
-from billfold.cli.common import fail, load_settings, run
+from billfold.cli.common import SETUP_FAILED, fail, load_settings, run
+from billfold.kit import logs
 from billfold.kit.clock import SystemClock
 from billfold.kit.db import Database
 from billfold.kit.outbox import OutboxSource
 from billfold.kit.worker import Runner
+from billfold.metering import deps as metering_deps
 
 if TYPE_CHECKING:
     from billfold.metering.stream import WorkerOptions
@@ -59,10 +61,14 @@ def worker_ingest(
     its batch unacknowledged; another (or the same, restarted) stores it, exactly once.
     An event the store refuses is parked in the dead letters (`billfold worker
     dead-letters`), and the rest of its message is stored."""
+    settings = load_settings()
+    if not settings.ingest:
+        fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker", SETUP_FAILED)
+    if not metering_deps.nats_installed():
+        fail(metering_deps.NATS_MISSING, SETUP_FAILED)
+    logs.configure(settings.log_format, settings.log_level)
     from billfold.metering.stream import DeadLetterMetrics, run_worker
 
-    if not load_settings().ingest:
-        fail("set BILLFOLD_INGEST=nats://host:4222 to run the ingest worker")
     options = _ingest_options(batch)
     registry = CollectorRegistry()
     metrics = DeadLetterMetrics(registry)
@@ -87,6 +93,8 @@ def worker_outbox(
 
     Run as many as you like; they never share an entry. No handler is registered yet, so
     entries are marked delivered as they come, and deleted after 7 days."""
+    settings = load_settings()
+    logs.configure(settings.log_format, settings.log_level)
 
     async def work(database: Database) -> int:
         stop = _stop_on_signals()
@@ -135,11 +143,13 @@ def dead_letters_replay(
 ) -> None:
     """Ingest dead letters again (after a fix): one stored is removed; one refused again
     stays, with one more attempt and its new error. Exit 1 if any stays."""
+    if (letter_id is None) == (not every):
+        fail("give one dead letter's id, or --all", code=2)
+    if not metering_deps.nats_installed():
+        fail(metering_deps.NATS_MISSING, SETUP_FAILED)
     from billfold.metering import deadletters
     from billfold.metering.stream import replay
 
-    if (letter_id is None) == (not every):
-        fail("give one dead letter's id, or --all", code=2)
     options = _ingest_options()
 
     async def work(database: Database) -> list[tuple[int, str | None]]:

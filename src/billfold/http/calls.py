@@ -27,6 +27,7 @@ from starlette import types as asgi
 from starlette.routing import BaseRoute
 
 from billfold.catalog.catalog import Catalog, CatalogCache
+from billfold.http.guard import TENANT_STATE_KEY
 from billfold.http.problems import UNIT_STATE_KEY, answer_exception, correlation_id
 from billfold.kit import changes, idempotency
 from billfold.kit.changes import ChangeFeed
@@ -158,6 +159,7 @@ async def _open_call(
         raise InsufficientScope(
             f"a {principal.scope} key may not do this (needs {permission} permission)"
         )
+    request.scope["state"][TENANT_STATE_KEY] = principal.tenant_id  # for the access line
     ctx = Context(
         tenant_id=principal.tenant_id,
         actor=principal.actor,

@@ -1,5 +1,5 @@
-"""The outermost middleware: correlation ids, the body size limit, request metrics, and
-the short paths that answer the hot routes past FastAPI's routing."""
+"""The outermost middleware: correlation ids, the body size limit, request metrics, the
+access log, and the short paths that answer the hot routes past FastAPI's routing."""
 
 from __future__ import annotations
 
@@ -15,13 +15,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from billfold.http.metrics import Metrics
 from billfold.http.problems import CORRELATION_HEADER, UNIT_STATE_KEY, answer_exception, problem
 from billfold.kit.errors import PayloadTooLarge
+from billfold.kit.logs import CORRELATION, access
 
-_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+# Matched whole (fullmatch): `$` would also let a trailing newline through.
+_CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 _CORRELATION_KEY = CORRELATION_HEADER.encode()
+# Where an authenticated request leaves its tenant's id, for the access line (see calls).
+TENANT_STATE_KEY = "tenant_id"
 
 
 class RequestGuard:
-    """Pure ASGI middleware: correlation ids, the body size limit, and request metrics.
+    """Pure ASGI middleware: correlation ids, the body size limit, request metrics and
+    the access log (one line a request, `kit.logs`).
 
     `short_paths` maps `(method, path)` to an ASGI app that answers that exact route
     itself, past FastAPI's routing, exception middleware and dependency solving (see
@@ -50,9 +55,16 @@ class RequestGuard:
             return
         started_s = time.perf_counter()
         headers = dict(scope.get("headers") or [])
-        supplied = headers.get(_CORRELATION_KEY, b"").decode("latin-1")
-        correlation = supplied if _CORRELATION.match(supplied) else os.urandom(16).hex()
+        # X-Correlation-Id, or else the X-Request-ID a proxy may have set; kept if it is
+        # 1-100 of [A-Za-z0-9._:-], replaced by a new one otherwise.
+        supplied = (headers.get(_CORRELATION_KEY) or headers.get(b"x-request-id") or b"").decode(
+            "latin-1"
+        )
+        correlation = supplied if _CORRELATION.fullmatch(supplied) else os.urandom(16).hex()
         scope.setdefault("state", {})["correlation_id"] = correlation
+        # Every line logged while serving this request carries its id. Left set when
+        # the request fails: the catch-all 500 handler and the server log it after us.
+        token = CORRELATION.set(correlation)
         status_holder = {"status": 500}
         started = {"response": False}
 
@@ -87,12 +99,24 @@ class RequestGuard:
                 if unit is not None:  # a read-only request's unit of work, if it had one
                     await unit.close()
                 self._observe(scope, status_holder["status"], started_s)
+            CORRELATION.reset(token)
             return
         self._observe(scope, status_holder["status"], started_s)
+        CORRELATION.reset(token)
 
     def _observe(self, scope: Scope, status: int, started_s: float) -> None:
+        elapsed_s = time.perf_counter() - started_s
         route = getattr(scope.get("route"), "path", "unmatched")
-        self.metrics.observe(scope["method"], route, status, time.perf_counter() - started_s)
+        self.metrics.observe(scope["method"], route, status, elapsed_s)
+        state = scope["state"]
+        access(
+            scope["method"],
+            scope["path"],
+            status,
+            elapsed_s,
+            state["correlation_id"],
+            state.get(TENANT_STATE_KEY),
+        )
 
     def _limited(self, receive: Receive, limit: int) -> Receive:
         seen = 0

@@ -4,9 +4,11 @@ metering's own metrics on the app's registry."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -15,8 +17,15 @@ from billfold.kit.db import Database
 from billfold.metering.ingest import IngestWindows
 from billfold.metering.quotas.batcher import ConsumeBatcher
 from billfold.metering.quotas.lookup import Enforcing
-from billfold.metering.stream import UsagePublisher
-from billfold.settings import Settings
+from billfold.settings import Settings, SettingsError
+
+if TYPE_CHECKING:  # the NATS client is the optional extra `billfold[nats]`
+    from billfold.metering.stream import UsagePublisher
+
+NATS_MISSING = (
+    "BILLFOLD_INGEST needs the NATS client, which is not installed: "
+    "pip install 'billfold[nats]' (or unset BILLFOLD_INGEST)"
+)
 
 
 @dataclass(frozen=True)
@@ -72,9 +81,7 @@ def wire(
             on_redraw=consume_redrawn.inc,
             on_unlocked=consume_unlocked.inc,
         ),
-        publisher=(
-            UsagePublisher(settings.ingest, settings.ingest_stream) if settings.ingest else None
-        ),
+        publisher=_publisher(settings),
         overage=Counter(
             "billfold_quota_overage",
             "Usage beyond every quota bucket, in the meter's units, by feature and enforcement",
@@ -82,3 +89,19 @@ def wire(
             registry=registry,
         ),
     )
+
+
+def nats_installed() -> bool:
+    """Whether the optional NATS client (`billfold[nats]`) can be imported."""
+    return importlib.util.find_spec("nats") is not None
+
+
+def _publisher(settings: Settings) -> UsagePublisher | None:
+    """The NATS publisher with BILLFOLD_INGEST; imported only then, as nats-py is optional."""
+    if not settings.ingest:
+        return None
+    if not nats_installed():
+        raise SettingsError(NATS_MISSING)
+    from billfold.metering.stream import UsagePublisher
+
+    return UsagePublisher(settings.ingest, settings.ingest_stream)
