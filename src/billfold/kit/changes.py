@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
@@ -296,9 +297,11 @@ class ChangeFeed:
 
 class _Poller:
     """A connection of its own on the SQLite file that reads `change_feed`. Blocking: the
-    feed calls it from a worker thread, one call at a time."""
+    feed calls it from a worker thread. A lock keeps `close` (when the feed stops) from
+    pulling the connection from under a poll still running in its thread."""
 
     def __init__(self, path: str) -> None:
+        self._lock = threading.Lock()
         # mode=rw: a missing file is an error, not a new empty database.
         uri = Path(path).absolute().as_uri() + "?mode=rw"
         self._connection = sqlite3.connect(
@@ -321,6 +324,10 @@ class _Poller:
     def poll(self) -> set[str] | None:
         """The topics committed since the last poll; None if some of them were pruned
         before this process read them (or the sequence went back: another database)."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> set[str] | None:
         # Moves only when another connection commits: checks shared memory, reads nothing.
         version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
         if version == self._version:
@@ -345,4 +352,5 @@ class _Poller:
         return {str(topic) for _seq, topic in rows}
 
     def close(self) -> None:
-        self._connection.close()
+        with self._lock:
+            self._connection.close()
