@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from billfold.kit import changes
-from billfold.kit.changes import KEEP_ROWS, STALE_AFTER_S, ChangeFeed, change_feed
+from billfold.kit.changes import KEEP_ROWS, STALE_AFTER_S, change_feed
 from billfold.kit.migrate import upgrade
 from tests.conftest import EXAMPLE_PLANS, ROOT, SECRET_KEY, Harness, new_harness
 from tests.entitlements.test_hot_path import StatementCounter, allowed, runtime_of
@@ -79,8 +80,14 @@ async def seen_within(probe: Any, expected: object, bound_s: float) -> float:
         await asyncio.sleep(0.005)
 
 
-def failures(feed: ChangeFeed) -> float:
-    return float(feed._failures._value.get())  # type: ignore[attr-defined]
+async def failures(harness: Harness) -> float:
+    """`billfold_change_feed_failures_total`, as `/metrics` shows it."""
+    text = (await harness.client.get("/metrics")).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "billfold_change_feed_failures_total":
+                return float(sample.value)
+    raise AssertionError("no billfold_change_feed_failures_total in /metrics")
 
 
 async def test_a_grant_committed_by_another_connection_is_seen_within_the_bound(
@@ -193,7 +200,7 @@ async def test_a_feed_that_cannot_poll_goes_dark_and_drops_the_caches(
 ) -> None:
     feed = runtime_of(live).changes
     assert await allowed(live, "ed") is False  # cached
-    before = failures(feed)
+    before = await failures(live)
     other = sqlite3.connect(database_file, isolation_level=None)
     try:
         # What a restore from an older backup would do: the table the feed reads is gone.
@@ -202,7 +209,7 @@ async def test_a_feed_that_cannot_poll_goes_dark_and_drops_the_caches(
         while feed.live:
             assert time.monotonic() - started < STALE_AFTER_S, "still live, yet cannot poll"
             await asyncio.sleep(0.01)
-        assert failures(feed) > before
+        assert await failures(live) > before
         # Dark: nothing is answered from a cache.
         with StatementCounter(live) as counter:
             assert await allowed(live, "ed") is False
@@ -219,14 +226,13 @@ async def test_a_feed_that_cannot_poll_goes_dark_and_drops_the_caches(
 async def test_caches_are_dropped_when_no_poll_succeeded_within_the_bound(
     live: Harness,
 ) -> None:
-    feed = runtime_of(live).changes
     assert await allowed(live, "gus") is False  # cached
-    before = failures(feed)
+    before = await failures(live)
     # A process too busy to poll (here: an event loop blocked past the bound) may have
     # missed changes: its caches must not outlive the bound.
     time.sleep(STALE_AFTER_S + 0.2)  # noqa: ASYNC251 (blocking the loop is the point)
     await asyncio.sleep(0.01)
-    assert failures(feed) > before
+    assert await failures(live) > before
     with StatementCounter(live) as counter:
         assert await allowed(live, "gus") is False
     assert counter.count > 0
@@ -240,7 +246,7 @@ async def test_rows_pruned_before_they_were_read_drop_every_cache(
     with StatementCounter(live) as counter:
         assert await allowed(live, "flo") is False
     assert counter.count == 0
-    before = failures(feed)
+    before = await failures(live)
     # Another process's changes whose first row is pruned before this process polled:
     # it cannot know what it missed, so it must forget everything.
     writer = sqlite3.connect(database_file, isolation_level=None)
@@ -255,7 +261,7 @@ async def test_rows_pruned_before_they_were_read_drop_every_cache(
     finally:
         writer.close()
     started = time.monotonic()
-    while failures(feed) == before:
+    while await failures(live) == before:
         assert time.monotonic() - started < STALE_AFTER_S, "the gap went unnoticed"
         await asyncio.sleep(0.01)
     assert feed.live  # caught up again
