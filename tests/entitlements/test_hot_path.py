@@ -1,8 +1,6 @@
-"""The check path's in-process caches, kept correct by PostgreSQL's change stream.
-
-PostgreSQL only: the caches are used only while a process listens with LISTEN/NOTIFY,
-which SQLite does not have (on SQLite every answer comes from the database).
-"""
+"""The check path's in-process caches, kept correct by the change feed: LISTEN/NOTIFY on
+PostgreSQL, the polled `change_feed` table on SQLite (tests/kit/test_changes_sqlite.py has
+SQLite's own cases: the CLI in another process, the staleness bound, pruning)."""
 
 from __future__ import annotations
 
@@ -70,11 +68,10 @@ async def eventually(probe: Callable[[], Any], expected: object) -> None:
     for _ in range(500):
         if await probe() == expected:
             return
-        await asyncio.sleep(0.01)  # waiting on PostgreSQL to deliver a notification
+        await asyncio.sleep(0.01)  # waiting on a NOTIFY, or on SQLite's next poll
     raise AssertionError(f"never became {expected!r}")
 
 
-@postgresql_only
 async def test_warm_checks_touch_no_database(live: Harness) -> None:
     assert await allowed(live, "warm") is False
     with StatementCounter(live) as counter:
@@ -83,7 +80,6 @@ async def test_warm_checks_touch_no_database(live: Harness) -> None:
     assert counter.count == 0
 
 
-@postgresql_only
 async def test_a_grant_is_seen_by_the_next_check_in_this_process(live: Harness) -> None:
     assert await allowed(live, "rex") is False  # free: 3 spaces
     await live.post("/v1/customers/rex/grants", {"plan": "pro"})
@@ -93,7 +89,6 @@ async def test_a_grant_is_seen_by_the_next_check_in_this_process(live: Harness) 
     assert await allowed(live, "rex") is False
 
 
-@postgresql_only
 async def test_changes_made_by_another_process_reach_the_cache(
     live: Harness, database_url: str
 ) -> None:
@@ -124,6 +119,8 @@ async def test_changes_made_by_another_process_reach_the_cache(
         await other.database.dispose()
 
 
+# PostgreSQL only: it kills the LISTEN connection (SQLite's feed going dark is tested in
+# tests/kit/test_changes_sqlite.py).
 @postgresql_only
 async def test_losing_the_listener_drops_the_caches(live: Harness) -> None:
     feed = runtime_of(live).changes

@@ -160,8 +160,10 @@ async def current(session: AsyncSession, tenant_id: str) -> Catalog:
 class CatalogCache:
     """One catalog per tenant, reloaded when the tenant's catalog revision moves on.
 
-    Any process learns of a new revision from the API-key lookup every request makes,
-    so a `plans apply` in another process is seen on the next request.
+    A request learns the tenant's current revision with its API key. Read from the
+    database, that is the revision of the moment; read from the key cache, it is kept
+    current by the change feed (a `catalog:` topic drops every cached key), so a
+    `plans apply` in another process is seen as soon as the feed brings it.
     """
 
     def __init__(self, max_tenants: int = 10_000) -> None:

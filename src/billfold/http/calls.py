@@ -91,7 +91,8 @@ class Call:
 
     def cache(self, kind: type[T]) -> T | None:
         """A collaborator that caches what the change feed invalidates, while the feed
-        keeps it correct; None otherwise (on SQLite, or while the listener is down)."""
+        keeps it correct; None otherwise (while the feed is down, or on an in-memory
+        SQLite database, which has none)."""
         return self.collaborator(kind) if self.runtime.changes.live else None
 
 

@@ -1,13 +1,22 @@
 """The change stream that keeps every API process's caches correct.
 
 A service that changes something a cache holds calls `publish(session, topic)` inside its
-transaction. On PostgreSQL that is a `pg_notify`, which PostgreSQL delivers to every
-listening process when, and only if, the transaction commits. The process that made the
-change also applies it locally right after its commit, so it reads its own writes.
+transaction. The process that made the change also applies it locally right after its
+commit, so it reads its own writes. Every other process learns of it through its feed:
 
-Caches are used only while the feed is `live`: while this process listens on PostgreSQL.
-SQLite has no cross-process notifications (the CLI may write from another process), so
-on SQLite nothing is cached and every answer comes from the database.
+- On PostgreSQL `publish` is a `pg_notify`, which PostgreSQL delivers to every listening
+  process when, and only if, the transaction commits.
+- On SQLite `publish` appends the topic to the `change_feed` table in the same
+  transaction, and every process polls that table (decision 0031): `PRAGMA data_version`
+  every `POLL_INTERVAL_S`, which moves only when another connection committed, and then
+  the rows past the last one it read. A change committed elsewhere (the CLI, a second
+  server) reaches this process's caches within one poll, about 50 ms. If no poll has
+  succeeded for `STALE_AFTER_S`, the feed goes dark, so no cached answer is ever older
+  than that. Rows are pruned as new ones come; a process that finds rows it never read
+  already pruned drops all its caches.
+
+Caches are used only while the feed is `live`: while this process listens (PostgreSQL) or
+polls (SQLite, on a file). While it is not, every answer comes from the database.
 
 Topics: `customer:<tenant id>:<external id>` (the customer was created or its grants
 changed), `key:<key id>` (revoked) and `catalog:<tenant id>` (plans applied).
@@ -18,13 +27,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+import threading
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, Column, DateTime, Integer, Table, Text, delete, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.kit.db import metadata
 
 log = logging.getLogger("billfold.changes")
 
@@ -32,16 +46,40 @@ CHANNEL = "billfold_changes"
 _PENDING = "billfold_pending_changes"
 HEALTH_CHECK_S = 5.0
 MAX_BACKOFF_S = 30.0
+# SQLite: how often a process looks for changes committed elsewhere, and how long it keeps
+# using its caches when it cannot look (then it drops them until a poll succeeds again).
+POLL_INTERVAL_S = 0.05
+STALE_AFTER_S = 1.0
+# SQLite: the newest rows kept in `change_feed`; a poller further behind starts afresh.
+KEEP_ROWS = 10_000
+_BATCH = 1_000
+
+# SQLite's change stream (PostgreSQL has the table too, and never writes it).
+change_feed = Table(
+    "change_feed",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("at", DateTime, server_default=func.current_timestamp(), nullable=False),
+    sqlite_autoincrement=True,
+)
 
 
 async def publish(session: AsyncSession, topic: str) -> None:
     """Announce, as part of the caller's transaction, that `topic` changed."""
     pending: set[str] = session.info.setdefault(_PENDING, set())
     pending.add(topic)
-    # Notify every time, even for a topic already announced: an earlier announcement may
+    # Announce every time, even a topic already announced: an earlier announcement may
     # have been rolled back with a savepoint. PostgreSQL folds duplicates at commit.
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         await session.execute(select(func.pg_notify(CHANNEL, topic)))
+    elif dialect == "sqlite":
+        await session.execute(change_feed.insert().values(topic=topic))
+        # Keep the newest rows only; this transaction holds the write lock already.
+        await session.execute(
+            delete(change_feed).where(change_feed.c.seq <= func.last_insert_rowid() - KEEP_ROWS)
+        )
 
 
 def pending(session: AsyncSession) -> set[str]:
@@ -82,27 +120,36 @@ Handler = Callable[[str], None]
 
 
 class ChangeFeed:
-    """Listens on PostgreSQL for changes and hands them to the caches that subscribed."""
+    """Hears of changes committed by any process (LISTEN on PostgreSQL, polling on a SQLite
+    file) and hands them to the caches that subscribed."""
 
     def __init__(self, database_url: str, registry: CollectorRegistry) -> None:
         parsed = make_url(database_url)
+        backend = parsed.get_backend_name()
         self._dsn = (
             parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-            if parsed.get_backend_name() == "postgresql"
+            if backend == "postgresql"
+            else None
+        )
+        # An in-memory SQLite database is private to its connection: nothing to poll.
+        self._sqlite_path = (
+            parsed.database
+            if backend == "sqlite" and parsed.database and parsed.database != ":memory:"
             else None
         )
         self._handlers: list[Handler] = []
         self._resets: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
         self._live = asyncio.Event()
         self._up = Gauge(
             "billfold_change_feed_up",
-            "1 while this process listens for changes (and may use its caches)",
+            "1 while this process hears of changes (and may use its caches)",
             registry=registry,
         )
         self._failures = Counter(
             "billfold_change_feed_failures",
-            "Times the change listener lost its connection (caches were dropped)",
+            "Times the change feed failed, fell behind or went stale (caches were dropped)",
             registry=registry,
         )
 
@@ -134,8 +181,14 @@ class ChangeFeed:
             reset()
 
     async def start(self) -> None:
-        if self._dsn is not None and self._task is None:
+        if self._task is not None:
+            return
+        if self._dsn is not None:
             self._task = asyncio.create_task(self._listen(), name="billfold-change-feed")
+        elif self._sqlite_path is not None:
+            self._task = asyncio.create_task(
+                self._poll(self._sqlite_path), name="billfold-change-feed"
+            )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -143,6 +196,7 @@ class ChangeFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._cancel_watchdog()
         self._go_dark()
 
     async def _listen(self) -> None:
@@ -180,3 +234,123 @@ class ChangeFeed:
 
     def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
         self.apply({payload})
+
+    async def _poll(self, path: str) -> None:
+        loop = asyncio.get_running_loop()
+        backoff_s = 0.5
+        while True:
+            poller: _Poller | None = None
+            try:
+                poller = await asyncio.to_thread(_Poller, path)
+                self._go_dark()  # forget anything cached before we were polling
+                while True:
+                    started = loop.time()
+                    topics = await asyncio.to_thread(poller.poll)
+                    if topics is None:
+                        self._failures.inc()
+                        log.warning("change feed: rows it never read were pruned; caches dropped")
+                        self._go_dark()
+                    else:
+                        self.apply(topics)
+                    self._fresh_until(loop, started + STALE_AFTER_S)
+                    backoff_s = 0.5
+                    await asyncio.sleep(POLL_INTERVAL_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._failures.inc()
+                log.exception(
+                    "change feed poll failed; caches dropped, retrying in %.1fs", backoff_s
+                )
+                self._cancel_watchdog()
+                self._go_dark()
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, MAX_BACKOFF_S)
+            finally:
+                if poller is not None:
+                    poller.close()
+
+    def _fresh_until(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """A poll that began at `deadline - STALE_AFTER_S` succeeded: the caches may be used
+        until `deadline`, unless another poll succeeds before."""
+        self._cancel_watchdog()
+        if loop.time() >= deadline:
+            self._stale()
+            return
+        self._watchdog = loop.call_at(deadline, self._stale)
+        if not self._live.is_set():
+            self._live.set()
+            self._up.set(1)
+
+    def _cancel_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _stale(self) -> None:
+        self._watchdog = None
+        if self._live.is_set():
+            self._failures.inc()
+            log.warning("change feed: no poll for %.1fs; caches dropped", STALE_AFTER_S)
+        self._go_dark()
+
+
+class _Poller:
+    """A connection of its own on the SQLite file that reads `change_feed`. Blocking: the
+    feed calls it from a worker thread. A lock keeps `close` (when the feed stops) from
+    pulling the connection from under a poll still running in its thread."""
+
+    def __init__(self, path: str) -> None:
+        self._lock = threading.Lock()
+        # mode=rw: a missing file is an error, not a new empty database.
+        uri = Path(path).absolute().as_uri() + "?mode=rw"
+        self._connection = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=STALE_AFTER_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        self._connection.execute("PRAGMA query_only=ON")
+        self._version: int | None = None
+        self.seq = self._high()
+
+    def _high(self) -> int:
+        row = self._connection.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'change_feed'"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def poll(self) -> set[str] | None:
+        """The topics committed since the last poll; None if some of them were pruned
+        before this process read them (or the sequence went back: another database)."""
+        with self._lock:
+            return self._poll()
+
+    def _poll(self) -> set[str] | None:
+        # Moves only when another connection commits: checks shared memory, reads nothing.
+        version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+        if version == self._version:
+            return set()
+        self._connection.execute("BEGIN")
+        try:
+            high = self._high()
+            rows = self._connection.execute(
+                "SELECT seq, topic FROM change_feed WHERE seq > ? ORDER BY seq LIMIT ?",
+                (self.seq, _BATCH),
+            ).fetchall()
+        finally:
+            self._connection.execute("COMMIT")
+        missed = high < self.seq or (high > self.seq and (not rows or rows[0][0] != self.seq + 1))
+        # A full batch may have more behind it: read on at the next poll.
+        self._version = None if len(rows) == _BATCH and not missed else version
+        if missed:
+            self.seq = high
+            return None
+        if rows:
+            self.seq = int(rows[-1][0])
+        return {str(topic) for _seq, topic in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
