@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from billfold.kit import changes
 from billfold.kit.changes import KEEP_ROWS, STALE_AFTER_S, change_feed
 from billfold.kit.migrate import upgrade
-from tests.conftest import EXAMPLE_PLANS, ROOT, SECRET_KEY, Harness, new_harness
+from tests.conftest import PLANS, ROOT, SECRET_KEY, Harness, new_harness
 from tests.entitlements.test_hot_path import StatementCounter, allowed, runtime_of
 
 pytestmark = pytest.mark.anyio
@@ -178,7 +178,7 @@ async def test_the_cli_in_another_process_reaches_a_running_apps_caches(
     assert await probe_status() == 404  # no such feature yet
     plans = tmp_path / "plans.yaml"
     plans.write_text(
-        EXAMPLE_PLANS.read_text(encoding="utf-8").replace(
+        PLANS.read_text(encoding="utf-8").replace(
             "\nfeatures:\n",
             "\nfeatures:\n  feed.probe:\n    type: boolean\n    description: Probe\n",
             1,
