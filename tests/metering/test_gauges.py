@@ -309,14 +309,15 @@ async def test_parallel_ingests_and_first_checks_agree_with_the_aggregation(
     await factories.events(gauged, "bo", "space.created", count=3, kind="team")
 
     async def report(customer: str, round_: int) -> None:
-        batch = [
+        keys = [(round_ * 3 + i) % 40 for i in range(5)]  # some repeat, as retries
+        batch = [  # a retry sends the same event again: its body follows from its key
             {
-                "idempotency_key": f"{customer}-{(round_ * 3 + i) % 40}",  # some repeat
+                "idempotency_key": f"{customer}-{key}",
                 "customer": customer,
-                "type": "space.deleted" if (round_ + i) % 4 == 0 else "space.created",
-                "properties": {"kind": "team" if i % 2 else "solo"},
+                "type": "space.deleted" if key % 4 == 0 else "space.created",
+                "properties": {"kind": "team" if key % 2 else "solo"},
             }
-            for i in range(5)
+            for key in keys
         ]
         response = await gauged.post("/v1/events", batch)
         assert response.status_code == 200, response.text
