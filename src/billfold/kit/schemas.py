@@ -122,9 +122,16 @@ def decode_cursor(cursor: str | None) -> str | None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        decoded = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidInput(
             "the cursor is not valid",
             errors=[FieldError("not a cursor we issued", parameter="cursor")],
         ) from None
+    # A cursor we issued holds stored text; one made up may hold what no backend stores.
+    if text_fault(decoded) is not None:
+        raise InvalidInput(
+            "the cursor is not valid",
+            errors=[FieldError("not a cursor we issued", parameter="cursor")],
+        )
+    return decoded
