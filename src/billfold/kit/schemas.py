@@ -102,7 +102,9 @@ def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
 Storable = AfterValidator(_storable_text)
 Text = Annotated[str, Storable]
 # Free-form JSON metadata: its keys and strings are `Text`, its numbers finite.
-Metadata = Annotated[dict[str, Any], Field(max_length=50), AfterValidator(_storable_json)]
+# A JSON object every backend stores as sent; bound its keys where it is used.
+StorableJSON = AfterValidator(_storable_json)
+Metadata = Annotated[dict[str, Any], Field(max_length=50), StorableJSON]
 
 
 class Body(BaseModel):
