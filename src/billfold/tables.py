@@ -12,6 +12,7 @@ from billfold.claims.tables import claim_batches, claim_codes, claim_redemptions
 from billfold.customers.tables import customers
 from billfold.grants.tables import grants
 from billfold.kit.tables import (
+    change_feed,
     event_chain_heads,
     event_log,
     idempotency_keys,
@@ -26,6 +27,7 @@ __all__ = [
     "api_keys",
     "catalog_settings",
     "catalogs",
+    "change_feed",
     "claim_batches",
     "claim_codes",
     "claim_redemptions",

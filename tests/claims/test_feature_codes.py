@@ -167,3 +167,26 @@ async def test_racing_redemptions_of_a_feature_code_grant_at_most_its_limit(
             assert len(held) == (1 if customer in winners else 0), (customer, held)
             if held:
                 assert held[0]["feature"] == "devmode.enabled"
+
+
+async def test_claims_refuse_text_no_backend_stores(harness: Harness) -> None:
+    """A NUL in the redeeming customer or in a feature code's value is a 422 on both
+    backends, as it is for a grant, never a write PostgreSQL refuses."""
+    batch = await create_batch(harness, **DEVMODE, count=1)
+    body = assert_problem(await redeem(harness, "dev\x00", batch["codes"][0]), 422, "invalid_input")
+    assert "NUL" in body["errors"][0]["detail"]  # the request's schema says why (kit.text)
+    base: dict[str, Any] = {"plan": None, "feature": "plugins", "count": 1, "duration": "30d"}
+    for value in (["beta_\x00"], "beta_\x00"):
+        response = await harness.post("/v1/claims/batches", {**base, "value": value})
+        assert "NUL" in assert_problem(response, 422, "invalid_input")["errors"][0]["detail"]
+    bad_key = await harness.post(
+        "/v1/claims/batches", {**base, "value": ["beta_*"], "metadata": {"k\x00": 1}}
+    )
+    assert_problem(bad_key, 422, "invalid_input")
+
+
+async def test_the_openapi_document_states_the_metadata_bound_claims_keep(harness: Harness) -> None:
+    schemas = harness.app.openapi()["components"]["schemas"]
+    assert schemas["BatchIn"]["properties"]["metadata"]["maxProperties"] == (
+        claims_service.MAX_METADATA_KEYS
+    )

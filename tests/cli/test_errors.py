@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from billfold.kit.migrate import head, upgrade
 from tests.conftest import ROOT
 
 BILLFOLD = ROOT / ".venv" / "bin" / "billfold"
@@ -161,3 +162,12 @@ def test_nats_ingest_without_the_nats_client_says_how_to_install_it(
     )
     line = one_line_error(result)
     assert "pip install 'billfold[nats]'" in line
+
+
+def test_serve_refuses_a_database_an_older_release_migrated(tmp_path: Path) -> None:
+    """A database at an older migration would serve 500s on the tables it lacks."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    upgrade(url, "0008")
+    line = one_line_error(billfold(tmp_path, "serve", "--port", "1", database_url=url))
+    assert f"the database is at migration 0008, this release needs {head()}" in line
+    assert line.endswith("run `billfold migrate`")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from billfold.audit import service
 from billfold.http.calls import ReadCall
-from billfold.kit.schemas import MAX_PAGE_SIZE, Instant, Out
+from billfold.kit.schemas import MAX_PAGE_SIZE, Instant, Out, Text
 
 router = APIRouter(tags=["event log"])
 
@@ -40,8 +40,8 @@ class VerificationOut(Out):
 @router.get("/v1/audit/events", operation_id="listAuditEvents")
 async def list_events(
     call: ReadCall,
-    customer: Annotated[str | None, Query(max_length=255)] = None,
-    type: Annotated[list[str] | None, Query(max_length=20)] = None,
+    customer: Annotated[Text | None, Query(max_length=255)] = None,
+    type: Annotated[list[Text] | None, Query(max_length=20)] = None,
     since: Annotated[Instant | None, Query()] = None,
     until: Annotated[Instant | None, Query()] = None,
     cursor: Annotated[str | None, Query(max_length=100)] = None,

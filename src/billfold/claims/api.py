@@ -13,16 +13,19 @@ from billfold.claims import service
 from billfold.claims.deps import Claims
 from billfold.claims.export import CSV_MEDIA_TYPE, batch_metadata, csv_of, duration_label
 from billfold.claims.service import BatchRequest
-from billfold.grants.schemas import FeatureValueOut, GrantOut
+from billfold.grants.schemas import FeatureValueIn, FeatureValueOut, GrantOut
 from billfold.http.bodies import json_body_schema, read_json
 from billfold.http.calls import AdminCall, RedeemCall
 from billfold.http.problems import problem_for
 from billfold.kit.errors import BillfoldError
 from billfold.kit.ids import ID_PATTERN
-from billfold.kit.schemas import Body, Instant, Metadata, Out, Storable
+from billfold.kit.schemas import Body, Instant, Out, Storable, StorableJSON
 
 router = APIRouter(tags=["claims"])
 BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
+# A batch's metadata, with the bound the service keeps (service.check_metadata), so the
+# OpenAPI document states the real one.
+ClaimMetadata = Annotated[dict[str, Any], Field(max_length=service.MAX_METADATA_KEYS), StorableJSON]
 
 
 class BatchIn(Body):
@@ -31,7 +34,7 @@ class BatchIn(Body):
 
     plan: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     feature: Annotated[str, Field(min_length=1, max_length=100)] | None = None
-    value: FeatureValueOut | None = None
+    value: FeatureValueIn | None = None
     count: Annotated[int, Field(ge=1, le=service.MAX_BATCH_SIZE)]
     duration: Annotated[str, Field(max_length=20, description='"365d" or "lifetime"')]
     max_redemptions: Annotated[int, Field(ge=1, le=service.MAX_REDEMPTIONS_PER_CODE)] = 1
@@ -39,7 +42,7 @@ class BatchIn(Body):
     source: Annotated[str, Field(pattern=service.SOURCE_LABEL.pattern)] = "claim"
     campaign: Annotated[str, Field(max_length=200), Storable] | None = None
     tier: Annotated[str, Field(max_length=200), Storable] | None = None
-    metadata: Metadata = Field(
+    metadata: ClaimMetadata = Field(
         default_factory=dict,
         description=f"at most {service.MAX_METADATA_KEYS} keys and "
         f"{service.MAX_METADATA_BYTES} bytes as JSON; kept on every grant a code makes",
@@ -62,7 +65,7 @@ class BatchOut(Out):
 
 
 class RedeemIn(Body):
-    customer: Annotated[str, Field(min_length=1, max_length=255)]
+    customer: Annotated[str, Field(min_length=1, max_length=255), Storable]
     code: Annotated[str, Field(min_length=1, max_length=64)]
 
 

@@ -29,7 +29,7 @@ from billfold.kit.context import Context
 from billfold.kit.errors import BillfoldError, Conflict, FieldError, Gone, InvalidInput, NotFound
 from billfold.kit.ids import new_id
 from billfold.kit.invariants import invariant
-from billfold.kit.text import json_faults, text_fault
+from billfold.kit.text import json_faults
 
 MAX_BATCH_SIZE = 10_000
 MAX_REDEMPTIONS_PER_CODE = 1_000_000
@@ -152,9 +152,6 @@ def check_metadata(metadata: dict[str, Any], *, pointer: str = "#/metadata") -> 
     for key in metadata:
         if not isinstance(key, str) or not 1 <= len(key) <= MAX_METADATA_KEY_LENGTH:
             raise refuse(f"keys are text of 1 to {MAX_METADATA_KEY_LENGTH} characters")
-        fault = text_fault(key)
-        if fault is not None:
-            raise refuse(f"a key {fault}")
         if key in RESERVED_METADATA:
             raise refuse("set by each redemption; choose another key", f"{pointer}/{key}")
     for path, fault in json_faults(metadata):

@@ -48,7 +48,23 @@ def serve(
     logs.configure(settings.log_format, settings.log_level)
     if settings.ingest and not metering_deps.nats_installed():
         fail(metering_deps.NATS_MISSING, SETUP_FAILED)
-    run(_migrated)  # a database that is not there or not migrated: one line, not a server
+    # A database that is not there, not migrated or at another revision: one line, not a
+    # server that answers 500 on the tables it lacks.
+    revisions = run(_revisions)
+    needed = migrate.head()
+    if revisions != [needed]:
+        found = ", ".join(revisions) or "none"
+        if all(migrate.known(revision) for revision in revisions):
+            fail(
+                f"the database is at migration {found}, this release needs {needed}: "
+                "run `billfold migrate`",
+                SETUP_FAILED,
+            )
+        fail(
+            f"the database is at migration {found}, which this release does not know: "
+            "a newer release migrated it; serve with that release",
+            SETUP_FAILED,
+        )
     uvicorn.run(
         "billfold.asgi:app",
         host=host,
@@ -64,9 +80,10 @@ def serve(
     )
 
 
-async def _migrated(database: Database) -> None:
+async def _revisions(database: Database) -> list[str]:
     async with database.connect() as conn:
-        await conn.execute(text("SELECT version_num FROM alembic_version"))
+        result = await conn.execute(text("SELECT version_num FROM alembic_version"))
+        return sorted(str(version) for version in result.scalars())
 
 
 def migrate_command() -> None:

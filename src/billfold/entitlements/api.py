@@ -22,7 +22,7 @@ from billfold.entitlements.service import CheckResult
 from billfold.grants.snapshots import SnapshotCache
 from billfold.http.bodies import json_body_schema, json_response, read_json
 from billfold.http.calls import CheckCall, ReadCall, short_path
-from billfold.kit.schemas import Instant
+from billfold.kit.schemas import Instant, Text
 from billfold.metering.deps import Metering
 from billfold.metering.quotas.format import show
 
@@ -98,7 +98,7 @@ async def plugin_access(
     external_id: ExternalId,
     name: Annotated[str, Path(min_length=1, max_length=200)],
     call: CheckCall,
-    feature: Annotated[str, Query(max_length=100)] = service.PLUGIN_FEATURE,
+    feature: Annotated[Text, Query(max_length=100)] = service.PLUGIN_FEATURE,
 ) -> Response:
     """`is_plugin_accessible(user, plugin)`, answered from a `pattern` feature."""
     access = await service.plugin(

@@ -13,6 +13,8 @@ from billfold.grants.resolution import Grant
 from billfold.kit.schemas import Body, Instant, Metadata, Out, Storable, Text
 
 FeatureValueOut = bool | int | str | list[str]
+# A feature's value as a client sends it: its text is stored as sent.
+FeatureValueIn = bool | int | Text | list[Text]
 SourceLabel = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")]
 
 
@@ -21,7 +23,7 @@ class GrantIn(Body):
 
     plan: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     feature: Annotated[str, Field(min_length=1, max_length=100)] | None = None
-    value: bool | int | Text | list[Text] | None = None
+    value: FeatureValueIn | None = None
     starts_at: Instant | None = None
     ends_at: Instant | None = None
     duration_days: Annotated[int, Field(ge=1, le=36_500)] | None = None

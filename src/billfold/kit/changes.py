@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from sqlalchemy import BigInteger, Column, DateTime, Integer, Table, Text, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.kit.db import metadata
+from billfold.kit.tables import change_feed
 
 log = logging.getLogger("billfold.changes")
 
@@ -53,16 +53,6 @@ STALE_AFTER_S = 1.0
 # SQLite: the newest rows kept in `change_feed`; a poller further behind starts afresh.
 KEEP_ROWS = 10_000
 _BATCH = 1_000
-
-# SQLite's change stream (PostgreSQL has the table too, and never writes it).
-change_feed = Table(
-    "change_feed",
-    metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("topic", Text, nullable=False),
-    Column("at", DateTime, server_default=func.current_timestamp(), nullable=False),
-    sqlite_autoincrement=True,
-)
 
 
 async def publish(session: AsyncSession, topic: str) -> None:

@@ -102,7 +102,9 @@ def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
 Storable = AfterValidator(_storable_text)
 Text = Annotated[str, Storable]
 # Free-form JSON metadata: its keys and strings are `Text`, its numbers finite.
-Metadata = Annotated[dict[str, Any], Field(max_length=50), AfterValidator(_storable_json)]
+# A JSON object every backend stores as sent; bound its keys where it is used.
+StorableJSON = AfterValidator(_storable_json)
+Metadata = Annotated[dict[str, Any], Field(max_length=50), StorableJSON]
 
 
 class Body(BaseModel):
@@ -122,9 +124,16 @@ def decode_cursor(cursor: str | None) -> str | None:
         return None
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        return base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        decoded = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidInput(
             "the cursor is not valid",
             errors=[FieldError("not a cursor we issued", parameter="cursor")],
         ) from None
+    # A cursor we issued holds stored text; one made up may hold what no backend stores.
+    if text_fault(decoded) is not None:
+        raise InvalidInput(
+            "the cursor is not valid",
+            errors=[FieldError("not a cursor we issued", parameter="cursor")],
+        )
+    return decoded

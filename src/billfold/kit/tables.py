@@ -10,7 +10,9 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     UniqueConstraint,
+    func,
     text,
 )
 
@@ -104,4 +106,16 @@ outbox = Table(
         sqlite_where=text("delivered_at IS NULL AND parked_at IS NULL"),
     ),
     Index("ix_outbox_delivered", "delivered_at"),
+)
+
+# SQLite's change stream (kit/changes.py, decision 0031): every published topic, written in
+# the publishing transaction and polled by every API process. PostgreSQL has the table too,
+# so both schemas are the same, and never writes it (LISTEN/NOTIFY carries its changes).
+change_feed = Table(
+    "change_feed",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("at", UTCDateTime, server_default=func.current_timestamp(), nullable=False),
+    sqlite_autoincrement=True,
 )

@@ -187,12 +187,12 @@ async def list_events(
 async def customer_usage(
     external_id: ExternalId,
     call: ReadCall,
-    meter: Annotated[str, Query(max_length=100, description="a meter of the plans file")],
+    meter: Annotated[Text, Query(max_length=100, description="a meter of the plans file")],
     start: From = None,
     end: To = None,
     window: Annotated[Window | None, Query(description="one bucket per window")] = None,
     group_by: Annotated[
-        list[str] | None, Query(description="properties the meter may group by")
+        list[Text] | None, Query(description="properties the meter may group by")
     ] = None,
 ) -> Response:
     """A meter's exact aggregate of one customer's usage, in the meter's own units."""

@@ -2,7 +2,7 @@
 operator (decision 0024).
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07 04:00:00.000000
 """
 

@@ -5,6 +5,12 @@ Heads already there are left unsealed (keyed_from and mac null): a migration has
 Their next entries are keyed; `billfold audit seal` checks the unkeyed entries and gives
 each head its MAC (decision 0025).
 
+Downgrading drops `keyed_from`, the MACs and the triggers, and keeps every entry. The
+entries written while the chain was keyed stay keyed, and the previous release's verifier,
+which hashes them without the key, reports each of them as edited: its `billfold audit
+verify` fails from the first keyed entry on. Downgrade only a log you can check with this
+release, or that has no keyed entries yet.
+
 Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-07 04:00:00.000000

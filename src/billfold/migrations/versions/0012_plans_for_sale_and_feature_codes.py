@@ -5,7 +5,7 @@ Both are additive: existing plans are for sale, existing batches grant their pla
 process of the previous release reads neither column and keeps working while this runs.
 
 Revision ID: 0012
-Revises: 0008
+Revises: 0011
 Create Date: 2026-12-07 04:00:00.000000
 """
 

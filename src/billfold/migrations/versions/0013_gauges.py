@@ -4,7 +4,7 @@ No backfill here: a customer's value is computed from its stored events on the f
 that reads it (docs/decisions/0030).
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0012
 Create Date: 2026-12-07 04:00:00.000000
 """
 

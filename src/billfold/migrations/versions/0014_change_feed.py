@@ -4,7 +4,7 @@ in the publishing transaction, which every API process polls to keep its caches 
 same, but never writes it: LISTEN/NOTIFY carries its changes.
 
 Revision ID: 0014
-Revises: 0008
+Revises: 0013
 Create Date: 2026-12-07 03:50:00.000000
 """
 
@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from billfold.kit.db import UTCDateTime
 
 revision: str = "0014"
 down_revision: str | None = "0013"
@@ -31,7 +33,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("topic", sa.Text(), nullable=False),
-        sa.Column("at", sa.DateTime(), server_default=sa.func.current_timestamp(), nullable=False),
+        sa.Column("at", UTCDateTime(), server_default=sa.func.current_timestamp(), nullable=False),
         sa.PrimaryKeyConstraint("seq", name=op.f("pk_change_feed")),
         sqlite_autoincrement=True,
     )
