@@ -424,3 +424,18 @@ async def test_nothing_poisoned_is_queued_on_the_stream(
         await client.close()
     queued = [e["idempotency_key"] for m in messages for e in json.loads(m.data)["events"]]
     assert queued == ["q-good-1", "q-good-2"]
+
+
+async def test_a_reused_consume_key_is_the_same_problem_as_a_reused_header(
+    harness: Harness,
+) -> None:
+    """One `idempotency_key_reused` problem, whichever key was reused (one class in kit)."""
+    assert (await consume(harness, "c-title", 40)).status_code == 200
+    body = assert_problem(await consume(harness, "c-title", 41), 422, "idempotency_key_reused")
+    headers = {**harness.admin, "Idempotency-Key": "grant-title-1"}
+    path = "/v1/customers/ada/grants"
+    first = await harness.post(path, {"feature": "spaces.max", "value": 12}, headers=headers)
+    assert first.status_code == 201, first.text
+    other = await harness.post(path, {"feature": "spaces.max", "value": 13}, headers=headers)
+    header = assert_problem(other, 422, "idempotency_key_reused")
+    assert (body["title"], body["type"]) == (header["title"], header["type"])

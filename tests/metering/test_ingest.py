@@ -258,3 +258,26 @@ def test_an_outcome_answers_with_exactly_the_fields_openapi_promises() -> None:
     from billfold.metering.schemas import OutcomeOut
 
     assert list(Outcome._fields) == list(OutcomeOut.model_fields)
+
+
+async def test_an_unsupported_events_body_is_the_one_415_problem(harness: Harness) -> None:
+    """/v1/events answers 415 with the problem every JSON route answers (http.bodies)."""
+    from billfold.http import bodies
+    from billfold.metering import api
+
+    assert api.UnsupportedMediaType is bodies.UnsupportedMediaType
+    response = await harness.client.post(
+        EVENTS, content="{}", headers={**harness.admin, "Content-Type": "text/plain"}
+    )
+    body = assert_problem(response, 415, "unsupported_media_type")
+    assert body["title"] == bodies.UnsupportedMediaType.title
+
+
+def test_report_usage_documents_the_400_it_answers() -> None:
+    from billfold.app import create_app
+    from tests.conftest import make_settings
+
+    document = create_app(make_settings("sqlite:///unused.db")).openapi()
+    answer = document["paths"][EVENTS]["post"]["responses"]["400"]
+    assert "`unreadable_events`" in answer["description"], answer
+    assert "malformed_json" not in answer["description"], answer

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic_core import to_json
 
 from billfold.catalog.schemas import MeterOut
-from billfold.http.bodies import body_of, json_body_schema, json_response, read_json
+from billfold.http.bodies import (
+    UnsupportedMediaType,
+    body_of,
+    json_body_schema,
+    json_response,
+    read_json,
+)
 from billfold.http.calls import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
 from billfold.http.openapi import schema_of
 from billfold.kit.errors import BillfoldError
@@ -54,12 +60,6 @@ class UnreadableEvents(BillfoldError):
     title = "The body is not a usage event or a batch of them"
 
 
-class UnsupportedMediaType(BillfoldError):
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
-
-
 def _example(media_type: str, schema: Any, value: Any) -> dict[str, Any]:
     return {media_type: {"schema": schema_of(schema), "example": value}}
 
@@ -88,6 +88,12 @@ _CLOUDEVENT = {
     EVENTS_PATH,
     operation_id="reportUsage",
     response_model=IngestOut,
+    responses={
+        400: {
+            "description": "`unreadable_events`: the body is not a usage event or a batch of "
+            "them (not strict UTF-8 JSON, empty, or over 10,000 events)"
+        }
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
