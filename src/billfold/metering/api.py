@@ -16,6 +16,7 @@ from billfold.http.bodies import (
     json_body_schema,
     json_response,
     read_json,
+    require_utf8,
 )
 from billfold.http.calls import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
 from billfold.http.openapi import schema_of
@@ -112,9 +113,11 @@ async def report_usage(request: Request, call: ReportCall) -> Response:
     seen before; it counts once) or `rejected` with a code and a reason. The answer is
     200 when any event was accepted or was a duplicate, and 422 `events_rejected` (with
     the same `results`) when every one was rejected."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared, _, parameters = request.headers.get("content-type", "").partition(";")
+    media_type = declared.strip().lower()
     if media_type not in events.MEDIA_TYPES:
         raise UnsupportedMediaType(f"send one of {', '.join(events.MEDIA_TYPES)}")
+    require_utf8(parameters)  # read as UTF-8, like every JSON body (decision 0022)
     try:
         items = events.read_body(await body_of(request), media_type)
     except events.BodyError as error:

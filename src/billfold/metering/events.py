@@ -24,6 +24,7 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from billfold.catalog.meters import EVENT_TYPE
 from billfold.customers.service import EXTERNAL_ID
+from billfold.kit import strictjson
 from billfold.kit.text import NUL, json_faults, text_fault
 
 MAX_BATCH: Final = 10_000
@@ -95,8 +96,9 @@ def read_body(raw: bytes, media_type: str) -> list[Any]:
     if media_type not in MEDIA_TYPES:
         raise BodyError(f"send {', '.join(MEDIA_TYPES)}, not {media_type or 'no content type'}")
     try:
-        document = json.loads(raw, parse_float=_parse_float)
-    except (ValueError, RecursionError) as error:
+        # The one strict reader (decision 0022); NaN and Infinity are refused per event.
+        document = strictjson.loads(raw, parse_float=_parse_float, constants=True)
+    except strictjson.NotStrictJson as error:
         raise BodyError(f"the body is not valid JSON: {error}") from None
     if media_type == CLOUDEVENT_TYPE:
         if not isinstance(document, dict):
