@@ -132,7 +132,8 @@ METERED_BAD = {
     "a leading space": " 1",
     "an underscore": "1_000",
     "a plus sign": "+5",
-    "an exponent": "1e3",
+    "an exponent past 28 digits": "1e28",
+    "an exponent with a plus sign": "+1e3",
     "a trailing point": "5.",
     "a leading zero": "05",
     "too many digits": "1" * 29,
@@ -439,3 +440,15 @@ async def test_a_reused_consume_key_is_the_same_problem_as_a_reused_header(
     other = await harness.post(path, {"feature": "spaces.max", "value": 13}, headers=headers)
     header = assert_problem(other, 422, "idempotency_key_reused")
     assert (body["title"], body["type"]) == (header["title"], header["type"])
+
+
+async def test_a_metered_decimal_string_follows_the_one_rule(harness: Harness) -> None:
+    """The rule consume's amount follows (kit.schemas.DECIMAL_STRING): an exponent is fine."""
+    batch = [event("x-1", tokens="1e3"), event("x-2", tokens="2.5E-1"), event("x-3", tokens="1E+1")]
+    response = await send(harness, batch)
+    assert response.status_code == 200, response.text
+    assert statuses(response.json()) == [("accepted", None)] * 3
+    read = await usage_of(harness)
+    assert [b["value"] for b in read.json()["buckets"]] == ["1010.25"]
+    consumed = await consume(harness, "x-4", "1e1")
+    assert (consumed.status_code, consumed.json()["amount"]) == (200, "10"), consumed.text
