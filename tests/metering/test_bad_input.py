@@ -132,7 +132,8 @@ METERED_BAD = {
     "a leading space": " 1",
     "an underscore": "1_000",
     "a plus sign": "+5",
-    "an exponent": "1e3",
+    "an exponent past 28 digits": "1e28",
+    "an exponent with a plus sign": "+1e3",
     "a trailing point": "5.",
     "a leading zero": "05",
     "too many digits": "1" * 29,
@@ -424,3 +425,30 @@ async def test_nothing_poisoned_is_queued_on_the_stream(
         await client.close()
     queued = [e["idempotency_key"] for m in messages for e in json.loads(m.data)["events"]]
     assert queued == ["q-good-1", "q-good-2"]
+
+
+async def test_a_reused_consume_key_is_the_same_problem_as_a_reused_header(
+    harness: Harness,
+) -> None:
+    """One `idempotency_key_reused` problem, whichever key was reused (one class in kit)."""
+    assert (await consume(harness, "c-title", 40)).status_code == 200
+    body = assert_problem(await consume(harness, "c-title", 41), 422, "idempotency_key_reused")
+    headers = {**harness.admin, "Idempotency-Key": "grant-title-1"}
+    path = "/v1/customers/ada/grants"
+    first = await harness.post(path, {"feature": "spaces.max", "value": 12}, headers=headers)
+    assert first.status_code == 201, first.text
+    other = await harness.post(path, {"feature": "spaces.max", "value": 13}, headers=headers)
+    header = assert_problem(other, 422, "idempotency_key_reused")
+    assert (body["title"], body["type"]) == (header["title"], header["type"])
+
+
+async def test_a_metered_decimal_string_follows_the_one_rule(harness: Harness) -> None:
+    """The rule consume's amount follows (kit.schemas.DECIMAL_STRING): an exponent is fine."""
+    batch = [event("x-1", tokens="1e3"), event("x-2", tokens="2.5E-1"), event("x-3", tokens="1E+1")]
+    response = await send(harness, batch)
+    assert response.status_code == 200, response.text
+    assert statuses(response.json()) == [("accepted", None)] * 3
+    read = await usage_of(harness)
+    assert [b["value"] for b in read.json()["buckets"]] == ["1010.25"]
+    consumed = await consume(harness, "x-4", "1e1")
+    assert (consumed.status_code, consumed.json()["amount"]) == (200, "10"), consumed.text

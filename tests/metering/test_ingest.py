@@ -258,3 +258,86 @@ def test_an_outcome_answers_with_exactly_the_fields_openapi_promises() -> None:
     from billfold.metering.schemas import OutcomeOut
 
     assert list(Outcome._fields) == list(OutcomeOut.model_fields)
+
+
+async def test_an_unsupported_events_body_is_the_one_415_problem(harness: Harness) -> None:
+    """/v1/events answers 415 with the problem every JSON route answers (http.bodies)."""
+    from billfold.http import bodies
+    from billfold.metering import api
+
+    assert api.UnsupportedMediaType is bodies.UnsupportedMediaType
+    response = await harness.client.post(
+        EVENTS, content="{}", headers={**harness.admin, "Content-Type": "text/plain"}
+    )
+    body = assert_problem(response, 415, "unsupported_media_type")
+    assert body["title"] == bodies.UnsupportedMediaType.title
+
+
+def test_report_usage_documents_the_400_it_answers() -> None:
+    from billfold.app import create_app
+    from tests.conftest import make_settings
+
+    document = create_app(make_settings("sqlite:///unused.db")).openapi()
+    answer = document["paths"][EVENTS]["post"]["responses"]["400"]
+    assert "`unreadable_events`" in answer["description"], answer
+    assert "malformed_json" not in answer["description"], answer
+
+
+def _nested(depth: int) -> str:
+    """An event nested `depth` levels in all: the event, its properties, then arrays."""
+    inner = "[" * (depth - 2) + "]" * (depth - 2)
+    return '{"idempotency_key": "deep", "customer": "ada", "type": "ai.tokens", ' + (
+        '"properties": {"tokens": 1, "deep": ' + inner + "}}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "media_type"),
+    [
+        (json.dumps(event("u16")).encode("utf-16"), "application/json"),
+        (json.dumps(event("u32")).encode("utf-32"), "application/json"),
+        (b"\xef\xbb\xbf" + json.dumps(event("bom")).encode(), "application/json"),
+        (b"\xef\xbb\xbf" + json.dumps({**event("bom-ce")}).encode(), CE),
+        (
+            b'{"idempotency_key": "k", "idempotency_key": "k2", "customer": "ada"}',
+            "application/json",
+        ),
+        (b'{"a": 1, "properties": {"tokens": 1, "tokens": 2}}', "application/json"),
+        (_nested(201).encode(), "application/json"),
+        (_nested(990).encode(), "application/json"),  # near the recursion limit: never a 500
+        (b'{"customer": "ada", "bad": "\xff"}', "application/json"),
+    ],
+)
+async def test_an_events_body_is_read_as_strictly_as_every_json_body(
+    harness: Harness, content: bytes, media_type: str
+) -> None:
+    """UTF-8 without a BOM, no key twice, at most MAX_DEPTH deep (decision 0022)."""
+    response = await harness.client.post(
+        EVENTS, content=content, headers={**harness.admin, "Content-Type": media_type}
+    )
+    assert_problem(response, 400, "unreadable_events")
+    assert (await harness.get("/v1/events")).json()["events"] == []
+
+
+async def test_an_events_body_in_another_charset_is_refused(harness: Harness) -> None:
+    content = json.dumps(event("cs")).encode("utf-16")
+    for media_type in ("application/json", CE_BATCH):
+        response = await harness.client.post(
+            EVENTS,
+            content=content,
+            headers={**harness.admin, "Content-Type": f"{media_type}; charset=utf-16"},
+        )
+        assert_problem(response, 415, "unsupported_media_type")
+    fine = await harness.client.post(
+        EVENTS,
+        content=json.dumps(event("cs")),
+        headers={**harness.admin, "Content-Type": "application/json; charset=UTF-8"},
+    )
+    assert fine.status_code == 200, fine.text
+
+
+async def test_nesting_up_to_max_depth_is_read(harness: Harness) -> None:
+    response = await harness.client.post(
+        EVENTS, content=_nested(200), headers={**harness.admin, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 200, response.text

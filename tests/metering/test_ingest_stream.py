@@ -411,3 +411,21 @@ def test_a_message_that_is_no_body_is_named(payload: bytes, reason: str) -> None
 
 def test_a_body_decodes() -> None:
     assert decode(json.dumps(GOOD_BODY).encode()) == (GOOD_BODY, None)
+
+
+async def test_a_key_reused_with_another_body_is_dropped_not_parked(harness: Harness) -> None:
+    """A client's retry with another body reaches the stream only the API's way round (it
+    answered `idempotency_key_reused` already, or raced the first body): the worker drops
+    and logs it, counted, and parks nothing for an operator (docs/operating.md)."""
+    options = WorkerOptions(url="nats://unused", stream="UNUSED")
+    first = json.loads(message(harness, [good_event("r-1")]))
+    assert await store(harness.database, [("m-1", first)], options, harness.clock.now()) == []
+    other = {**good_event("r-1"), "properties": {"tokens": 5, "model": "gpt-4o"}}
+    again = json.loads(message(harness, [other, good_event("r-2")]))
+    dropped: list[str] = []
+    parked = await store(
+        harness.database, [("m-2", again)], options, harness.clock.now(), dropped=dropped
+    )
+    assert (parked, dropped) == ([], ["idempotency_key_reused"])
+    assert await dead_letters(harness) == []
+    assert await stored(harness) == (2, 2)  # r-1 once, as first sent; r-2

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 import re
 import types
 import typing
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -35,16 +34,14 @@ from starlette.requests import ClientDisconnect
 
 from billfold.http.openapi import schema_of
 from billfold.http.problems import json_pointer
+from billfold.kit import strictjson
 from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
-from billfold.kit.schemas import printable
 from billfold.kit.text import json_faults
 
 M = TypeVar("M", bound=BaseModel)
 
 JSON_MEDIA_TYPE = "application/json"
-# pydantic's JSON parser (jiter) refuses deeper nesting as well.
-MAX_DEPTH = 200
-_BOM = b"\xef\xbb\xbf"
+MAX_DEPTH = strictjson.MAX_DEPTH
 
 
 class MalformedJson(BillfoldError):
@@ -74,6 +71,11 @@ def require_json(request: Request) -> None:
             f"send the body as `Content-Type: {JSON_MEDIA_TYPE}`"
             + (f", not {media_type.strip()!r}" if media_type.strip() else "")
         )
+    require_utf8(parameters)
+
+
+def require_utf8(parameters: str) -> None:
+    """Refuse a `charset` other than UTF-8 among a Content-Type's `parameters` (415)."""
     for parameter in parameters.split(";"):
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
@@ -83,71 +85,15 @@ def require_json(request: Request) -> None:
             raise UnsupportedMediaType(f"JSON bodies must be UTF-8, not charset={value.strip()}")
 
 
-class _DuplicateKey(Exception):
-    pass
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        for key, _value in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return found
-
-
-def _no_constant(name: str) -> NoReturn:
-    raise _Constant(name)
-
-
-class _Constant(Exception):
-    pass
-
-
-def _too_deep(value: Any) -> bool:
-    """Whether `value` nests more than MAX_DEPTH arrays and objects (without recursion)."""
-    level: list[tuple[Any, int]] = [(value, 1)]
-    while level:
-        item, depth = level.pop()
-        children = (
-            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        )
-        for child in children:
-            if isinstance(child, dict | list):
-                if depth + 1 > MAX_DEPTH:
-                    return True
-                level.append((child, depth + 1))
-    return False
-
-
 def decode_json(raw: bytes) -> Any:
-    """The JSON value of a body, read strictly: `MalformedJson` (400) for anything that is
-    not UTF-8 JSON without duplicate keys, NaN or Infinity, nested at most MAX_DEPTH deep;
-    `InvalidInput` (422, a pointer each) for text no backend can store."""
-    if raw.startswith(_BOM):
-        raise MalformedJson("the body must be UTF-8 without a byte order mark")
-    if b"\x00" in raw:  # a raw NUL is nowhere valid JSON; in UTF-16 and -32 it is everywhere
-        raise MalformedJson("the body must be UTF-8 (this looks like UTF-16 or UTF-32)")
+    """The JSON value of a body, read strictly (`billfold.kit.strictjson`, the one reader):
+    `MalformedJson` (400) for anything that is not UTF-8 JSON without duplicate keys, NaN
+    or Infinity, nested at most MAX_DEPTH deep; `InvalidInput` (422, a pointer each) for
+    text no backend can store."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise MalformedJson(f"the body must be UTF-8 (byte {error.start} is not)") from None
-    try:
-        value = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
-    except json.JSONDecodeError as error:
-        raise MalformedJson(f"line {error.lineno}, column {error.colno}: {error.msg}") from None
-    except _DuplicateKey as error:
-        raise MalformedJson(
-            f'the key "{printable(error.args[0])}" appears twice in one object'
-        ) from None
-    except _Constant as error:
-        raise MalformedJson(f"{error.args[0]} is not a JSON number") from None
-    except RecursionError:
-        raise MalformedJson(f"nested more than {MAX_DEPTH} levels deep") from None
-    if _too_deep(value):
-        raise MalformedJson(f"nested more than {MAX_DEPTH} levels deep")
+        value = strictjson.loads(raw)
+    except strictjson.NotStrictJson as error:
+        raise MalformedJson(str(error)) from None
     faults = [FieldError(reason, pointer=json_pointer(path)) for path, reason in json_faults(value)]
     if faults:
         more = f" (and {len(faults) - 1} more)" if len(faults) > 1 else ""

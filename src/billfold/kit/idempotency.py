@@ -27,9 +27,12 @@ _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 
 class IdempotencyKeyReused(BillfoldError):
+    """A key (an Idempotency-Key header, or a consume's `idempotency_key`) sent again with
+    another request: one code, one status, one title wherever a key is reused."""
+
     status = 422
     code = "idempotency_key_reused"
-    title = "This Idempotency-Key was used for a different request"
+    title = "This idempotency key was used for a different request"
 
 
 class IdempotencyKeyInFlight(Conflict):

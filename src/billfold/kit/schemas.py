@@ -26,8 +26,11 @@ from billfold.kit.text import json_faults, text_fault
 
 MAX_PAGE_SIZE = 500
 _ISO_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
-# A decimal string is written as JSON writes a number: no spaces, no leading `+`, no `_`.
-DECIMAL_STRING = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+# A decimal string is written as JSON writes a number: an optional `-`, digits without
+# leading zeros, an optional `.` and digits, an optional exponent; no spaces, `+` or `_`.
+# The one rule for every decimal string (consume's amount, metered properties); use
+# `fullmatch`.
+DECIMAL_STRING = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
 
 def _iso_8601(value: Any) -> Any:
@@ -56,7 +59,7 @@ _QUANTITY = (
 def _quantity(value: Any) -> Decimal:
     if isinstance(value, Decimal):  # from Python
         return value
-    if isinstance(value, str) and DECIMAL_STRING.match(value):
+    if isinstance(value, str) and DECIMAL_STRING.fullmatch(value):
         return Decimal(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return Decimal(value)

@@ -10,7 +10,14 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic_core import to_json
 
 from billfold.catalog.schemas import MeterOut
-from billfold.http.bodies import body_of, json_body_schema, json_response, read_json
+from billfold.http.bodies import (
+    UnsupportedMediaType,
+    body_of,
+    json_body_schema,
+    json_response,
+    read_json,
+    require_utf8,
+)
 from billfold.http.calls import Call, ReadCall, ReportCall, SelfCommittingReportCall, short_path
 from billfold.http.openapi import schema_of
 from billfold.kit.errors import BillfoldError
@@ -54,12 +61,6 @@ class UnreadableEvents(BillfoldError):
     title = "The body is not a usage event or a batch of them"
 
 
-class UnsupportedMediaType(BillfoldError):
-    status = 415
-    code = "unsupported_media_type"
-    title = "Unsupported media type"
-
-
 def _example(media_type: str, schema: Any, value: Any) -> dict[str, Any]:
     return {media_type: {"schema": schema_of(schema), "example": value}}
 
@@ -88,6 +89,12 @@ _CLOUDEVENT = {
     EVENTS_PATH,
     operation_id="reportUsage",
     response_model=IngestOut,
+    responses={
+        400: {
+            "description": "`unreadable_events`: the body is not a usage event or a batch of "
+            "them (not strict UTF-8 JSON, empty, or over 10,000 events)"
+        }
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -106,9 +113,11 @@ async def report_usage(request: Request, call: ReportCall) -> Response:
     seen before; it counts once) or `rejected` with a code and a reason. The answer is
     200 when any event was accepted or was a duplicate, and 422 `events_rejected` (with
     the same `results`) when every one was rejected."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared, _, parameters = request.headers.get("content-type", "").partition(";")
+    media_type = declared.strip().lower()
     if media_type not in events.MEDIA_TYPES:
         raise UnsupportedMediaType(f"send one of {', '.join(events.MEDIA_TYPES)}")
+    require_utf8(parameters)  # read as UTF-8, like every JSON body (decision 0022)
     try:
         items = events.read_body(await body_of(request), media_type)
     except events.BodyError as error:

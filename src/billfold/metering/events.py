@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,6 +23,8 @@ from pydantic_core import PydanticSerializationError, to_json
 
 from billfold.catalog.meters import EVENT_TYPE
 from billfold.customers.service import EXTERNAL_ID
+from billfold.kit import strictjson
+from billfold.kit.schemas import DECIMAL_STRING
 from billfold.kit.text import NUL, json_faults, text_fault
 
 MAX_BATCH: Final = 10_000
@@ -95,8 +96,9 @@ def read_body(raw: bytes, media_type: str) -> list[Any]:
     if media_type not in MEDIA_TYPES:
         raise BodyError(f"send {', '.join(MEDIA_TYPES)}, not {media_type or 'no content type'}")
     try:
-        document = json.loads(raw, parse_float=_parse_float)
-    except (ValueError, RecursionError) as error:
+        # The one strict reader (decision 0022); NaN and Infinity are refused per event.
+        document = strictjson.loads(raw, parse_float=_parse_float, constants=True)
+    except strictjson.NotStrictJson as error:
         raise BodyError(f"the body is not valid JSON: {error}") from None
     if media_type == CLOUDEVENT_TYPE:
         if not isinstance(document, dict):
@@ -275,10 +277,17 @@ def sorted_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-# A decimal as text: what a JSON number is without an exponent, no sign but "-", no
-# spaces, no "_", no leading zeros; at most 28 digits (Decimal's exact precision).
-_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+# A decimal string (`kit.schemas.DECIMAL_STRING`, the one rule) holding at most 28
+# digits once written without an exponent (Decimal's exact precision): "1e3" is 1000,
+# "1e30" is refused.
 MAX_DECIMAL_DIGITS: Final = 28
+
+
+def _plain_digits(value: Decimal) -> int:
+    """How many digits `value` has written out without an exponent (1e3: 4, 1e-3: 3)."""
+    _sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # a decimal string is finite
+    return len(digits) + exponent if exponent >= 0 else max(len(digits), -exponent)
 
 
 def metered_number(value: Any) -> Decimal | None:
@@ -291,16 +300,20 @@ def metered_number(value: Any) -> Decimal | None:
         return Decimal(repr(value)) if math.isfinite(value) else None
     if kind is Decimal:
         return value if value.is_finite() else None
-    if kind is str and _DECIMAL.fullmatch(value):
-        digits = len(value) - value.startswith("-") - ("." in value)
-        if digits <= MAX_DECIMAL_DIGITS:
-            return Decimal(value)
+    if kind is str and len(value) <= _LONGEST and DECIMAL_STRING.fullmatch(value):
+        number = Decimal(value)
+        if _plain_digits(number) <= MAX_DECIMAL_DIGITS:
+            return number
     return None
 
 
+# Longer text is refused before Decimal reads it (an exponent of a million digits).
+_LONGEST: Final = 64
+
+
 NUMBER_RULE: Final = (
-    f'a JSON number or a decimal string such as "12.5" or "-3" (at most '
-    f"{MAX_DECIMAL_DIGITS} digits, no exponent, spaces, _ or +)"
+    f'a JSON number or a decimal string written as JSON writes a number, such as "12.5", '
+    f'"-3" or "1e3" (at most {MAX_DECIMAL_DIGITS} digits written out; no spaces, _ or +)'
 )
 
 

@@ -44,6 +44,7 @@ from billfold.kit.worker import Runner
 from billfold.metering import deadletters
 from billfold.metering.deadletters import Letter
 from billfold.metering.events import UsageEvent
+from billfold.metering.ingest import KEY_REUSED as REUSED
 from billfold.metering.ingest import ingest
 
 log = logging.getLogger("billfold.ingest")
@@ -169,6 +170,14 @@ class DeadLetterMetrics:
         )
         for kind in (deadletters.EVENT, deadletters.MESSAGE):
             self.parked.labels(kind)
+        self.dropped = Counter(
+            "billfold_ingest_dropped_events",
+            "Events the ingest worker dropped and logged, by code: a key reused with another "
+            "body (idempotency_key_reused) is the client's retry bug, answered by the API",
+            ["code"],
+            registry=registry,
+        )
+        self.dropped.labels(REUSED)
 
 
 async def run_worker(
@@ -236,7 +245,10 @@ class StreamSource:
                 undecodable.append(letter)
             else:
                 bodies.append((_message_id(message), body))
-        parked = await store(self._database, bodies, self._options, now)
+        dropped: list[str] = []
+        parked = await store(self._database, bodies, self._options, now, dropped=dropped)
+        for code in dropped:
+            self._metrics.dropped.labels(code).inc()
         if undecodable:
             async with self._database.transaction() as session:
                 for letter in undecodable:
@@ -339,20 +351,31 @@ TENANT_ID_LENGTH = 40  # tenants.id
 
 
 async def store(
-    database: Database, bodies: Items, options: WorkerOptions, now: datetime
+    database: Database,
+    bodies: Items,
+    options: WorkerOptions,
+    now: datetime,
+    *,
+    dropped: list[str] | None = None,
 ) -> list[Letter]:
     """One transaction per tenant in the batch: insert new events, draw quotas, and park
     what cannot be stored. If the database refuses a tenant's transaction for its
     content, its events are stored one by one, and each one refused is parked. Returns
-    the letters parked."""
+    the letters parked; the code of each event dropped (logged, not parked: a key reused
+    with another body) is added to `dropped`."""
     by_tenant: dict[str, Items] = {}
     for message_id, body in bodies:
         by_tenant.setdefault(body["tenant_id"], []).append((message_id, body))
     parked: list[Letter] = []
     for tenant_id, items in by_tenant.items():
+        tenant_dropped: list[str] = []  # counted once its transaction commits
         try:
             async with database.transaction() as session:
-                parked += await _store_tenant(session, tenant_id, items, options, now)
+                parked += await _store_tenant(
+                    session, tenant_id, items, options, now, tenant_dropped
+                )
+            if dropped is not None:
+                dropped += tenant_dropped
         except Exception as error:
             if not await _poisoned(database, error):
                 raise
@@ -361,20 +384,30 @@ async def store(
                 tenant_id,
                 _describe(error),
             )
-            parked += await _one_by_one(database, tenant_id, items, options, now)
+            parked += await _one_by_one(database, tenant_id, items, options, now, dropped)
     return parked
 
 
 async def _one_by_one(
-    database: Database, tenant_id: str, items: Items, options: WorkerOptions, now: datetime
+    database: Database,
+    tenant_id: str,
+    items: Items,
+    options: WorkerOptions,
+    now: datetime,
+    dropped: list[str] | None,
 ) -> list[Letter]:
     parked: list[Letter] = []
     for message_id, body in items:
         for raw in body["events"]:
             single = [(message_id, {**body, "events": [raw]})]
+            event_dropped: list[str] = []
             try:
                 async with database.transaction() as session:
-                    parked += await _store_tenant(session, tenant_id, single, options, now)
+                    parked += await _store_tenant(
+                        session, tenant_id, single, options, now, event_dropped
+                    )
+                if dropped is not None:
+                    dropped += event_dropped
             except Exception as error:
                 if not await _poisoned(database, error):
                     raise
@@ -386,7 +419,12 @@ async def _one_by_one(
 
 
 async def _store_tenant(
-    session: Any, tenant_id: str, items: Items, options: WorkerOptions, now: datetime
+    session: Any,
+    tenant_id: str,
+    items: Items,
+    options: WorkerOptions,
+    now: datetime,
+    dropped: list[str],
 ) -> list[Letter]:
     catalog = await catalog_reader.current(session, tenant_id)
     parked: list[Letter] = []
@@ -412,7 +450,19 @@ async def _store_tenant(
         by_key = {o.idempotency_key: o for o in outcomes if o.status == "rejected"}
         for raw, event in good:
             rejected = by_key.get(event.idempotency_key)
-            if rejected is not None:
+            if rejected is not None and rejected.code == REUSED:
+                # A client's retry with another body: the API answered it already, and
+                # an operator can do nothing about it; dropped and logged (0023, 0024).
+                log.warning(
+                    "ingest: dropped event %s of tenant %s (message %s): %s: %s",
+                    event.idempotency_key,
+                    tenant_id,
+                    message_id,
+                    rejected.code,
+                    rejected.reason,
+                )
+                dropped.append(rejected.code)
+            elif rejected is not None:
                 reason = f"{rejected.code}: {rejected.reason}"
                 parked.append(_letter(tenant_id, message_id, body, raw, reason))
     for letter in parked:

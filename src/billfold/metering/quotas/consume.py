@@ -24,6 +24,7 @@ from billfold.grants.snapshots import Snapshot, SnapshotCache
 from billfold.kit import eventlog
 from billfold.kit.context import Context
 from billfold.kit.errors import BillfoldError, FieldError, InvalidInput
+from billfold.kit.idempotency import IdempotencyKeyReused
 from billfold.kit.ids import new_sorted_ids
 from billfold.kit.invariants import invariant
 from billfold.metering import repository
@@ -49,12 +50,6 @@ class QuotaExceeded(BillfoldError):
     status = 402
     code = "quota_exceeded"
     title = "The quota does not cover this"
-
-
-class IdempotencyKeyReused(BillfoldError):
-    status = 422  # as for a reused Idempotency-Key header: one code, one status
-    code = "idempotency_key_reused"
-    title = "This idempotency key belongs to another request"
 
 
 @dataclass(frozen=True)
