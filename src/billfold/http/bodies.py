@@ -132,21 +132,27 @@ _SCALARS = frozenset({str, int, float, bool, type(None), Decimal, datetime})
 
 
 @functools.cache
-def _flat(model: type[BaseModel]) -> bool:
-    """Whether every field of `model` holds a scalar (no object, so no nested keys)."""
+def _shape(model: type[BaseModel]) -> tuple[bool, bool]:
+    """Whether every field of `model` holds a scalar (so the body's only keys are the
+    fields'), and whether it holds no float (so a NaN or Infinity never validates)."""
+    leaves: list[Any] = []
 
     def scalar(annotation: Any) -> bool:
-        if annotation in _SCALARS:
-            return True
-        arguments = typing.get_args(annotation)
         origin = typing.get_origin(annotation)
+        arguments = typing.get_args(annotation)
         if origin is typing.Annotated:
             return scalar(arguments[0])
-        if origin in (typing.Union, types.UnionType, typing.Literal):
-            return origin is typing.Literal or all(scalar(item) for item in arguments)
-        return isinstance(annotation, type) and issubclass(annotation, enum.Enum)
+        if origin in (typing.Union, types.UnionType):
+            return all([scalar(item) for item in arguments])
+        leaves.append(annotation)
+        return (
+            annotation in _SCALARS
+            or origin is typing.Literal
+            or (isinstance(annotation, type) and issubclass(annotation, enum.Enum))
+        )
 
-    return all(scalar(field.annotation) for field in model.model_fields.values())
+    flat = all([scalar(field.annotation) for field in model.model_fields.values()])
+    return flat, flat and float not in leaves
 
 
 # What pydantic's parser lets through and `decode_json` refuses, besides duplicate keys.
@@ -156,10 +162,15 @@ _MAYBE_FAULT = re.compile(rb"NaN|Infinity|\\u0000")
 def _suspect(raw: bytes, parsed: BaseModel) -> bool:
     """Whether `raw` could hold what pydantic's parser lets through and `decode_json`
     refuses: NaN, Infinity, an escaped NUL, or a key given twice. Every key is followed
-    by a colon, so a body with no more colons than the model has keys repeats none."""
-    if _MAYBE_FAULT.search(raw) is not None:
+    by a colon, so a body with no more colons than the model has keys repeats none.
+    A model of scalars without floats (the check's) needs the least of it."""
+    flat, floatless = _shape(type(parsed))
+    if floatless:  # NaN and Infinity are floats: no field would take them
+        if b"\\u0000" in raw:
+            return True
+    elif _MAYBE_FAULT.search(raw) is not None:
         return True
-    keys = len(parsed.__pydantic_fields_set__) if _flat(type(parsed)) else _keys(parsed)
+    keys = len(parsed.__pydantic_fields_set__) if flat else _keys(parsed)
     return raw.count(b":") > keys
 
 
