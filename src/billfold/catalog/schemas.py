@@ -34,9 +34,7 @@ class PlanOut(Out):
     name: str
     version: int
     default: bool
-    for_sale: bool = Field(
-        True, description="offered to customers (upgrade hints); false: only granted"
-    )
+    for_sale: bool = Field(description="offered to customers (upgrade hints); false: only granted")
     features: dict[str, bool | int | str | list[str]]
     created_at: datetime | None = None
 
