@@ -80,6 +80,21 @@ async def seen_within(probe: Any, expected: object, bound_s: float) -> float:
         await asyncio.sleep(0.005)
 
 
+async def answered_from_the_cache(harness: Harness, customer: str) -> None:
+    """A check of `customer` is answered with no SQL statement within the staleness bound.
+
+    Under a loaded machine a poll can miss the bound and the watchdog drops the caches
+    (as it must); the next checks fill them again. Never answering from the cache fails."""
+    started = time.monotonic()
+    while True:
+        with StatementCounter(harness) as counter:
+            assert await allowed(harness, customer) is False
+        if counter.count == 0:
+            return
+        assert time.monotonic() - started < 2 * STALE_AFTER_S, "never answered from the cache"
+        await asyncio.sleep(0.01)
+
+
 async def failures(harness: Harness) -> float:
     """`billfold_change_feed_failures_total`, as `/metrics` shows it."""
     text = (await harness.client.get("/metrics")).text
@@ -96,9 +111,7 @@ async def test_a_grant_committed_by_another_connection_is_seen_within_the_bound(
     other = await second_process(live)
     try:
         assert await allowed(live, "ann") is False  # free: 3 spaces; now cached
-        with StatementCounter(live) as counter:
-            assert await allowed(live, "ann") is False
-        assert counter.count == 0  # answered from the cache
+        await answered_from_the_cache(live, "ann")
         response = await other.post("/v1/customers/ann/grants", {"plan": "pro"})
         assert response.status_code == 201, response.text
         await seen_within(lambda: allowed(live, "ann"), True, STALE_AFTER_S)
