@@ -6,7 +6,7 @@ A limit's meter adds up (plansfile: count or sum, maybe with `subtract`), so an 
 part of the value does not depend on the order events arrive in: the kept value is the
 stored one plus what each new event adds, computed by the read-time aggregation's own
 `Accumulator`. A customer's first value is that aggregation itself, over all of its
-events, computed under the tenant's gauge lock (see `repository.gauge_definitions_locked`).
+events, computed under the tenant's gauge lock (see `gauge_rows.gauge_definitions_locked`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from billfold.catalog.features import FeatureType
 from billfold.catalog.meters import Meter
 from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.periods import BEGINNING, NEVER
-from billfold.metering import repository, usage
+from billfold.metering import gauge_rows, usage
 from billfold.metering.aggregation import Accumulator, NotANumber, Row, matches
 
 _UNADDABLE: Final = object()  # a delta holding a value the meter cannot add
@@ -64,7 +64,7 @@ async def keep(
     properties as stored) to the kept gauges, in the caller's transaction."""
     if not inserted:
         return  # nothing new: no gauge moves
-    definitions = await repository.gauge_definitions_locked(session, tenant_id)
+    definitions = await gauge_rows.gauge_definitions_locked(session, tenant_id)
     if not definitions:
         return
     meters = [Meter.from_json(key, definition) for key, definition in definitions.items()]
@@ -82,7 +82,7 @@ async def keep(
         return
     by_key = {meter.key: meter for meter in meters}
     deltas = {key: _delta(by_key[key[0]], events) for key, events in grouped.items()}
-    await repository.add_to_gauges(session, tenant_id, _add, deltas)
+    await gauge_rows.add_to_gauges(session, tenant_id, _add, deltas)
 
 
 def kept(catalog: Catalog, meter: Meter) -> bool:
@@ -113,7 +113,7 @@ async def current(
     meter = catalog.meters.get(meter_key)
     if database is None or meter is None or not kept(catalog, meter):
         return await _aggregate(unit.session, catalog, tenant_id, customer, meter_key)
-    found = await repository.gauge_of(unit.session, tenant_id, meter_key, customer)
+    found = await gauge_rows.gauge_of(unit.session, tenant_id, meter_key, customer)
     if found is not None:
         definition, revision, has_value, value = found
         if revision == catalog.revision and definition == meter.as_json():
@@ -136,8 +136,8 @@ async def _first_value(
 ) -> Any:
     """Under the gauge lock: keep the meter under this catalog revision (unless a newer one
     keeps it already), and store the customer's value, from every event stored."""
-    await repository.lock_gauges_exclusively(session, tenant_id)
-    found = await repository.gauge_of(session, tenant_id, meter.key, customer)
+    await gauge_rows.lock_gauges_exclusively(session, tenant_id)
+    found = await gauge_rows.gauge_of(session, tenant_id, meter.key, customer)
     definition = meter.as_json()
     if found is None or found[1] != catalog.revision or found[0] != definition:
         if found is not None and found[1] > catalog.revision:
@@ -145,14 +145,14 @@ async def _first_value(
         # Kept from this catalog revision on: values kept under an earlier one are
         # forgotten, so nothing that catalog let pass unkept (a quota's consume of the
         # meter's events, say) lingers in them.
-        await repository.keep_gauge(session, tenant_id, meter.key, definition, catalog.revision)
+        await gauge_rows.keep_gauge(session, tenant_id, meter.key, definition, catalog.revision)
     elif found[2]:  # another check stored it meanwhile
         return _UNADDABLE if found[3] is None else Decimal(found[3])
     try:
         value: Decimal | None = await _aggregate(session, catalog, tenant_id, customer, meter.key)
     except usage.MeterValueNotANumber:
         value = None
-    await repository.store_gauge_value(
+    await gauge_rows.store_gauge_value(
         session, tenant_id, meter.key, customer, None if value is None else str(value)
     )
     return _UNADDABLE if value is None else value

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Text,
-    and_,
     bindparam,
     cast,
-    delete,
-    insert,
     literal,
     or_,
     select,
@@ -28,9 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold.kit.db import Record
 from billfold.kit.invariants import invariant
 from billfold.kit.sql import dialect_insert
-from billfold.metering.tables import gauge_meters, gauge_values, quota_accounts, usage_events
+from billfold.metering.tables import quota_accounts, usage_events
 
-_CHUNK = 1_000  # rows per INSERT statement; each row binds 10 parameters
+CHUNK = 1_000  # rows per INSERT statement; each row binds 10 parameters
 
 
 async def insert_new(
@@ -41,7 +38,7 @@ async def insert_new(
     The unique (tenant, key) constraint decides, so concurrent retries of one key insert
     it exactly once, whichever transaction commits first. Rows share one tenant;
     `properties_json`, when given, is each row's properties as JSON text."""
-    if _is_postgres(session):
+    if is_postgres(session):
         return await _insert_new_postgres(session, rows, properties_json)
     # One statement, compiled once and cached; SQLAlchemy sends the rows in batches
     # ("insertmanyvalues") and gathers what RETURNING answers.
@@ -169,7 +166,7 @@ async def record_consumes(
     """Store consumes' usage events and their accounts' states (locked by the caller);
     returns how many events were new. One statement on PostgreSQL."""
     tenant_id = rows[0]["tenant_id"]
-    if not _is_postgres(session):
+    if not is_postgres(session):
         inserted = await insert_new(session, rows)
         await save_accounts(session, tenant_id, states, now)
         return len(inserted)
@@ -272,7 +269,7 @@ JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
 async def ids_by_key(session: AsyncSession, tenant_id: str, keys: Sequence[str]) -> dict[str, str]:
     """The ids of the stored events among `keys`, by key (PostgreSQL's ingest path: it
     reads no properties, unlike `events_by_keys`)."""
-    if not _is_postgres(session):
+    if not is_postgres(session):
         return {row[0]: row[1] for row in await events_by_keys(session, tenant_id, keys)}
     connection = await session.connection()
     result: Any = await connection.exec_driver_sql(_IDS_BY_KEYS, (tenant_id, sorted(set(keys))))
@@ -300,15 +297,15 @@ async def events_in_full(
     ).where(usage_events.c.tenant_id == tenant_id)
     found: list[Record] = []
     unique = sorted(set(keys))
-    for start in range(0, len(unique), _CHUNK):
-        chunk = statement.where(usage_events.c.idempotency_key.in_(unique[start : start + _CHUNK]))
+    for start in range(0, len(unique), CHUNK):
+        chunk = statement.where(usage_events.c.idempotency_key.in_(unique[start : start + CHUNK]))
         found.extend((await session.execute(chunk)).all())
     return found
 
 
 def property_text(session: AsyncSession, name: str) -> ColumnElement[str]:
     """One property of the stored JSON, as exact JSON text (`"gpt-4o"`, `0.125`), or NULL."""
-    if _is_postgres(session):
+    if is_postgres(session):
         return cast(type_coerce(usage_events.c.properties, JSONB).op("->")(literal(name)), Text)
     return type_coerce(usage_events.c.properties, Text).op("->")(literal(f'$."{name}"'))
 
@@ -341,11 +338,11 @@ async def lock_accounts(
     """Lock the quota accounts of (customer, feature) pairs, creating missing ones, and
     return their state. Locks are taken in key order, so two batches never deadlock."""
     ordered = sorted(set(keys))
-    if _is_postgres(session):
+    if is_postgres(session):
         return await _lock_accounts_postgres(session, tenant_id, ordered, now)
     found: dict[tuple[str, str], dict[str, Any]] = {}
-    for start in range(0, len(ordered), _CHUNK):
-        chunk = ordered[start : start + _CHUNK]
+    for start in range(0, len(ordered), CHUNK):
+        chunk = ordered[start : start + CHUNK]
         await session.execute(
             dialect_insert(session, quota_accounts).on_conflict_do_nothing(
                 index_elements=["tenant_id", "customer", "feature_key"]
@@ -426,7 +423,7 @@ async def save_accounts(
 ) -> None:
     if not states:
         return
-    if _is_postgres(session):
+    if is_postgres(session):
         connection = await session.connection()
         arguments = (tenant_id, now, *_account_arrays(states))
         await connection.exec_driver_sql(_SAVE_ACCOUNTS, arguments)
@@ -477,12 +474,12 @@ async def events_by_keys(
     unique = sorted(set(keys))
     if not unique:
         return []
-    if _is_postgres(session):
+    if is_postgres(session):
         connection = await session.connection()
         result: Any = await connection.exec_driver_sql(_EVENTS_BY_KEYS, (tenant_id, unique))
         return [(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in result]
     found: list[StoredKey] = []
-    for start in range(0, len(unique), _CHUNK):
+    for start in range(0, len(unique), CHUNK):
         statement = select(
             usage_events.c.idempotency_key,
             usage_events.c.id,
@@ -492,7 +489,7 @@ async def events_by_keys(
             usage_events.c.properties,
         ).where(
             usage_events.c.tenant_id == tenant_id,
-            usage_events.c.idempotency_key.in_(unique[start : start + _CHUNK]),
+            usage_events.c.idempotency_key.in_(unique[start : start + CHUNK]),
         )
         found.extend(
             (row[0], row[1], row[2], row[3], row[4], dict(row[5]))
@@ -501,7 +498,7 @@ async def events_by_keys(
     return found
 
 
-def _is_postgres(session: AsyncSession) -> bool:
+def is_postgres(session: AsyncSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
@@ -554,161 +551,3 @@ async def page_of_events(
         )
     statement = statement.order_by(columns.occurred_at, columns.id).limit(limit)
     return list((await session.execute(statement)).all())
-
-
-# Gauges kept current (metering/gauges.py). Every ingest holds the tenant's gauge lock shared
-# from reading the definitions to its commit; a check that computes a customer's first value
-# holds it exclusively. So an ingest either commits before that computation reads the events
-# (and is in it), or adds its events to the value the computation stored. SQLite runs one
-# write transaction at a time, which is as much.
-_GAUGE_LOCK_SHARED = """
-SELECT g.meter_key, g.definition::text
-FROM (SELECT pg_advisory_xact_lock_shared(hashtextextended($2, 0))) AS l
-LEFT JOIN gauge_meters AS g ON g.tenant_id = $1
-"""
-
-
-def _gauge_lock_name(tenant_id: str) -> str:
-    return f"billfold.gauges/{tenant_id}"
-
-
-async def gauge_definitions_locked(
-    session: AsyncSession, tenant_id: str
-) -> dict[str, dict[str, Any]]:
-    """The tenant's kept gauges (meter key -> definition), taking its gauge lock shared."""
-    if _is_postgres(session):
-        connection = await session.connection()
-        result: Any = await connection.exec_driver_sql(
-            _GAUGE_LOCK_SHARED, (tenant_id, _gauge_lock_name(tenant_id))
-        )
-        return {row[0]: json.loads(row[1]) for row in result if row[0] is not None}
-    statement = select(gauge_meters.c.meter_key, gauge_meters.c.definition).where(
-        gauge_meters.c.tenant_id == tenant_id
-    )
-    return {row[0]: dict(row[1]) for row in await session.execute(statement)}
-
-
-async def lock_gauges_exclusively(session: AsyncSession, tenant_id: str) -> None:
-    if _is_postgres(session):
-        connection = await session.connection()
-        await connection.exec_driver_sql(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", (_gauge_lock_name(tenant_id),)
-        )
-
-
-async def gauge_of(
-    session: AsyncSession, tenant_id: str, meter_key: str, customer: str
-) -> tuple[dict[str, Any], int, bool, str | None] | None:
-    """A kept gauge's (definition, catalog revision, whether the customer has a value, the
-    value), or None when the meter is not kept. One statement, so one snapshot."""
-    values = gauge_values.c
-    statement = (
-        select(
-            gauge_meters.c.definition,
-            gauge_meters.c.catalog_revision,
-            values.customer,
-            values.value,
-        )
-        .select_from(
-            gauge_meters.outerjoin(
-                gauge_values,
-                and_(
-                    values.tenant_id == gauge_meters.c.tenant_id,
-                    values.meter_key == gauge_meters.c.meter_key,
-                    values.customer == customer,
-                ),
-            )
-        )
-        .where(gauge_meters.c.tenant_id == tenant_id, gauge_meters.c.meter_key == meter_key)
-    )
-    row = (await session.execute(statement)).one_or_none()
-    if row is None:
-        return None
-    return dict(row[0]), int(row[1]), row[2] is not None, row[3]
-
-
-async def keep_gauge(
-    session: AsyncSession,
-    tenant_id: str,
-    meter_key: str,
-    definition: Mapping[str, Any],
-    revision: int,
-) -> None:
-    """Keep `meter_key` under `definition` from now on, forgetting the values kept under
-    another. The caller holds the gauge lock exclusively."""
-    await session.execute(
-        delete(gauge_values).where(
-            gauge_values.c.tenant_id == tenant_id, gauge_values.c.meter_key == meter_key
-        )
-    )
-    await session.execute(
-        delete(gauge_meters).where(
-            gauge_meters.c.tenant_id == tenant_id, gauge_meters.c.meter_key == meter_key
-        )
-    )
-    await session.execute(
-        insert(gauge_meters).values(
-            tenant_id=tenant_id,
-            meter_key=meter_key,
-            definition=dict(definition),
-            catalog_revision=revision,
-        )
-    )
-
-
-async def store_gauge_value(
-    session: AsyncSession, tenant_id: str, meter_key: str, customer: str, value: str | None
-) -> None:
-    """A customer's first kept value. The caller holds the gauge lock exclusively."""
-    await session.execute(
-        insert(gauge_values).values(
-            tenant_id=tenant_id, meter_key=meter_key, customer=customer, value=value
-        )
-    )
-
-
-async def add_to_gauges(
-    session: AsyncSession,
-    tenant_id: str,
-    add: Callable[[str | None, Any], str | None],
-    deltas: Mapping[tuple[str, str], Any],
-) -> None:
-    """Add each (meter key, customer)'s delta to its kept value, where the customer has one:
-    `add(stored, delta)` is the new value. Rows are locked in key order (byte order), so two
-    ingests never deadlock on them."""
-    ordered = sorted(deltas)
-    values = gauge_values.c
-    found: dict[tuple[str, str], str | None] = {}
-    for start in range(0, len(ordered), _CHUNK):
-        chunk = ordered[start : start + _CHUNK]
-        statement = select(values.meter_key, values.customer, values.value).where(
-            values.tenant_id == tenant_id,
-            tuple_(values.meter_key, values.customer).in_(chunk),
-        )
-        if _is_postgres(session):
-            statement = statement.order_by(
-                values.meter_key.collate("C"), values.customer.collate("C")
-            ).with_for_update()
-        for row in await session.execute(statement):
-            found[(row[0], row[1])] = row[2]
-    if not found:
-        return
-    write = (
-        update(gauge_values)
-        .where(
-            values.tenant_id == bindparam("b_tenant"),
-            values.meter_key == bindparam("b_meter"),
-            values.customer == bindparam("b_customer"),
-        )
-        .values(value=bindparam("b_value"))
-    )
-    rows = [
-        {
-            "b_tenant": tenant_id,
-            "b_meter": meter,
-            "b_customer": customer,
-            "b_value": add(stored, deltas[(meter, customer)]),
-        }
-        for (meter, customer), stored in sorted(found.items())
-    ]
-    await session.execute(write, rows)
