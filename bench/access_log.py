@@ -3,12 +3,11 @@ once, called directly (no server, no socket), with access lines off and on.
 
 Run: `.venv/bin/python bench/access_log.py [--requests 200000] [--rounds 5]`.
 
-"on" is what `billfold serve` runs: JSON lines through the writing thread of
-`billfold.kit.logs` into /dev/null. Its time includes the thread's formatting and writing
-(it shares the GIL with the event loop, so that work is the server's too): the process's
-CPU time is counted, every thread's, until the last line is written. "off" is
-BILLFOLD_LOG_LEVEL=WARNING, which still sets the guard's correlation id context variable.
-The difference is the cost of a line.
+"on" is what `billfold serve` runs: JSON lines through the sink of `billfold.kit.logs`
+into /dev/null, written in batches from the event loop (decision 0027); the clock stops
+once the last line is written. "off" is BILLFOLD_LOG_LEVEL=WARNING, which still sets the
+guard's correlation id context variable. The process's CPU time is counted, every
+thread's. The difference is the cost of a line.
 """
 
 from __future__ import annotations

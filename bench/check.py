@@ -229,7 +229,13 @@ def billfold_executable() -> str:
 
 
 def server_env(database_url: str, secret_key: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BILLFOLD_")}
+    # Our own BILLFOLD_ settings are the bench's to choose, except how the server logs
+    # (BILLFOLD_LOG_LEVEL=WARNING: no access lines, to see what they cost).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("BILLFOLD_") or k.startswith("BILLFOLD_LOG_")
+    }
     env["BILLFOLD_DATABASE_URL"] = database_url
     env["BILLFOLD_SECRET_KEY"] = secret_key
     return env

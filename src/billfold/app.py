@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from billfold import __version__
 from billfold.audit.api import router as audit_router
@@ -33,6 +35,7 @@ from billfold.kit import eventlog
 from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock, SystemClock
 from billfold.kit.db import Database
+from billfold.kit.invariants import InvariantViolation
 from billfold.kit.schemas import Out
 from billfold.metering import deps as metering_deps
 from billfold.metering.api import EVENTS_PATH
@@ -91,7 +94,7 @@ def create_app(
         await metering.close()
         await database.dispose()
 
-    app = FastAPI(
+    app = _Billfold(
         title="Billfold",
         version=__version__,
         description="Billing and entitlements: plans as configuration, grants, checks, "
@@ -111,13 +114,15 @@ def create_app(
     # Filled at the end, once every route is declared.
     fast: dict[tuple[str, str], Any] = {}
     app.state.short_paths = fast
-    app.add_middleware(
+    guard = functools.partial(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
         metrics=metrics,
         short_paths=fast,
         large_bodies={("POST", EVENTS_PATH): settings.max_events_body_bytes},
     )
+    app.add_middleware(guard)
+    app.short_paths = guard(_unreachable)
 
     @app.get("/healthz", operation_id="healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -172,6 +177,35 @@ def create_app(
         if isinstance(route, Route)
     ]
     return app
+
+
+class _Billfold(FastAPI):
+    """FastAPI, with the hot routes (`deps.short_path`: the check API, consume, ping)
+    handed by the server straight to a request guard of their own. Starlette's error,
+    telemetry and body-limit middleware, which those routes would otherwise pass
+    through, do nothing for them: the guard limits the body and answers a 500 itself,
+    and so does the short path. That is ~2 µs of each such request (decision 0013)."""
+
+    short_paths: RequestGuard | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        guard = self.short_paths
+        if (
+            guard is not None
+            and scope["type"] == "http"
+            and (scope["method"], scope["path"]) in guard.short_paths
+            and not self.root_path
+        ):
+            scope["app"] = self  # as Starlette sets it: the routes read `app.state`
+            await guard(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+async def _unreachable(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app behind the short paths' guard, which answers every request it is given
+    from its short paths."""
+    raise InvariantViolation(f"no short path for {scope.get('method')} {scope.get('path')}")
 
 
 def _publish_permissions(routes: list[Any]) -> None:

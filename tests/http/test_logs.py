@@ -3,11 +3,13 @@ carries its correlation id, and every request gets one access line, a 500 too.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import os
 import re
-import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -211,42 +213,105 @@ async def test_a_correlation_id_with_a_trailing_newline_is_replaced(lines: Lines
     assert access["correlation_id"] == echoed
 
 
-class Stalled(io.StringIO):
-    """A stream whose first write waits until `release` is set: a full pipe."""
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, io.TextIOWrapper]]:
+    """A pipe nobody reads yet: its read end, and its write end as a text stream."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    try:
+        yield read_end, stream
+    finally:
+        stream.close()
+        os.close(read_end)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered, self.release = threading.Event(), threading.Event()
 
-    def write(self, text: str) -> int:
-        self.entered.set()
-        self.release.wait(10)
-        return super().write(text)
+def fill(fd: int) -> int:
+    """Fill the pipe `fd` writes to, as a log reader that stopped reading would."""
+    os.set_blocking(fd, False)
+    written = 0
+    try:
+        while True:
+            written += os.write(fd, b"." * 65536)
+    except BlockingIOError:
+        return written
+    finally:
+        os.set_blocking(fd, True)
 
 
-def test_a_stalled_stream_drops_access_lines_and_says_how_many() -> None:
+def read_all(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    chunks = []
+    try:
+        while True:
+            chunks.append(os.read(fd, 1 << 20))
+    except BlockingIOError:
+        return b"".join(chunks)
+    finally:
+        os.set_blocking(fd, True)
+
+
+@pytest.fixture
+def restore_root() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    stream = Stalled()
-    logs.configure("json", "INFO", stream)
-    limit = logs.access.max_queued
     try:
-        logs.access.max_queued = 5
-        logging.getLogger("billfold.test").info("first")
-        assert stream.entered.wait(10)  # the writer is stuck in this line's write
-        for n in range(20):
-            logs.access("GET", f"/n/{n}", 200, 0.001, f"c-{n}", None)
-        stream.release.set()
-        logs.flush()
-        found = [json.loads(line) for line in stream.getvalue().splitlines()]
+        yield
     finally:
-        logs.access.max_queued = limit
         logs.shutdown()
         for handler in handlers:
             root.addHandler(handler)
         root.setLevel(level)
-    assert [line["message"] for line in found[:1]] == ["first"]
-    assert [line["path"] for line in found[1:6]] == [f"/n/{n}" for n in range(5)]
+
+
+@pytest.mark.usefixtures("restore_root")
+def test_a_stalled_pipe_never_blocks_and_drops_lines_past_the_bound(
+    pipe: tuple[int, io.TextIOWrapper],
+) -> None:
+    read_end, stream = pipe
+    logs.configure("json", "INFO", stream)
+    logs.access.sink.max_waiting = 5  # type: ignore[union-attr]
+    logging.getLogger("billfold.test").info("first")  # no event loop here: written at once
+    filled = fill(stream.fileno())
+    started = time.monotonic()
+    for n in range(20):  # each tries to write, finds the pipe full, and goes on
+        logs.access("GET", f"/n/{n}", 200, 0.001, f"c-{n}", None)
+    assert logs.flush(0.05) is False  # nothing went, and nothing waited past the timeout
+    assert time.monotonic() - started < 5
+    written = read_all(read_end)  # the reader catches up
+    assert written.count(b"\n") == 1  # "first": the access lines waited, the pipe being full
+    assert len(written) == written.index(b"\n") + 1 + filled
+    assert logs.flush() is True
+    found = [json.loads(line) for line in read_all(read_end).splitlines()]
+    # the line the first write took, then the 5 that may wait; the other 14 dropped
+    assert [line["path"] for line in found[:6]] == [f"/n/{n}" for n in range(6)]
     assert found[6]["level"] == "WARNING"
-    assert found[6]["dropped"] == 15
+    assert found[6]["dropped"] == 14
     assert len(found) == 7
+
+
+@pytest.mark.usefixtures("restore_root")
+async def test_in_an_event_loop_lines_are_written_together_soon_after(
+    pipe: tuple[int, io.TextIOWrapper],
+) -> None:
+    read_end, stream = pipe
+    logs.configure("json", "INFO", stream)
+    for n in range(3):
+        logs.access("GET", f"/n/{n}", 200, 0.001, f"c-{n}", None)
+    logging.getLogger("billfold.test").warning("after them")
+    assert read_all(read_end) == b""  # not one write a line
+    await asyncio.sleep(logs.access.sink.interval_s * 4)  # type: ignore[union-attr]
+    found = [json.loads(line) for line in read_all(read_end).splitlines()]
+    assert [line.get("path", line["message"]) for line in found] == [
+        "/n/0",
+        "/n/1",
+        "/n/2",
+        "after them",
+    ]
+
+
+def test_lines_are_written_whole_to_a_write() -> None:
+    lines = [f"line {n:03d} " + "x" * 1000 for n in range(10)] + ["y" * 9000, "z"]
+    chunks = logs._chunks(lines, 4096)
+    assert b"".join(chunks).decode().splitlines() == lines
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+    assert [len(chunk) <= 4096 for chunk in chunks] == [True, True, True, False, True]

@@ -41,6 +41,7 @@ from billfold.kit.text import json_faults
 M = TypeVar("M", bound=BaseModel)
 
 JSON_MEDIA_TYPE = "application/json"
+_PLAIN_JSON = (b"content-type", JSON_MEDIA_TYPE.encode())  # a raw ASGI header
 MAX_DEPTH = strictjson.MAX_DEPTH
 
 
@@ -186,7 +187,8 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
         )
-    require_json(request)
+    if _PLAIN_JSON not in request.scope["headers"]:  # what nearly every client sends
+        require_json(request)
     try:
         parsed = model.model_validate_json(raw)
     except ValidationError as error:

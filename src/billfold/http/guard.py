@@ -3,7 +3,7 @@ access log, and the short paths that answer the hot routes past FastAPI's routin
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,8 +18,9 @@ from billfold.kit.errors import PayloadTooLarge
 from billfold.kit.logs import CORRELATION, access
 
 # Matched whole (fullmatch): `$` would also let a trailing newline through.
-_CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+_CORRELATION = re.compile(rb"[A-Za-z0-9._:-]{1,100}")
 _CORRELATION_KEY = CORRELATION_HEADER.encode()
+_random_bits = random.getrandbits
 # Where an authenticated request leaves its tenant's id, for the access line (see calls).
 TENANT_STATE_KEY = "tenant_id"
 
@@ -57,23 +58,26 @@ class RequestGuard:
         headers = dict(scope.get("headers") or [])
         # X-Correlation-Id, or else the X-Request-ID a proxy may have set; kept if it is
         # 1-100 of [A-Za-z0-9._:-], replaced by a new one otherwise.
-        supplied = (headers.get(_CORRELATION_KEY) or headers.get(b"x-request-id") or b"").decode(
-            "latin-1"
-        )
-        correlation = supplied if _CORRELATION.fullmatch(supplied) else os.urandom(16).hex()
+        supplied = headers.get(_CORRELATION_KEY) or headers.get(b"x-request-id")
+        if supplied is not None and _CORRELATION.fullmatch(supplied):
+            correlation = supplied.decode("ascii")
+        else:
+            # A correlation id names a request and guards nothing: `random` (seeded
+            # from the OS, and again in each forked worker), not a system call a request.
+            correlation = f"{_random_bits(128):032x}"
         scope.setdefault("state", {})["correlation_id"] = correlation
         # Every line logged while serving this request carries its id. Left set when
         # the request fails: the catch-all 500 handler and the server log it after us.
         token = CORRELATION.set(correlation)
-        status_holder = {"status": 500}
-        started = {"response": False}
+        outcome = [500, False]  # the status answered, and whether the answer has begun
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                started["response"] = True
-                status_holder["status"] = message["status"]
+                status = outcome[0] = message["status"]
+                outcome[1] = True
                 headers = message.setdefault("headers", [])
-                if not any(name == _CORRELATION_KEY for name, _ in headers):
+                # Only a problem (4xx, 5xx) may carry the header already.
+                if status < 400 or not any(name == _CORRELATION_KEY for name, _ in headers):
                     headers.append((_CORRELATION_KEY, correlation.encode()))
             await send(message)
 
@@ -86,7 +90,7 @@ class RequestGuard:
             try:
                 await app(scope, self._limited(receive, limit), send_with_headers)
             except Exception as exc:
-                if started["response"]:
+                if outcome[1]:
                     raise  # half an answer is out: only closing the connection ends it
                 # Answer the 500 here, as any other problem. Starlette's outermost
                 # ServerErrorMiddleware would answer it too, but then re-raise, and the
@@ -98,10 +102,10 @@ class RequestGuard:
                 unit = scope["state"].get(UNIT_STATE_KEY)
                 if unit is not None:  # a read-only request's unit of work, if it had one
                     await unit.close()
-                self._observe(scope, status_holder["status"], started_s)
+                self._observe(scope, outcome[0], started_s)
             CORRELATION.reset(token)
             return
-        self._observe(scope, status_holder["status"], started_s)
+        self._observe(scope, outcome[0], started_s)
         CORRELATION.reset(token)
 
     def _observe(self, scope: Scope, status: int, started_s: float) -> None:

@@ -3,29 +3,36 @@ correlation id of the request it was logged in, and one access line per request.
 
 `configure()` is called once by each serving or worker process (`billfold serve`, the
 ASGI module, `billfold worker ...`). Every module keeps logging through the standard
-library (`logging.getLogger("billfold.x")`); the root logger's one handler puts records
-on a queue (having merged the message's `%s` arguments), and a thread formats the lines
-and writes them, so the event loop never waits on stderr.
+library (`logging.getLogger("billfold.x")`); the root logger's one handler formats each
+record where it is logged and leaves the line with the sink (`_Sink`), which writes many
+lines to a write, from the event loop, a few times a second, and never while stderr
+would block.
 
 The correlation id is a context variable the request guard sets (`CORRELATION`): each
 request runs in its own task, so every line logged while serving it carries its id. The
-access line is the request's cheapest line: the guard hands the listener a tuple, and the
-thread makes the record. See docs/decisions/0027 and docs/operating.md#logs.
+access line is the request's cheapest line: the guard leaves the sink a tuple, which is
+made a line when the batch is written. No thread: in a busy server a second thread that
+wants the GIL makes each of the event loop's system calls dearer (decision 0027). See
+also docs/operating.md#logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import io
 import logging
-import logging.handlers
+import os
+import select
 import signal
+import stat
 import sys
 import threading
 import time
+from collections import deque
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from json.encoder import encode_basestring as _string
-from queue import Empty, SimpleQueue
 from typing import IO, Any, Literal
 
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -124,74 +131,191 @@ class ConsoleLines(Lines):
         return line
 
 
-class _ToQueue(logging.handlers.QueueHandler):
-    """Puts records on the queue as they are: the listener runs in this process, so
-    nothing is pickled. What must be read now is read now: the correlation id (a context
-    variable of this task) and the message (its arguments could change later)."""
+class _Handler(logging.Handler):
+    """The root logger's one handler: formats the record where it is logged (the
+    correlation id is a context variable of the task logging it) and leaves the line
+    with the sink."""
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+    def __init__(self, sink: _Sink) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
         if "correlation_id" not in record.__dict__:
             record.correlation_id = CORRELATION.get()
-        record.msg = record.getMessage()
-        record.args = None
-        return record
+        self.sink.add(self.sink.format(record))
 
 
-class _Writer(threading.Thread):
-    """Formats and writes what is queued, on its own thread, many lines to a write: at
-    10,000 requests a second one write (and flush) a line would be 10,000 system calls."""
+class _Sink:
+    """Lines waiting to be written to a stream, and the writing of them.
 
-    def __init__(self, queue: SimpleQueue[Any], stream: IO[str], lines: Lines) -> None:
-        super().__init__(name="billfold-logs", daemon=True)
-        self.queue, self.stream, self.lines = queue, stream, lines
+    A line is left here (`add`, from any thread); within `interval_s` the event loop
+    that left it writes every line waiting, `lines_per_write` lines at most at a time, or
+    right away once that many wait; a thread with no event loop (the CLI, a test) writes
+    at once. At 10,000 requests a second, one write a line would be 10,000 system calls.
 
-    def run(self) -> None:
-        while True:
-            batch = [self.queue.get()]
-            # A few hundred lines at most before the write gives the GIL back: the
-            # event loop waits for this thread no longer than about a millisecond.
-            while len(batch) < 256:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except Empty:
-                    break
-            out: list[str] = []
-            stop = False
-            for item in batch:
-                if isinstance(item, tuple | logging.LogRecord):
-                    out.append(self._format(item))
-                elif item is _STOP:
-                    stop = True
-            dropped, access.dropped = access.dropped, 0
-            if dropped:
-                out.append(self._format(_dropped(dropped)))
-            if out:
-                self._write("\n".join(out) + "\n")
-            for item in batch:
-                if isinstance(item, threading.Event):  # flush(): what came before is written
-                    item.set()
-            if stop:
-                return
+    A stream with a file descriptor is written with `os.write`, whole lines to a write,
+    so that the lines of several processes sharing stderr never cut into one another,
+    and only when `poll` says the descriptor takes more: a pipe nobody reads stalls
+    the log, never the event loop. Past `max_waiting` lines, lines are dropped and
+    counted, and a WARNING line says how many once the stream takes lines again."""
 
-    def _format(self, item: logging.LogRecord | AccessEntry) -> str:
-        """The line of a record or an access entry; a line that says so if that fails,
-        for this thread must outlive any line."""
+    interval_s = 0.05
+    lines_per_write = 512
+    bytes_per_write = 4096  # PIPE_BUF: what a pipe that polls writable takes at once
+    max_waiting = 100_000
+
+    def __init__(self, stream: IO[str], lines: Lines) -> None:
+        self.stream, self.lines = stream, lines
+        # Lines, or access entries (made lines when written); deque ends are safe
+        # between threads without a lock.
+        self.waiting: deque[str | AccessEntry] = deque()
+        # Whole lines as UTF-8 the descriptor has not taken yet: one batch at most, for
+        # no more is taken from `waiting` until they are written.
+        self.unwritten: deque[bytes] = deque()
+        self.dropped = 0
+        self.scheduled = False
+        self.blocked = False
+        self.lock = threading.Lock()  # one writer at a time
+        self.fd = _descriptor(stream)
+        # A regular file takes any write at once; a pipe, socket or terminal may not.
+        self.may_block = self.fd is not None and not stat.S_ISREG(os.fstat(self.fd).st_mode)
+        if not self.may_block:
+            self.bytes_per_write = 1 << 20
+        self.poll = select.poll()  # no FD_SETSIZE limit, unlike select()
+        if self.fd is not None:
+            self.poll.register(self.fd, select.POLLOUT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's line; a line that says so if that fails: logging must not."""
         try:
-            if isinstance(item, tuple):
-                return self.lines.access(item)
-            return self.lines.format(item)
+            return self.lines.format(record)
         except Exception as error:
-            return f"(billfold.kit.logs could not format {item!r}: {error!r})"
+            return f"(billfold.kit.logs could not format {record!r}: {error!r})"
 
-    def _write(self, text: str) -> None:
+    def add(self, line: str | AccessEntry) -> None:
+        waiting = self.waiting
+        if len(waiting) >= self.max_waiting:
+            self.dropped += 1
+            return
+        waiting.append(line)
+        if len(waiting) >= self.lines_per_write and not self.blocked:
+            self.write()
+        elif not self.scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop in this thread: write now
+                self.write()
+                return
+            self.scheduled = True
+            loop.call_later(self.interval_s, self._due)
+
+    def _due(self) -> None:
+        self.scheduled = False
+        self.write()
+        if self.waiting or self.unwritten:  # the stream took not all: try again later
+            self.scheduled = True
+            asyncio.get_running_loop().call_later(self.interval_s, self._due)
+
+    def write(self, timeout_s: float = 0.0) -> bool:
+        """Write what waits, as far as the stream takes it without blocking (or within
+        `timeout_s`); whether nothing is left waiting."""
+        with self.lock:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if not self.unwritten:
+                    out = self._lines()
+                    if self.dropped and not self.waiting:
+                        dropped, self.dropped = self.dropped, 0
+                        out.append(self.format(_dropped(dropped)))
+                    if not out:
+                        self.blocked = False
+                        return True
+                    if self.fd is None:
+                        self._write_stream(out)
+                        continue
+                    self.unwritten.extend(_chunks(out, self.bytes_per_write))
+                if not self._send(deadline):
+                    self.blocked = True
+                    return False
+
+    def _lines(self) -> list[str]:
+        out: list[str] = []
+        waiting, access = self.waiting, self.lines.access
         try:
-            self.stream.write(text)
+            while len(out) < self.lines_per_write:
+                item = waiting.popleft()
+                if type(item) is str:
+                    out.append(item)
+                else:
+                    try:
+                        out.append(access(item))  # type: ignore[arg-type]
+                    except Exception as error:
+                        out.append(f"(billfold.kit.logs could not format {item!r}: {error!r})")
+        except IndexError:
+            pass
+        return out
+
+    def _write_stream(self, out: list[str]) -> None:
+        try:
+            self.stream.write("\n".join(out) + "\n")
             self.stream.flush()
         except (OSError, ValueError):  # stderr closed or gone: nothing left to tell it
             pass
 
+    def _send(self, deadline: float) -> bool:
+        """Write the chunks not yet written, each once `poll` says the descriptor takes
+        more; whether all went by `deadline`."""
+        assert self.fd is not None
+        unwritten = self.unwritten
+        while unwritten:
+            try:
+                if self.may_block:
+                    wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
+                    if not self.poll.poll(wait_ms):
+                        return False
+                chunk = unwritten[0]
+                written = os.write(self.fd, chunk)
+            except InterruptedError:
+                continue
+            except (OSError, ValueError):  # the descriptor is gone: nothing left to tell it
+                unwritten.clear()
+                return True
+            if written < len(chunk):
+                unwritten[0] = chunk[written:]
+            else:
+                unwritten.popleft()
+        return True
 
-_STOP = object()
+
+def _chunks(lines: list[str], size: int) -> list[bytes]:
+    """`lines` as UTF-8, whole lines to a chunk of at most `size` bytes (a longer line
+    is a chunk of its own)."""
+    chunks: list[bytes] = []
+    current: list[bytes] = []
+    length = 0
+    for line in lines:
+        data = line.encode("utf-8", "backslashreplace") + b"\n"
+        if current and length + len(data) > size:
+            chunks.append(b"".join(current))
+            current, length = [], 0
+        current.append(data)
+        length += len(data)
+    if current:
+        chunks.append(b"".join(current))
+    return chunks
+
+
+def _descriptor(stream: IO[str]) -> int | None:
+    """The file descriptor under `stream`, after writing what its own buffer holds; None
+    for a stream without one (a StringIO)."""
+    try:
+        fd = stream.fileno()
+        stream.flush()
+        os.fstat(fd)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+    return fd
 
 
 def _dropped(count: int) -> logging.LogRecord:
@@ -200,7 +324,7 @@ def _dropped(count: int) -> logging.LogRecord:
         logging.WARNING,
         __file__,
         0,
-        "dropped %d access lines: the log's stream did not keep up",
+        "dropped %d log lines: the log's stream did not keep up",
         (count,),
         None,
     )
@@ -243,17 +367,14 @@ def access_record(
 class AccessLog:
     """One line per request: method, path, status, duration, correlation id, tenant.
 
-    With `configure()` the entry goes to the writing thread as a tuple (a fraction of a
-    microsecond here); without it (a library user, a test that configured nothing) it is
-    an ordinary record of the `billfold.access` logger."""
+    With `configure()` the entry is left with the sink as a tuple (well under a
+    microsecond here) and made a line when it is written; without it (a library user, a
+    test that configured nothing) it is an ordinary record of the `billfold.access`
+    logger."""
 
     def __init__(self) -> None:
         self.logger = logging.getLogger(ACCESS_LOGGER)
-        self.queue: SimpleQueue[Any] | None = None
-        # Past this many lines waiting (stderr blocked: a full pipe, a stalled reader),
-        # access lines are counted and dropped, not kept: memory stays bounded.
-        self.max_queued = 100_000
-        self.dropped = 0
+        self.sink: _Sink | None = None
 
     def __call__(
         self,
@@ -267,18 +388,14 @@ class AccessLog:
         if not self.logger.isEnabledFor(logging.INFO):
             return
         entry = (method, path, status, duration_s * 1000, correlation_id, tenant_id, time.time())
-        if self.queue is not None:
-            if self.queue.qsize() < self.max_queued:
-                self.queue.put(entry)
-            else:
-                self.dropped += 1
+        if self.sink is not None:
+            self.sink.add(entry)
         else:
             self.logger.handle(access_record(*entry))
 
 
 access = AccessLog()
-_writer: _Writer | None = None
-_queue: SimpleQueue[Any] | None = None
+_sink: _Sink | None = None
 
 
 def formatter(log_format: Format, stream: IO[str]) -> Lines:
@@ -290,47 +407,41 @@ def formatter(log_format: Format, stream: IO[str]) -> Lines:
 def configure(
     log_format: Format = "auto", level: str = "INFO", stream: IO[str] | None = None
 ) -> None:
-    """Send every log line of this process to `stream` (stderr) through a writing
-    thread, as JSON lines or, on a terminal (`auto`), lines for people. Idempotent:
-    calling it again replaces the previous configuration."""
-    global _writer, _queue
+    """Send every log line of this process to `stream` (stderr), as JSON lines or, on a
+    terminal (`auto`), lines for people, many to a write. Idempotent: calling it again
+    replaces the previous configuration."""
+    global _sink
     shutdown()
     stream = stream if stream is not None else sys.stderr
-    _queue = SimpleQueue()
+    _sink = _Sink(stream, formatter(log_format, stream))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(_ToQueue(_queue))
+    root.addHandler(_Handler(_sink))
     root.setLevel(level)
-    _writer = _Writer(_queue, stream, formatter(log_format, stream))
-    _writer.start()
-    access.queue = _queue
+    access.sink = _sink
     _write_before_sigterm()
 
 
-def flush(timeout_s: float = 5.0) -> None:
-    """Wait until every line logged so far is written."""
-    if _queue is None:
-        return
-    done = threading.Event()
-    _queue.put(done)
-    done.wait(timeout_s)
+def flush(timeout_s: float = 5.0) -> bool:
+    """Write every line logged so far, waiting up to `timeout_s` for a stream that does
+    not take them; whether all went."""
+    return _sink.write(timeout_s) if _sink is not None else True
 
 
 def shutdown() -> None:
-    """Write what is queued and stop the writing thread (at exit, or to reconfigure)."""
-    global _writer, _queue
-    access.queue = None
-    if _writer is not None and _queue is not None:
-        _queue.put(_STOP)
-        _writer.join(timeout=5)
-        _writer = None
-    if _queue is not None:
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            if isinstance(handler, _ToQueue):
-                root.removeHandler(handler)
-        _queue = None
+    """Write what waits (for up to 5 s) and stop logging through the sink (at exit, or to
+    reconfigure)."""
+    global _sink
+    sink, _sink = _sink, None
+    if sink is None:
+        return
+    access.sink = None
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _Handler):
+            root.removeHandler(handler)
+    sink.write(5.0)
 
 
 atexit.register(shutdown)
