@@ -72,7 +72,11 @@ def _quantity(value: Any) -> Decimal:
 
 
 # A quantity: a JSON number, or a decimal string for exactness beyond a float's digits.
-Quantity = Annotated[Decimal, BeforeValidator(_quantity)]
+# With constraints, put them before the validator, `Annotated[Decimal, Field(gt=0),
+# QUANTITY]`: pydantic's core checks them there; after it (`Annotated[Quantity,
+# Field(gt=0)]`) they run in Python, at twice the cost of the whole field.
+QUANTITY = BeforeValidator(_quantity)
+Quantity = Annotated[Decimal, QUANTITY]
 
 
 def _storable_text(value: str) -> str:

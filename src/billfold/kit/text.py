@@ -19,6 +19,8 @@ def text_fault(value: str) -> str | None:
     """Why `value` cannot be stored as text, or None if it can."""
     if NUL in value:
         return "contains a NUL character (\\u0000)"
+    if value.isascii():  # a flag of the string, not a scan: no surrogate in ASCII
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

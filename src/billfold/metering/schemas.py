@@ -10,7 +10,7 @@ from pydantic import Field
 
 from billfold.catalog.ai import MODEL
 from billfold.catalog.schemas import MeterOut
-from billfold.kit.schemas import Body, Instant, Out, Quantity, Storable
+from billfold.kit.schemas import QUANTITY, Body, Instant, Out, Storable
 
 
 class OutcomeOut(Out):
@@ -53,7 +53,7 @@ class UsageOut(Out):
 class ConsumeIn(Body):
     customer: Annotated[str, Field(min_length=1, max_length=255), Storable]
     feature: Annotated[str, Field(min_length=1, max_length=100), Storable]
-    amount: Annotated[Quantity, Field(gt=0, max_digits=30, decimal_places=12)] = Decimal(1)
+    amount: Annotated[Decimal, Field(gt=0, max_digits=30, decimal_places=12), QUANTITY] = Decimal(1)
     idempotency_key: Annotated[str, Field(min_length=1, max_length=255), Storable]
     properties: dict[Annotated[str, Storable], Annotated[str, Storable] | int | bool] = Field(
         default_factory=dict, max_length=20

@@ -132,7 +132,7 @@ def consume_digest(
         customer.encode(),
         feature_key.encode(),
         f"{amount.normalize():f}".encode(),
-        sorted_json(dict(properties)).encode(),
+        sorted_json(dict(properties)).encode() if properties else b"{}",
     )
     return hashlib.blake2b(b"\x1f".join(parts), digest_size=8).hexdigest()
 
