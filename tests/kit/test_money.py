@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from billfold.kit.invariants import InvariantViolation
 from billfold.kit.money import Money, round_minor
+from billfold.money import UnknownCurrency, minor_units, round_money, to_minor
 
 
 @pytest.mark.parametrize(
@@ -51,3 +52,65 @@ def test_an_amount_beyond_64_bits_is_refused_however_many_digits_it_has() -> Non
     assert round_minor(Decimal("-9223372036854775807.5"), rounding=ROUND_DOWN) == -(2**63 - 1)
     with pytest.raises(InvariantViolation):
         round_minor(Decimal("-9999999999999999999999999999.5"), rounding=ROUND_HALF_EVEN)
+
+
+# ISO 4217's minor units, from its own table. IQD is where CLDR's display digits (0) and
+# ISO (3) part; CLF and UYW are the 4-digit units of account.
+@pytest.mark.parametrize(
+    ("currency", "units"),
+    [
+        ("USD", 2),
+        ("EUR", 2),
+        ("JPY", 0),
+        ("KRW", 0),
+        ("BHD", 3),
+        ("IQD", 3),
+        ("CLF", 4),
+        ("UYW", 4),
+    ],
+)
+def test_minor_units_are_iso_4217s(currency: str, units: int) -> None:
+    assert minor_units(currency) == units
+
+
+@pytest.mark.parametrize("currency", ["usd", "XXX", "XAU", "US", "ZZZ", ""])
+def test_anything_else_is_an_unknown_currency(currency: str) -> None:
+    with pytest.raises(UnknownCurrency) as refused:
+        minor_units(currency, pointer="#/prices/0/currency")
+    assert refused.value.code == "unknown_currency"
+    assert refused.value.errors[0].pointer == "#/prices/0/currency"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "rounded"),
+    [
+        ("10.005", "USD", "10.01"),
+        ("10.004999", "USD", "10.00"),
+        ("-10.005", "USD", "-10.01"),  # half up is away from zero, as invoices round
+        ("1234.5", "JPY", "1235"),
+        ("0.0005", "BHD", "0.001"),
+        ("29", "EUR", "29.00"),
+    ],
+)
+def test_round_money_rounds_once_half_up_to_minor_units(
+    amount: str, currency: str, rounded: str
+) -> None:
+    result = round_money(Decimal(amount), currency)
+    assert str(result) == rounded
+    assert to_minor(Decimal(amount), currency) == int(
+        Decimal(rounded).scaleb(minor_units(currency))
+    )
+
+
+@given(
+    st.decimals(min_value=-(10**12), max_value=10**12, allow_nan=False, allow_infinity=False),
+    st.sampled_from(["USD", "JPY", "BHD", "CLF"]),
+)
+def test_rounded_money_is_within_half_a_minor_unit_and_rounds_to_itself(
+    amount: Decimal, currency: str
+) -> None:
+    rounded = round_money(amount, currency)
+    unit = Decimal(1).scaleb(-minor_units(currency))
+    assert abs(rounded - amount) <= unit / 2
+    assert round_money(rounded, currency) == rounded
+    assert -rounded == round_money(-amount, currency)  # symmetric: half up away from zero
