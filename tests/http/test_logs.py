@@ -315,3 +315,21 @@ def test_lines_are_written_whole_to_a_write() -> None:
     assert b"".join(chunks).decode().splitlines() == lines
     assert all(chunk.endswith(b"\n") for chunk in chunks)
     assert [len(chunk) <= 4096 for chunk in chunks] == [True, True, True, False, True]
+
+
+@pytest.mark.usefixtures("restore_root")
+def test_a_loop_that_closed_with_a_write_due_does_not_hold_up_the_next(
+    pipe: tuple[int, io.TextIOWrapper],
+) -> None:
+    read_end, stream = pipe
+    logs.configure("json", "INFO", stream)
+
+    async def one(path: str, wait: bool) -> None:
+        logs.access("GET", path, 200, 0.001, "c-1", None)
+        if wait:
+            await asyncio.sleep(logs.access.sink.interval_s * 4)  # type: ignore[union-attr]
+
+    asyncio.run(one("/first", wait=False))  # its loop closes before the write is due
+    asyncio.run(one("/second", wait=True))
+    found = [json.loads(line)["path"] for line in read_all(read_end).splitlines()]
+    assert found == ["/first", "/second"]

@@ -174,7 +174,7 @@ class _Sink:
         # no more is taken from `waiting` until they are written.
         self.unwritten: deque[bytes] = deque()
         self.dropped = 0
-        self.scheduled = False
+        self.scheduled: asyncio.AbstractEventLoop | None = None  # where a write is due
         self.blocked = False
         self.lock = threading.Lock()  # one writer at a time
         self.fd = _descriptor(stream)
@@ -201,21 +201,24 @@ class _Sink:
         waiting.append(line)
         if len(waiting) >= self.lines_per_write and not self.blocked:
             self.write()
-        elif not self.scheduled:
+        else:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # no event loop in this thread: write now
                 self.write()
                 return
-            self.scheduled = True
-            loop.call_later(self.interval_s, self._due)
+            # Once per batch, on this loop: a loop that closed with a write due (a
+            # test's, or a worker's run that ended) leaves the next loop to schedule one.
+            if self.scheduled is not loop:
+                self.scheduled = loop
+                loop.call_later(self.interval_s, self._due)
 
     def _due(self) -> None:
-        self.scheduled = False
+        self.scheduled = None
         self.write()
         if self.waiting or self.unwritten:  # the stream took not all: try again later
-            self.scheduled = True
-            asyncio.get_running_loop().call_later(self.interval_s, self._due)
+            self.scheduled = loop = asyncio.get_running_loop()
+            loop.call_later(self.interval_s, self._due)
 
     def write(self, timeout_s: float = 0.0) -> bool:
         """Write what waits, as far as the stream takes it without blocking (or within
