@@ -368,24 +368,40 @@ async def store(
         by_tenant.setdefault(body["tenant_id"], []).append((message_id, body))
     parked: list[Letter] = []
     for tenant_id, items in by_tenant.items():
-        tenant_dropped: list[str] = []  # counted once its transaction commits
-        try:
-            async with database.transaction() as session:
-                parked += await _store_tenant(
-                    session, tenant_id, items, options, now, tenant_dropped
-                )
-            if dropped is not None:
-                dropped += tenant_dropped
-        except Exception as error:
-            if not await _poisoned(database, error):
-                raise
+        stored, refused = await _attempt(database, tenant_id, items, options, now, dropped)
+        parked += stored
+        if refused is not None:
             log.warning(
                 "ingest: tenant %s's batch was refused (%s); storing its events one by one",
                 tenant_id,
-                _describe(error),
+                _describe(refused),
             )
             parked += await _one_by_one(database, tenant_id, items, options, now, dropped)
     return parked
+
+
+async def _attempt(
+    database: Database,
+    tenant_id: str,
+    items: Items,
+    options: WorkerOptions,
+    now: datetime,
+    dropped: list[str] | None,
+) -> tuple[list[Letter], Exception | None]:
+    """Store `items` in one transaction: (the letters parked, None), or ([], the error)
+    when the database refused their content. The codes of the events dropped are added
+    to `dropped` once the transaction commits."""
+    found: list[str] = []
+    try:
+        async with database.transaction() as session:
+            parked = await _store_tenant(session, tenant_id, items, options, now, found)
+    except Exception as error:
+        if not await _poisoned(database, error):
+            raise
+        return [], error
+    if dropped is not None:
+        dropped += found
+    return parked, None
 
 
 async def _one_by_one(
@@ -400,18 +416,10 @@ async def _one_by_one(
     for message_id, body in items:
         for raw in body["events"]:
             single = [(message_id, {**body, "events": [raw]})]
-            event_dropped: list[str] = []
-            try:
-                async with database.transaction() as session:
-                    parked += await _store_tenant(
-                        session, tenant_id, single, options, now, event_dropped
-                    )
-                if dropped is not None:
-                    dropped += event_dropped
-            except Exception as error:
-                if not await _poisoned(database, error):
-                    raise
-                letter = _letter(tenant_id, message_id, body, raw, _describe(error))
+            stored, refused = await _attempt(database, tenant_id, single, options, now, dropped)
+            parked += stored
+            if refused is not None:
+                letter = _letter(tenant_id, message_id, body, raw, _describe(refused))
                 async with database.transaction() as session:
                     await deadletters.park(session, letter, now)
                 parked.append(letter)
