@@ -23,7 +23,6 @@ from billfold.metering.ingest import ingest
 from billfold.metering.stream import _event_json, _event_of
 from tests.conftest import PLANS, Harness, assert_problem, new_harness, postgresql_only
 from tests.factories import quota_usage
-from tests.metering.test_ingest_stream import streaming  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.anyio
 
@@ -404,7 +403,7 @@ async def test_the_ai_usage_summary_refuses_a_nul_in_any_text(harness: Harness) 
 
 @postgresql_only  # the stream is the platform setup, tested on PostgreSQL (see test_ingest_stream)
 async def test_nothing_poisoned_is_queued_on_the_stream(
-    streaming: Harness,  # noqa: F811 (the fixture imported above)
+    streaming: Harness,
     nats_url: str,
 ) -> None:
     import nats

@@ -10,7 +10,6 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-import nats
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +19,6 @@ from billfold.catalog import catalog as catalog_reader
 from billfold.catalog.catalog import Catalog
 from billfold.kit.periods import BEGINNING, NEVER
 from billfold.metering import gauges, usage
-from billfold.metering.deps import Metering
 from billfold.metering.tables import gauge_values
 from tests import factories
 from tests.conftest import Harness, assert_problem, new_harness, postgresql_only
@@ -335,24 +333,6 @@ async def test_parallel_ingests_and_first_checks_agree_with_the_aggregation(
         assert await kept(gauged, customer, "spaces") == await aggregated(
             gauged, customer, "spaces"
         )
-
-
-@pytest.fixture
-async def streaming(database_url: str, nats_url: str) -> Any:
-    """A harness whose usage goes through a NATS stream of its own (removed after)."""
-    stream = f"BILLFOLD_TEST_{secrets.token_hex(4).upper()}"
-    built = await new_harness(database_url, ingest=nats_url, ingest_stream=stream)
-    try:
-        yield built
-    finally:
-        await built.app.state.runtime.collaborators[Metering].publisher.close()
-        await built.client.aclose()
-        await built.database.dispose()
-        client = await nats.connect(nats_url)
-        try:
-            await client.jetstream().delete_stream(stream)
-        finally:
-            await client.close()
 
 
 @pytest.mark.anyio

@@ -7,14 +7,12 @@ PostgreSQL only: several processes write at once, which is the platform setup.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,7 +21,6 @@ from sqlalchemy import text
 
 from billfold.kit.text import NUL
 from billfold.metering import deadletters
-from billfold.metering.deps import Metering
 from billfold.metering.stream import (
     WorkerOptions,
     _ensure_stream,
@@ -32,32 +29,12 @@ from billfold.metering.stream import (
     next_batch,
     store,
 )
-from tests.conftest import ROOT, Harness, new_harness, postgresql_only
+from tests.conftest import ROOT, Harness, postgresql_only
 
 pytestmark = pytest.mark.anyio
 
 BILLFOLD = ROOT / ".venv" / "bin" / "billfold"
 BATCHES, PER_BATCH = 20, 250
-
-
-@pytest.fixture
-async def streaming(database_url: str, nats_url: str) -> AsyncIterator[Harness]:
-    stream = f"BILLFOLD_TEST_{secrets.token_hex(4).upper()}"
-    built = await new_harness(database_url, ingest=nats_url, ingest_stream=stream)
-    try:
-        yield built
-    finally:
-        await built.app.state.runtime.collaborators[Metering].publisher.close()
-        await built.client.aclose()
-        await built.database.dispose()
-        import nats
-
-        client = await nats.connect(nats_url)
-        try:
-            with contextlib.suppress(nats.js.errors.NotFoundError):  # none was made
-                await client.jetstream().delete_stream(stream)
-        finally:
-            await client.close()
 
 
 def env_of(harness: Harness) -> dict[str, str]:
