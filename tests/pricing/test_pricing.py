@@ -98,6 +98,12 @@ def test_a_free_amount_covers_the_first_amounts_and_charges_the_rest_of_an_event
     assert rate(price, [D(100), D(100), D(100)]) == D("5") + D("10")
 
 
+def test_with_both_allowances_the_first_to_run_out_ends_them() -> None:
+    price = {"model": "percentage", "rate": "10", "free_events": 1, "free_amount": "50"}
+    # the first event is free (30 of the 50); the second is past free_events
+    assert rate(price, [D(30), D(40), D(100)]) == D(4) + D(10)
+
+
 def test_graduated_percentage_charges_each_tier_its_rate() -> None:
     price = {
         "model": "graduated_percentage",
@@ -129,6 +135,7 @@ def test_graduated_percentage_charges_each_tier_its_rate() -> None:
             "#/rounding",
         ),
         ({"model": "percentage", "rate": "101"}, "#/rate"),
+        ({"model": "percentage", "rate": "1", "free_events": "1.5"}, "#/free_events"),
         (
             {"model": "percentage", "rate": "1", "min_per_event": 2, "max_per_event": 1},
             "#/max_per_event",

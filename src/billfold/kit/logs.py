@@ -248,11 +248,11 @@ class _Sink:
         try:
             while len(out) < self.lines_per_write:
                 item = waiting.popleft()
-                if type(item) is str:
+                if isinstance(item, str):
                     out.append(item)
                 else:
                     try:
-                        out.append(access(item))  # type: ignore[arg-type]
+                        out.append(access(item))
                     except Exception as error:
                         out.append(f"(billfold.kit.logs could not format {item!r}: {error!r})")
         except IndexError:

@@ -152,6 +152,8 @@ def _check(price: Price, path: str) -> None:
         price.field("min_per_event")
     ):
         _refuse(f"{path}/max_per_event", "max_per_event is at least min_per_event")
+    if price.model == "percentage" and price.field("free_events") % 1:
+        _refuse(f"{path}/free_events", "free_events is a whole number of events")
     if price.model == "percentage" and price.field("rate") > 100:
         _refuse(f"{path}/rate", "a rate is a percentage, at most 100")
     if price.model == "graduated_percentage":
@@ -234,25 +236,24 @@ def _percentage(price: Price, usage: Any) -> Decimal:
     percent = price.field("rate") / 100
     fixed = price.field("fixed_amount")
     free_events = price.fields.get("free_events")
-    free_amount = price.fields.get("free_amount")
+    unused = price.fields.get("free_amount")  # of the free amount, what is left
+    has_allowance = free_events is not None or unused is not None
     low = price.fields.get("min_per_event")
     high = price.fields.get("max_per_event")
-    total, seen, covered = Decimal(0), 0, Decimal(0)
-    for event in _events(usage):
+    total = Decimal(0)
+    for n, event in enumerate(_events(usage)):
         charged = event
-        free = free_events is not None or free_amount is not None
-        if free_events is not None and seen >= free_events:
-            free = False
-        if free and free_amount is not None:
-            left = free_amount - covered
-            if left <= 0:
-                free = False
-            else:
-                covered += min(event, left)
-                charged = max(event - left, Decimal(0))
-        seen += 1
-        if free and (free_amount is None or charged == 0):
-            continue
+        if (
+            has_allowance
+            and (free_events is None or n < free_events)
+            and (unused is None or unused > 0)
+        ):
+            if unused is None:
+                continue  # one of the free events
+            charged = max(event - unused, Decimal(0))
+            unused -= event - charged
+            if charged == 0:
+                continue
         fee = charged * percent + fixed
         if low is not None:
             fee = max(fee, low)
