@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+import yaml
 
 from tests.conftest import PLANS, Harness, assert_problem
 from tests.factories import entitlements, grant
@@ -92,13 +93,21 @@ async def test_parallel_applies_store_one_new_version(harness: Harness) -> None:
 
 
 def without_metering(text: str) -> str:
-    """The plans file without its meters, its metered feature and that feature's values."""
-    text = text[: text.index("meters:")] + text[text.index("features:") :]
-    start = text.index("  ai.tokens:\n")
-    end = text.index("\n\nplans:", start)
-    text = text[:start] + text[end + 1 :]
-    kept = [line for line in text.splitlines() if "ai.tokens:" not in line and "meter:" not in line]
-    return "\n".join(kept) + "\n"
+    """The plans file without its meters: no metered feature and no values of it, no
+    feature that keeps its count in a meter, and no usage prices."""
+    document = yaml.safe_load(text)
+    del document["meters"]
+    metered = {key for key, f in document["features"].items() if f["type"] == "metered"}
+    for key in metered:
+        del document["features"][key]
+    for feature in document["features"].values():
+        feature.pop("meter", None)
+    for plan in document["plans"].values():
+        for key in metered:
+            plan["features"].pop(key, None)
+        for price in plan.get("prices", ()):
+            price.pop("usage", None)
+    return str(yaml.safe_dump(document, sort_keys=False))
 
 
 async def test_meters_are_diffed_applied_and_archived(harness: Harness) -> None:

@@ -191,7 +191,7 @@ ai:
     assert errors == [
         "plans.free.name: expected text of at most 200 characters",
         "plans.free.colour: unknown key"
-        " (expected one of name, description, default, for_sale, features)",
+        " (expected one of name, description, default, for_sale, features, prices)",
         "plans.free.features: expected a mapping of feature keys to values",
         "ai.currency: expected an ISO 4217 code, e.g. USD",
         'ai.models.gpt-4o.prompt: expected minor units per million tokens, e.g. 250 or "7.5"',

@@ -10,6 +10,7 @@ from billfold.catalog import repository
 from billfold.catalog.ai import AiSettings
 from billfold.catalog.features import Feature, FeatureType, FeatureValue, from_json
 from billfold.catalog.meters import Meter
+from billfold.catalog.prices import PlanPrice
 from billfold.kit.errors import FieldError, NotFound
 
 
@@ -31,6 +32,15 @@ class PlanVersion:
     description: str | None
     features: dict[str, FeatureValue]
     digest: str
+    prices: tuple[PlanPrice, ...] = ()
+
+    def price(self, currency: str, interval: str | None = None) -> PlanPrice | None:
+        """The version's price in `currency` (and `interval`, when given; otherwise the
+        first the plans file lists in that currency)."""
+        for option in self.prices:
+            if option.currency == currency and interval in (None, option.interval):
+                return option
+        return None
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ async def load(session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
                 if key in features
             },
             digest=row.digest,
+            prices=tuple(PlanPrice.from_json(raw) for raw in row.prices or ()),
         )
         for row in await repository.all_versions(session, tenant_id)
     }

@@ -208,7 +208,7 @@ FEATURE_KINDS: Final[dict[str, type[_FeatureBase]]] = {
 
 
 class PlanDef(_Section):
-    """A plan: its name, and a value for each feature it gives. (Prices come here.)"""
+    """A plan: its name, a value for each feature it gives, and its prices."""
 
     name: (
         Annotated[
@@ -228,6 +228,8 @@ class PlanDef(_Section):
     features: Annotated[
         dict[Any, Any], _mapping("expected a mapping of feature keys to values")
     ] = Field(default_factory=dict)
+    # Checked by `billfold.catalog.prices.read_prices` once the meters are known.
+    prices: Any = None
 
 
 class ModelPrice(_Section):

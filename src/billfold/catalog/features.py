@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from billfold.catalog.prices import PlanPrice
+
 FEATURE_KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 PLAN_KEY = re.compile(r"^[a-z][a-z0-9_-]*$")
 GLOB = re.compile(r"^[A-Za-z0-9_.*?\[\]!:/-]{1,200}$")
@@ -75,6 +77,7 @@ class PlanDefinition:
     default: bool
     features: dict[str, FeatureValue]
     for_sale: bool = True  # offered to customers (upgrade hints); False: only granted
+    prices: tuple[PlanPrice, ...] = ()  # per currency and interval; none: not billed
 
 
 def to_json(value: FeatureValue) -> Any:

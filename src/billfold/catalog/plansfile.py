@@ -58,6 +58,7 @@ from billfold.catalog.meters import (
     Aggregation,
     Meter,
 )
+from billfold.catalog.prices import PlanPrice, read_prices
 from billfold.catalog.problems import Problems
 from billfold.catalog.quotas import QuotaPolicy
 
@@ -159,7 +160,7 @@ def validate(document: Any, *, problems: list[str] | None = None) -> CatalogSpec
     meters = _meters(section("meters"), found)
     ai = _ai(section("ai"), found)
     features = _features(section("features"), meters, found)
-    plans = _plans(section("plans"), features, found)
+    plans = _plans(section("plans"), features, meters, found)
     defaults = [key for key, plan in plans.items() if plan.default]
     if len(defaults) > 1:
         found.add(
@@ -313,7 +314,10 @@ def _feature_meter(
 
 
 def _plans(
-    raw: Mapping[Any, Any], features: Mapping[str, Feature], found: Problems
+    raw: Mapping[Any, Any],
+    features: Mapping[str, Feature],
+    meters: Mapping[str, Meter],
+    found: Problems,
 ) -> dict[str, PlanDefinition]:
     plans: dict[str, PlanDefinition] = {}
     for key, body in raw.items():
@@ -339,6 +343,11 @@ def _plans(
                 found.add(value_path, parsed)
                 continue
             values[feature_key] = parsed
+        prices: tuple[PlanPrice, ...] = ()
+        if plan.prices is not None:
+            prices, problems = read_prices(plan.prices, meters, (*path, "prices"))
+            for problem_path, message in problems:
+                found.add(problem_path, message)
         plans[key] = PlanDefinition(
             key=key,
             name=(plan.name or key).strip(),
@@ -346,5 +355,6 @@ def _plans(
             default=plan.default,
             features=values,
             for_sale=plan.for_sale,
+            prices=prices,
         )
     return plans

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -29,6 +30,19 @@ class FeatureOut(Out):
     description: str | None
 
 
+class PriceOut(Out):
+    """One price of a plan version, as the plans file writes it (amounts are decimal
+    strings in major units; docs/pricing.md)."""
+
+    currency: str
+    interval: str
+    interval_count: int
+    recurring: dict[str, Any] | None = None
+    usage: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    minimum: str | None = None
+    trial_days: int = 0
+
+
 class PlanOut(Out):
     key: str
     name: str
@@ -36,6 +50,7 @@ class PlanOut(Out):
     default: bool
     for_sale: bool = Field(description="offered to customers (upgrade hints); false: only granted")
     features: dict[str, bool | int | str | list[str]]
+    prices: list[PriceOut] = Field(default_factory=list)
     created_at: datetime | None = None
 
 
@@ -66,6 +81,7 @@ def catalog_out(catalog: Catalog) -> CatalogOut:
                 default=plan.is_default,
                 for_sale=plan.for_sale,
                 features={k: to_json(v) for k, v in version.features.items()},
+                prices=[PriceOut(**price.as_json()) for price in version.prices],
             )
         )
     return CatalogOut(

@@ -15,6 +15,7 @@ from billfold.catalog import plansfile, repository
 from billfold.catalog.catalog import Catalog
 from billfold.catalog.features import FeatureType, PlanDefinition, to_json
 from billfold.catalog.plansfile import CatalogSpec, PlansFileError
+from billfold.catalog.prices import PlanPrice
 from billfold.kit import eventlog
 from billfold.kit.changes import publish
 from billfold.kit.context import Context
@@ -88,11 +89,16 @@ async def submit(
 
 
 def plan_digest(plan: PlanDefinition) -> str:
-    body = {
+    """What makes a plan version: its name, description, feature values and prices. A
+    plan without prices hashes as it did before plans had prices, so a stored catalog
+    keeps its versions."""
+    body: dict[str, Any] = {
         "name": plan.name,
         "description": plan.description,
         "features": {key: to_json(value) for key, value in sorted(plan.features.items())},
     }
+    if plan.prices:
+        body["prices"] = [price.as_json() for price in plan.prices]
     encoded = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
 
@@ -156,7 +162,8 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
         )
         if stored_plan is None or version is None:
             details = tuple(f"{k}: {_show(v)}" for k, v in sorted(plan.features.items()))
-            changes.append(Change("add", "plan", key, ("v1", *details)))
+            prices = tuple(f"price {p.describe()}: {_show_price(p)}" for p in plan.prices)
+            changes.append(Change("add", "plan", key, ("v1", *details, *prices)))
             continue
         details_list: list[str] = []
         if version.digest != plan_digest(plan):
@@ -170,6 +177,7 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
                 after = plan.features.get(feature_key)
                 if before != after:
                     details_list.append(f"{feature_key}: {_show(before)} -> {_show(after)}")
+            details_list.extend(_price_changes(version.prices, plan.prices))
         if stored_plan.is_default != plan.default:
             details_list.append(f"default: {stored_plan.is_default} -> {plan.default}")
         if stored_plan.for_sale != plan.for_sale:
@@ -182,6 +190,30 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
         if key not in spec.plans and not stored_plan.archived:
             changes.append(Change("archive", "plan", key))
     return Diff(changes)
+
+
+def _price_changes(before: tuple[PlanPrice, ...], after: tuple[PlanPrice, ...]) -> list[str]:
+    """`price USD every month: ...` for each price added, removed or changed."""
+    old = {price.key: price for price in before}
+    lines = []
+    for price in after:
+        was = old.get(price.key)
+        label = f"price {price.describe()}"
+        if was is None:
+            lines.append(f"{label}: added {_show_price(price)}")
+        elif was != price:
+            changed = _field_changes(was.as_json(), price.as_json())
+            lines.extend(f"{label}: {change}" for change in changed)
+    new = {price.key for price in after}
+    lines.extend(f"price {p.describe()}: removed" for p in before if p.key not in new)
+    return lines
+
+
+def _show_price(price: PlanPrice) -> str:
+    shown = {k: v for k, v in price.as_json().items() if k not in ("currency", "interval")}
+    if shown.get("interval_count") == 1:
+        del shown["interval_count"]
+    return json.dumps(shown)
 
 
 def _meter_changes(catalog: Catalog, spec: CatalogSpec) -> list[Change]:
@@ -344,6 +376,7 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
                 name=plan.name,
                 description=plan.description,
                 features={k: to_json(v) for k, v in sorted(plan.features.items())},
+                prices=[price.as_json() for price in plan.prices],
                 digest=digest,
                 created_at=now,
             )

@@ -67,6 +67,9 @@ plan_versions = Table(
     Column("description", String(500), nullable=True),
     # feature key -> value, exactly as validated from the plans file; never updated.
     Column("features", JSONDocument, nullable=False),
+    # The version's prices (`PlanPrice.as_json`, one per currency and interval); never
+    # updated: a price change is a new version. Empty: the plan is not billed.
+    Column("prices", JSONDocument, nullable=False, server_default="[]"),
     Column("digest", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("plan_id", "version"),
