@@ -27,7 +27,7 @@ from billfold.kit.db import Database
 from billfold.metering import events as usage_events
 from billfold.metering.ingest import Outcome, ingest
 from billfold.subscriptions import service as subscriptions
-from billfold.subscriptions.service import Subscription
+from billfold.subscriptions.service import NewSubscription, Subscription
 from billfold.tenants import service as tenants
 from billfold.tenants.scopes import Scope
 
@@ -90,15 +90,8 @@ async def subscription(harness: Harness, external_id: str, plan: str) -> Subscri
     ctx = harness.operator()
     async with harness.database.transaction() as session:
         catalog = await catalog_reader.current(session, ctx.tenant_id)
-        return await subscriptions.activate(
-            session,
-            ctx,
-            catalog,
-            external_id,
-            plan,
-            starts_at=None,
-            period_ends_at=None,
-            metadata={},
+        return await subscriptions.create(
+            session, ctx, catalog, external_id, NewSubscription(plan=plan)
         )
 
 

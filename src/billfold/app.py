@@ -31,6 +31,7 @@ from billfold.http.bodies import json_response
 from billfold.http.calls import ReadCall, Runtime, permission_of, short_path, short_paths
 from billfold.http.guard import RequestGuard
 from billfold.http.metrics import Metrics
+from billfold.invoicing.api import router as invoices_router
 from billfold.kit import eventlog
 from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock, SystemClock
@@ -157,6 +158,7 @@ def create_app(
         catalog_router,
         customers_router,
         subscriptions_router,
+        invoices_router,
         claims_router,
         metering_router,
         audit_router,

@@ -29,6 +29,8 @@ Mode = Literal["self-hosted", "platform"]
 LogFormat = Literal["auto", "json", "console"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 Positive = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[int, Field(ge=0)]
+InvoicePrefix = Annotated[str, Field(pattern=r"^[A-Z0-9][A-Z0-9-]{0,15}$")]
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/billfold.db"
 DEFAULT_SECRET_FILE = "./var/secret.key"  # noqa: S105 (a path, not a secret)
@@ -64,6 +66,14 @@ class Settings(BaseSettings):
     # worker ingest`; empty: the API writes them to the database itself.
     ingest: str = ""
     ingest_stream: str = "BILLFOLD_USAGE"
+    # Invoices (docs/invoices.md): a draft waits `invoice_grace_s` after its period for
+    # late usage, then is numbered `<prefix>-<year>-000123` and falls due in
+    # `invoice_due_days`. `billfold worker billing` closes periods every
+    # `billing_interval_s`.
+    invoice_grace_s: NonNegative = 3_600
+    invoice_prefix: InvoicePrefix = "INV"
+    invoice_due_days: NonNegative = 30
+    billing_interval_s: Positive = 60
     # Logs go to stderr (docs/operating.md#logs, decision 0027).
     log_format: LogFormat = "auto"
     log_level: LogLevel = "INFO"

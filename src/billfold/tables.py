@@ -1,5 +1,6 @@
 """Imports every domain's tables so the shared metadata knows them all."""
 
+from billfold.billing.tables import test_clocks
 from billfold.catalog.tables import (
     catalog_settings,
     catalogs,
@@ -11,6 +12,13 @@ from billfold.catalog.tables import (
 from billfold.claims.tables import claim_batches, claim_codes, claim_redemptions
 from billfold.customers.tables import customers
 from billfold.grants.tables import grants
+from billfold.invoicing.tables import (
+    invoice_lines,
+    invoice_numbers,
+    invoice_payments,
+    invoices,
+    pending_lines,
+)
 from billfold.kit.tables import (
     change_feed,
     event_chain_heads,
@@ -38,13 +46,19 @@ __all__ = [
     "grants",
     "idempotency_keys",
     "ingest_dead_letters",
+    "invoice_lines",
+    "invoice_numbers",
+    "invoice_payments",
+    "invoices",
     "meters",
     "outbox",
+    "pending_lines",
     "plan_versions",
     "plans",
     "quota_accounts",
     "rate_limit_counters",
     "subscriptions",
     "tenants",
+    "test_clocks",
     "usage_events",
 ]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 async def seed(harness: Harness) -> None:
     await harness.post("/v1/customers/amy/grants", {"feature": "rag.enabled", "value": True})
     harness.clock.advance(timedelta(minutes=1))
-    await harness.post("/v1/customers/bo/subscriptions", {"plan": "pro"})
+    await harness.post("/v1/customers/bo/subscriptions", {"plan": "pro", "billing": "external"})
     harness.clock.advance(timedelta(minutes=1))
     await harness.post("/v1/customers/amy/grants", {"feature": "spaces.max", "value": 9})
 

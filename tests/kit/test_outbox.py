@@ -128,7 +128,7 @@ async def test_each_entry_is_delivered_once_with_the_handlers_writes(harness: Ha
     source = OutboxSource(harness.database, harness.clock, {ALL_TOPICS: [recorder]})
     taken = await drain(source)
     topics = Counter(a.type for a in recorder.seen)
-    assert topics == {"EntitlementGranted": 8, "SubscriptionActivated": 1}
+    assert topics == {"EntitlementGranted": 8, "SubscriptionActivated": 1, "InvoiceCreated": 1}
     assert {a.tenant_id for a in recorder.seen} == {harness.tenant_id}
     assert await marks(harness, [item.id for item in taken]) == len(taken)
     assert await drain(source) == []  # delivered: never handed over again

@@ -1,12 +1,22 @@
 """The `billfold` command: serve, migrate, init, tenants, keys, plans, grants,
-subscriptions, claims, audit and workers. One module per command group; operators act
+subscriptions, invoices, claims, audit and workers. One module per command group; operators act
 directly on the database, recorded in the event log as actor kind `operator`."""
 
 from __future__ import annotations
 
 import typer
 
-from billfold.cli import audit, claims, grants, plans, serve, subscriptions, tenants, workers
+from billfold.cli import (
+    audit,
+    claims,
+    grants,
+    invoices,
+    plans,
+    serve,
+    subscriptions,
+    tenants,
+    workers,
+)
 
 # A bug still shows its traceback, but never the locals: they hold the settings, secret key
 # included.
@@ -24,6 +34,7 @@ for group, name in (
     (plans.app, "plans"),
     (grants.app, "grants"),
     (subscriptions.app, "subscriptions"),
+    (invoices.app, "invoices"),
     (claims.app, "claims"),
     (audit.app, "audit"),
     (workers.app, "worker"),

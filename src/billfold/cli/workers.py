@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from billfold.cli.common import SETUP_FAILED, fail, load_settings, run
 from billfold.kit import logs
@@ -105,6 +106,60 @@ def worker_outbox(
 
     delivered = run(work)
     typer.echo(f"outbox worker: stopped after handling {delivered} entries")
+
+
+@app.command("billing")
+def worker_billing(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve Prometheus /metrics on this port")
+    ] = None,
+) -> None:
+    """Period close on a schedule: every BILLFOLD_BILLING_INTERVAL_S, close the billed
+    periods that have ended and finalize the drafts whose grace has ended, for every
+    tenant. Run one or several: they never invoice a period twice."""
+    from billfold.billing.run import run as close_periods
+    from billfold.cli.invoices import close_settings, describe
+
+    settings = load_settings()
+    logs.configure(settings.log_format, settings.log_level)
+    registry = CollectorRegistry()
+    failures = Counter(
+        "billfold_period_close_failures",
+        "Subscriptions (phase=close) or drafts (phase=finalize) whose period close failed "
+        "and was rolled back, to be tried again at the next run",
+        ["phase"],
+        registry=registry,
+    )
+    runs = Counter("billfold_period_close_runs", "Period-close runs", registry=registry)
+    for phase in ("close", "finalize"):
+        failures.labels(phase)
+    if metrics_port is not None:
+        start_http_server(metrics_port, registry=registry)
+
+    async def work(database: Database) -> int:
+        stop = _stop_on_signals()
+        clock = SystemClock()
+        invoiced = 0
+        typer.echo(f"billing worker: closing periods every {settings.billing_interval_s}s")
+        while not stop.is_set():
+            now = clock.now()
+            report = await close_periods(
+                database,
+                now,
+                now=now,
+                settings=close_settings(settings),
+                on_failure=lambda phase: failures.labels(phase).inc(),
+            )
+            runs.inc()
+            invoiced += report.invoices
+            if report.closed or report.finalized or report.failed:
+                typer.echo(f"billing worker: {describe(report)}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.billing_interval_s)
+        return invoiced
+
+    invoiced = run(work)
+    typer.echo(f"billing worker: stopped after making {invoiced} invoices")
 
 
 letters_app = typer.Typer(

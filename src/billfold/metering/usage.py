@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Final
 
@@ -18,7 +19,14 @@ from billfold.customers import service as customers
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
 from billfold.kit.periods import Reset, period
 from billfold.metering import ai, repository
-from billfold.metering.aggregation import Accumulator, NotANumber, Row, aggregate, json_value
+from billfold.metering.aggregation import (
+    Accumulator,
+    NotANumber,
+    Row,
+    aggregate,
+    json_value,
+    matches,
+)
 from billfold.metering.events import metered_number
 
 MAX_BUCKETS: Final = 2_000
@@ -178,6 +186,48 @@ async def usage(
         group_by=tuple(group_by),
         buckets=_buckets(buckets, grouped, window, start, end),
     )
+
+
+async def amounts(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    customer: str,
+    meter_key: str,
+    start: datetime,
+    end: datetime,
+) -> list[Decimal]:
+    """Each amount a sum meter reads from one customer's events over [start, end), in
+    the order they occurred: what a `percentage` price charges a share of. An event of
+    the meter's `subtract` type counts as a negative amount."""
+    meter = catalog.meters.get(meter_key)
+    if meter is None or meter.property is None:
+        raise MeterNotFound(f"no sum meter {meter_key!r} in the catalog")
+    names = tuple(dict.fromkeys([*meter.properties_read()]))
+    types = [meter.event_type] + ([meter.subtract] if meter.subtract else [])
+    records = await repository.events_of(session, tenant_id, customer, types, start, end, names)
+    rows = sorted(
+        (
+            Row(
+                record[0],
+                {n: _read(n, record[i + 2], meter.property) for i, n in enumerate(names)},
+                negative=record[1] == meter.subtract,
+            )
+            for record in records
+        ),
+        key=lambda row: row.occurred_at,
+    )
+    found = []
+    for row in rows:
+        if not matches(meter, row):
+            continue
+        value = row.properties.get(meter.property)
+        if isinstance(value, bool) or not isinstance(value, int | Decimal):
+            raise MeterValueNotANumber(
+                f"meter {meter_key!r} reads {meter.property!r}, and an event holds {value!r}"
+            )
+        found.append(-Decimal(value) if row.negative else Decimal(value))
+    return found
 
 
 def _read(name: str, text: str | None, numeric: str | None) -> Any:

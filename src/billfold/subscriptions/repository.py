@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -37,11 +38,12 @@ async def by_id(
     return (await session.execute(statement)).one_or_none()
 
 
-async def active_of(session: AsyncSession, tenant_id: str, customer_id: str) -> Record | None:
+async def live_of(session: AsyncSession, tenant_id: str, customer_id: str) -> Record | None:
+    """The customer's one subscription that is not canceled, if any."""
     statement = _with_names().where(
         subscriptions.c.tenant_id == tenant_id,
         subscriptions.c.customer_id == customer_id,
-        subscriptions.c.status == SubscriptionStatus.ACTIVE,
+        subscriptions.c.status != SubscriptionStatus.CANCELED,
     )
     return (await session.execute(statement)).one_or_none()
 
@@ -63,3 +65,37 @@ async def update_subscription(session: AsyncSession, subscription_id: str, **val
     await session.execute(
         update(subscriptions).where(subscriptions.c.id == subscription_id).values(**values)
     )
+
+
+async def due_for_close(
+    session: AsyncSession, until: datetime, limit: int, *, tenant_id: str | None = None
+) -> list[Record]:
+    """(tenant_id, id, current_period_ends_at) of the subscriptions whose period has ended
+    by `until` and that period close acts on: those billed by invoice, and those billed
+    outside with a cancellation scheduled. Earliest first."""
+    statement = select(
+        subscriptions.c.tenant_id, subscriptions.c.id, subscriptions.c.current_period_ends_at
+    ).where(
+        subscriptions.c.currency.is_not(None) | subscriptions.c.cancel_at_period_end,
+        subscriptions.c.status != SubscriptionStatus.CANCELED,
+        subscriptions.c.current_period_ends_at <= until,
+    )
+    if tenant_id is not None:
+        statement = statement.where(subscriptions.c.tenant_id == tenant_id)
+    statement = statement.order_by(
+        subscriptions.c.current_period_ends_at, subscriptions.c.id
+    ).limit(limit)
+    return list((await session.execute(statement)).all())
+
+
+async def on_version(
+    session: AsyncSession, tenant_id: str, plan_id: str, version_id: str
+) -> list[str]:
+    """The live subscriptions of a plan still on `version_id` (for a migration)."""
+    statement = select(subscriptions.c.id).where(
+        subscriptions.c.tenant_id == tenant_id,
+        subscriptions.c.plan_id == plan_id,
+        subscriptions.c.plan_version_id == version_id,
+        subscriptions.c.status != SubscriptionStatus.CANCELED,
+    )
+    return list((await session.execute(statement)).scalars())

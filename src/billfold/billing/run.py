@@ -1,0 +1,135 @@
+"""A period-close run: close every billed subscription whose period ended by `until`,
+then finalize every draft whose grace ended by then. `billfold invoices run --until T`
+runs it once; `billfold worker billing` runs it on a schedule.
+
+Each subscription and each draft is its own transaction. One that fails is rolled back,
+logged, counted and left for the next run; the rest go on. A subscription that is
+behind by several periods is closed once per period, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.billing.close import CloseSettings, close_subscription, finalize_draft
+from billfold.catalog import catalog as catalogs
+from billfold.catalog import repository as catalog_rows
+from billfold.catalog.catalog import Catalog
+from billfold.invoicing import service as invoicing
+from billfold.kit.context import Actor, Context
+from billfold.kit.db import Database
+from billfold.subscriptions import repository as subscription_rows
+
+log = logging.getLogger("billfold.billing")
+BATCH: Final = 200  # subscriptions or drafts read per query
+SYSTEM = Actor(kind="system", id="period close", scope=None)
+
+
+@dataclass
+class Report:
+    closed: int = 0
+    invoices: int = 0
+    finalized: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, error)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a progress display is told: which phase, and how many done of how many seen."""
+
+    phase: str  # "close" or "finalize"
+    done: int
+
+
+async def run(
+    database: Database,
+    until: datetime,
+    *,
+    now: datetime,
+    settings: CloseSettings,
+    tenant_id: str | None = None,
+    on_step: Callable[[Step], None] | None = None,
+    on_failure: Callable[[str], None] | None = None,
+) -> Report:
+    """Close what ended by `until` (at most `now`), then finalize the drafts due by then."""
+    report = Report()
+    failed: set[str] = set()
+    cache: dict[str, Catalog] = {}
+
+    async def catalog_of(session: AsyncSession, tenant: str) -> Catalog:
+        revision = await catalog_rows.revision(session, tenant)
+        cached = cache.get(tenant)
+        if cached is None or cached.revision != revision:
+            cached = cache[tenant] = await catalogs.load(session, tenant, revision)
+        return cached
+
+    def context(tenant: str) -> Context:
+        return Context(tenant, SYSTEM, f"close-{uuid.uuid4().hex[:16]}", now)
+
+    while True:
+        async with database.transaction(write=False) as session:
+            due = await subscription_rows.due_for_close(
+                session, until, BATCH + len(failed), tenant_id=tenant_id
+            )
+        due = [row for row in due if row.id not in failed]
+        if not due:
+            break
+        for row in due:
+            try:
+                async with database.transaction() as session:
+                    catalog = await catalog_of(session, row.tenant_id)
+                    closed = await close_subscription(
+                        session, context(row.tenant_id), catalog, row.id, until, settings
+                    )
+            except Exception as error:  # one subscription's failure never stops the run
+                _failed(report, failed, row.id, error, "close", on_failure)
+                continue
+            if closed is not None:
+                report.closed += 1
+                report.invoices += closed.invoice_id is not None
+            if on_step:
+                on_step(Step("close", report.closed))
+    while True:
+        async with database.transaction(write=False) as session:
+            drafts = await invoicing.due_drafts(
+                session, until, limit=BATCH + len(failed), tenant_id=tenant_id
+            )
+        drafts = [d for d in drafts if d[1] not in failed]
+        if not drafts:
+            break
+        for tenant, invoice_id in drafts:
+            try:
+                async with database.transaction() as session:
+                    catalog = await catalog_of(session, tenant)
+                    done = await finalize_draft(
+                        session, context(tenant), catalog, invoice_id, settings
+                    )
+            except Exception as error:
+                _failed(report, failed, invoice_id, error, "finalize", on_failure)
+                continue
+            report.finalized += done is not None
+            if on_step:
+                on_step(Step("finalize", report.finalized))
+    return report
+
+
+def _failed(
+    report: Report,
+    failed: set[str],
+    item: str,
+    error: Exception,
+    phase: str,
+    on_failure: Callable[[str], None] | None,
+) -> None:
+    failed.add(item)
+    report.failed.append((item, f"{type(error).__name__}: {error}"))
+    log.error("period close: %s of %s failed", phase, item, exc_info=error)
+    if on_failure:
+        on_failure(phase)

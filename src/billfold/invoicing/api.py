@@ -1,0 +1,253 @@
+"""Routes: read invoices; void, mark uncollectible, record a manual payment (admin)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import Field
+
+from billfold.customers import service as customers
+from billfold.http.bodies import json_body_schema, read_json, read_optional_json
+from billfold.http.calls import AdminCall, ReadCall, idempotent
+from billfold.invoicing import service
+from billfold.invoicing.service import Invoice, InvoiceStatus
+from billfold.kit.errors import FieldError, InvalidInput
+from billfold.kit.ids import ID_PATTERN
+from billfold.kit.schemas import Body, Instant, Out, Storable, decode_cursor, encode_cursor
+
+router = APIRouter(tags=["invoices"])
+InvoiceId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
+ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
+MAX_PAGE_SIZE = 100
+STATUS_CONFLICT = "`invoice_status_conflict` (with the `current_status`)"
+
+
+class LineOut(Out):
+    position: int
+    kind: str
+    description: str
+    meter: str | None
+    quantity: str
+    price: dict[str, Any] | None
+    period_start: datetime | None
+    period_end: datetime | None
+    amount_precise: str = Field(description="major units, exact, never rounded")
+    amount_minor: int = Field(description="amount_precise rounded once, half up")
+    tax_rate: str
+    tax_minor: int
+
+
+class PaymentOut(Out):
+    id: str
+    amount_minor: int
+    method: str
+    reference: str | None
+    paid_at: datetime
+
+
+class InvoiceOut(Out):
+    id: str
+    number: str | None
+    status: InvoiceStatus
+    reason: str
+    customer: str
+    subscription_id: str | None
+    currency: str
+    period_start: datetime
+    period_end: datetime
+    subtotal_minor: int
+    tax_minor: int
+    total_minor: int
+    paid_minor: int
+    credited_minor: int
+    due_minor: int
+    finalize_at: datetime
+    finalized_at: datetime | None
+    due_at: datetime | None
+    paid_at: datetime | None
+    voided_at: datetime | None
+    void_reason: str | None
+    uncollectible_at: datetime | None
+    created_at: datetime
+    lines: list[LineOut]
+    payments: list[PaymentOut]
+
+    @classmethod
+    def of(cls, invoice: Invoice) -> InvoiceOut:
+        fields = {k: v for k, v in invoice.__dict__.items() if k not in ("lines", "payments")}
+        return cls(
+            due_minor=invoice.due_minor,
+            lines=[
+                LineOut(
+                    **{
+                        **line.__dict__,
+                        "quantity": _text(line.quantity),
+                        "amount_precise": _text(line.amount_precise),
+                        "tax_rate": _text(line.tax_rate),
+                        "price": dict(line.price) if line.price is not None else None,
+                    }
+                )
+                for line in invoice.lines
+            ],
+            payments=[PaymentOut(**payment.__dict__) for payment in invoice.payments],
+            **fields,
+        )
+
+
+class InvoicesOut(Out):
+    invoices: list[InvoiceOut]
+    next_cursor: str | None
+
+
+class PaymentIn(Body):
+    amount_minor: Annotated[int, Field(gt=0, le=2**63 - 1)] | None = Field(
+        default=None, description="default: the whole amount due"
+    )
+    method: Annotated[str, Field(min_length=1, max_length=40), Storable] = "manual"
+    reference: Annotated[str, Field(max_length=255), Storable] | None = None
+    paid_at: Instant | None = None
+
+
+class VoidIn(Body):
+    reason: Annotated[str, Field(min_length=1, max_length=500), Storable]
+
+
+def _text(value: Any) -> str:
+    return format(value.normalize(), "f") if value is not None else "0"
+
+
+@router.get("/v1/invoices", operation_id="listInvoices")
+async def list_invoices(
+    call: ReadCall,
+    status: Annotated[list[InvoiceStatus] | None, Query(max_length=5)] = None,
+    period_from: Annotated[datetime | None, Query(description="periods ending after")] = None,
+    period_to: Annotated[datetime | None, Query(description="periods starting before")] = None,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+) -> InvoicesOut:
+    """Invoices, newest first, filtered by status and period."""
+    return await _page(call, None, status, period_from, period_to, cursor, limit)
+
+
+@router.get(
+    "/v1/customers/{external_id}/invoices",
+    operation_id="listCustomerInvoices",
+    responses={404: {"description": "`customer_not_found`"}},
+)
+async def customer_invoices(
+    external_id: ExternalId,
+    call: ReadCall,
+    status: Annotated[list[InvoiceStatus] | None, Query(max_length=5)] = None,
+    period_from: Annotated[datetime | None, Query()] = None,
+    period_to: Annotated[datetime | None, Query()] = None,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
+) -> InvoicesOut:
+    customer = await customers.get(call.session, call.ctx.tenant_id, external_id)
+    return await _page(call, customer.id, status, period_from, period_to, cursor, limit)
+
+
+async def _page(
+    call: ReadCall,
+    customer_id: str | None,
+    status: list[InvoiceStatus] | None,
+    period_from: datetime | None,
+    period_to: datetime | None,
+    cursor: str | None,
+    limit: int,
+) -> InvoicesOut:
+    for name, value in (("period_from", period_from), ("period_to", period_to)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(
+                f"{name} needs a time zone", errors=[FieldError("e.g. Z", parameter=name)]
+            )
+    after = None
+    decoded = decode_cursor(cursor)
+    if decoded is not None:
+        created, _, invoice_id = decoded.partition("|")
+        try:
+            after = (datetime.fromisoformat(created), invoice_id)
+        except ValueError:
+            raise InvalidInput(
+                "the cursor is not valid",
+                errors=[FieldError("not a cursor we issued", parameter="cursor")],
+            ) from None
+    found = await service.page(
+        call.session,
+        call.ctx.tenant_id,
+        customer_id=customer_id,
+        statuses=[s.value for s in status or ()],
+        period_from=period_from,
+        period_to=period_to,
+        after=after,
+        limit=limit + 1,
+    )
+    more = len(found) > limit
+    found = found[:limit]
+    last = found[-1] if found else None
+    return InvoicesOut(
+        invoices=[InvoiceOut.of(invoice) for invoice in found],
+        next_cursor=(
+            encode_cursor(f"{last.created_at.isoformat()}|{last.id}") if more and last else None
+        ),
+    )
+
+
+@router.get(
+    "/v1/invoices/{invoice_id}",
+    operation_id="getInvoice",
+    responses={404: {"description": "`invoice_not_found`"}},
+)
+async def get_invoice(invoice_id: InvoiceId, call: ReadCall) -> InvoiceOut:
+    return InvoiceOut.of(await service.get(call.session, call.ctx.tenant_id, invoice_id))
+
+
+@router.post(
+    "/v1/invoices/{invoice_id}/payments",
+    operation_id="recordInvoicePayment",
+    status_code=201,
+    responses={
+        404: {"description": "`invoice_not_found`"},
+        409: {"description": f"{STATUS_CONFLICT} or `payment_exceeds_amount_due`"},
+    },
+    openapi_extra=json_body_schema(PaymentIn, required=False),
+)
+@idempotent
+async def record_payment(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
+    """Record a payment made outside Billfold (manual): the whole amount due unless
+    `amount_minor` says less. Send an `Idempotency-Key`: a retry records it once."""
+    body = await read_optional_json(call.request, PaymentIn) or PaymentIn()
+    invoice = await service.record_payment(
+        call.session,
+        call.ctx,
+        invoice_id,
+        amount_minor=body.amount_minor,
+        method=body.method,
+        reference=body.reference,
+        paid_at=body.paid_at,
+    )
+    return InvoiceOut.of(invoice)
+
+
+@router.post(
+    "/v1/invoices/{invoice_id}/void",
+    operation_id="voidInvoice",
+    responses={404: {"description": "`invoice_not_found`"}, 409: {"description": STATUS_CONFLICT}},
+    openapi_extra=json_body_schema(VoidIn),
+)
+async def void_invoice(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
+    """Void an invoice that has no payment: nothing is due any more."""
+    body = await read_json(call.request, VoidIn)
+    return InvoiceOut.of(await service.void(call.session, call.ctx, invoice_id, reason=body.reason))
+
+
+@router.post(
+    "/v1/invoices/{invoice_id}/mark-uncollectible",
+    operation_id="markInvoiceUncollectible",
+    responses={404: {"description": "`invoice_not_found`"}, 409: {"description": STATUS_CONFLICT}},
+)
+async def mark_uncollectible(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
+    """Write an open invoice off as uncollectible; a later payment still settles it."""
+    return InvoiceOut.of(await service.mark_uncollectible(call.session, call.ctx, invoice_id))

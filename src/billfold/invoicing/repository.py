@@ -1,0 +1,177 @@
+"""All SQL for invoices, their lines, payments, pending lines and invoice numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.customers.tables import customers
+from billfold.invoicing.tables import (
+    invoice_lines,
+    invoice_numbers,
+    invoice_payments,
+    invoices,
+    pending_lines,
+)
+from billfold.kit.db import Record
+
+
+def _with_customer() -> Any:
+    return select(invoices, customers.c.external_id.label("customer_external_id")).join(
+        customers, customers.c.id == invoices.c.customer_id
+    )
+
+
+async def by_id(
+    session: AsyncSession, tenant_id: str, invoice_id: str, *, lock: bool = False
+) -> Record | None:
+    statement = _with_customer().where(
+        invoices.c.tenant_id == tenant_id, invoices.c.id == invoice_id
+    )
+    if lock:
+        statement = statement.with_for_update(of=invoices)
+    return (await session.execute(statement)).one_or_none()
+
+
+async def of_subscription_period(
+    session: AsyncSession, subscription_id: str, period_end: datetime
+) -> Record | None:
+    statement = select(invoices.c.id).where(
+        invoices.c.subscription_id == subscription_id, invoices.c.period_end == period_end
+    )
+    return (await session.execute(statement)).one_or_none()
+
+
+async def page(
+    session: AsyncSession,
+    tenant_id: str,
+    *,
+    customer_id: str | None,
+    statuses: Sequence[str],
+    period_from: datetime | None,
+    period_to: datetime | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Record]:
+    """Invoices newest first, keyset-paged on (created_at, id)."""
+    statement = _with_customer().where(invoices.c.tenant_id == tenant_id)
+    if customer_id is not None:
+        statement = statement.where(invoices.c.customer_id == customer_id)
+    if statuses:
+        statement = statement.where(invoices.c.status.in_(list(statuses)))
+    if period_from is not None:
+        statement = statement.where(invoices.c.period_end > period_from)
+    if period_to is not None:
+        statement = statement.where(invoices.c.period_start < period_to)
+    if after is not None:
+        created_at, invoice_id = after
+        statement = statement.where(
+            (invoices.c.created_at < created_at)
+            | ((invoices.c.created_at == created_at) & (invoices.c.id < invoice_id))
+        )
+    statement = statement.order_by(invoices.c.created_at.desc(), invoices.c.id.desc()).limit(limit)
+    return list((await session.execute(statement)).all())
+
+
+async def lines_of(session: AsyncSession, invoice_ids: Sequence[str]) -> list[Record]:
+    statement = (
+        select(invoice_lines)
+        .where(invoice_lines.c.invoice_id.in_(list(invoice_ids)))
+        .order_by(invoice_lines.c.invoice_id, invoice_lines.c.position)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def payments_of(session: AsyncSession, invoice_ids: Sequence[str]) -> list[Record]:
+    statement = (
+        select(invoice_payments)
+        .where(invoice_payments.c.invoice_id.in_(list(invoice_ids)))
+        .order_by(invoice_payments.c.paid_at, invoice_payments.c.id)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def insert_invoice(session: AsyncSession, **values: Any) -> None:
+    await session.execute(insert(invoices).values(**values))
+
+
+async def insert_lines(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(invoice_lines), list(rows))
+
+
+async def delete_lines(session: AsyncSession, invoice_id: str, kinds: Sequence[str]) -> None:
+    await session.execute(
+        delete(invoice_lines).where(
+            invoice_lines.c.invoice_id == invoice_id, invoice_lines.c.kind.in_(list(kinds))
+        )
+    )
+
+
+async def update_invoice(session: AsyncSession, invoice_id: str, **values: Any) -> None:
+    await session.execute(update(invoices).where(invoices.c.id == invoice_id).values(**values))
+
+
+async def insert_payment(session: AsyncSession, **values: Any) -> None:
+    await session.execute(insert(invoice_payments).values(**values))
+
+
+async def due_drafts(
+    session: AsyncSession, now: datetime, limit: int, tenant_id: str | None = None
+) -> list[Record]:
+    """Drafts whose grace has ended, oldest first: (tenant_id, id)."""
+    statement = select(invoices.c.tenant_id, invoices.c.id).where(
+        invoices.c.status == "draft", invoices.c.finalize_at <= now
+    )
+    if tenant_id is not None:
+        statement = statement.where(invoices.c.tenant_id == tenant_id)
+    statement = statement.order_by(invoices.c.finalize_at, invoices.c.id).limit(limit)
+    return list((await session.execute(statement)).all())
+
+
+async def next_number(session: AsyncSession, tenant_id: str, year: int) -> int:
+    """The tenant's next invoice number in `year`, under a row lock held until commit,
+    so two finalizations never take one number and a rollback gives it back."""
+    values = {"tenant_id": tenant_id, "year": year, "last": 0}
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(pg_insert(invoice_numbers).values(**values).on_conflict_do_nothing())
+    else:
+        await session.execute(
+            sqlite_insert(invoice_numbers).values(**values).on_conflict_do_nothing()
+        )
+    statement = (
+        update(invoice_numbers)
+        .where(invoice_numbers.c.tenant_id == tenant_id, invoice_numbers.c.year == year)
+        .values(last=invoice_numbers.c.last + 1)
+        .returning(invoice_numbers.c.last)
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def pending_of(session: AsyncSession, subscription_id: str) -> list[Record]:
+    statement = (
+        select(pending_lines)
+        .where(pending_lines.c.subscription_id == subscription_id)
+        .order_by(pending_lines.c.created_at, pending_lines.c.id)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def insert_pending(session: AsyncSession, **values: Any) -> None:
+    await session.execute(insert(pending_lines).values(**values))
+
+
+async def delete_pending(session: AsyncSession, ids: Sequence[str]) -> None:
+    if ids:
+        await session.execute(delete(pending_lines).where(pending_lines.c.id.in_(list(ids))))
+
+
+async def count_of_subscription(session: AsyncSession, subscription_id: str) -> int:
+    statement = select(func.count()).where(invoices.c.subscription_id == subscription_id)
+    return int((await session.execute(statement)).scalar_one())
