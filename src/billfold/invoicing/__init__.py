@@ -1,8 +1,12 @@
-"""Invoicing: the invoice as a value. Pure: no database, no
+"""Invoicing: the invoice as a value, and its taxes. Pure: no database, no
 HTTP, no clock (period close and the API build on it).
 
 - `document`: `Party`, `Line` (`new_line` rounds once), `Payment`, `Invoice`,
   `build_invoice` (totals from the rounded lines) and `check` (the invariants);
+- `taxes`: the `TaxProvider` port, the built-in provider and its configuration,
+  `load_provider("builtin" | "package.module:factory", config)`;
+
+docs/decisions/0034 tells why taxes work as they do.
 """
 
 from billfold.invoicing.document import (
@@ -16,15 +20,37 @@ from billfold.invoicing.document import (
     check,
     new_line,
 )
+from billfold.invoicing.taxes import (
+    BuiltinTaxProvider,
+    LineTax,
+    TaxConfig,
+    TaxConfigError,
+    TaxProvider,
+    TaxQuote,
+    TaxRate,
+    apply_quote,
+    load_provider,
+    parse_tax_config,
+)
 
 __all__ = [
+    "BuiltinTaxProvider",
     "Invoice",
     "InvoiceStatus",
     "Line",
     "LineKind",
+    "LineTax",
     "Party",
     "Payment",
+    "TaxConfig",
+    "TaxConfigError",
+    "TaxProvider",
+    "TaxQuote",
+    "TaxRate",
+    "apply_quote",
     "build_invoice",
     "check",
+    "load_provider",
     "new_line",
+    "parse_tax_config",
 ]
