@@ -182,3 +182,17 @@ def test_check_survives_python_dash_o() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "refused: the total is the sum of the rounded lines plus tax"
+
+
+def test_the_package_is_the_public_surface_and_leaves_weasyprint_unloaded() -> None:
+    # WeasyPrint loads Pango (~0.5 s): importing invoicing must not, only a PDF does
+    program = (
+        "import sys, billfold.invoicing as invoicing\n"
+        "names = invoicing.__all__\n"
+        "missing = [name for name in names if not hasattr(invoicing, name)]\n"
+        "print(sorted(names) == names, missing, 'weasyprint' in sys.modules)\n"
+    )
+    run = subprocess.run(  # noqa: S603 (this interpreter, a fixed program)
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    )
+    assert run.stdout.strip() == "True [] False", run.stderr
