@@ -31,7 +31,9 @@ from billfold.http.bodies import json_response
 from billfold.http.calls import ReadCall, Runtime, permission_of, short_path, short_paths
 from billfold.http.guard import RequestGuard
 from billfold.http.metrics import Metrics
+from billfold.invoicing import deps as invoicing_deps
 from billfold.invoicing.api import router as invoices_router
+from billfold.invoicing.records import Invoicing
 from billfold.kit import eventlog
 from billfold.kit.changes import ChangeFeed
 from billfold.kit.clock import Clock, SystemClock
@@ -84,6 +86,7 @@ def create_app(
             SnapshotCache: snapshots,
             metering_deps.Metering: metering,
             claims_deps.Claims: claims_deps.wire(settings),
+            Invoicing: invoicing_deps.wire(settings),
         },
     )
 

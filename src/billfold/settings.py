@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     invoice_prefix: InvoicePrefix = "INV"
     invoice_due_days: NonNegative = 30
     billing_interval_s: Positive = 60
+    # The seller, the documents' locale and the taxes (docs/invoices.md); empty: the
+    # tenant's name as the seller, en_US, and no tax.
+    invoicing_file: str = ""
     # Logs go to stderr (docs/operating.md#logs, decision 0027).
     log_format: LogFormat = "auto"
     log_level: LogLevel = "INFO"

@@ -215,10 +215,7 @@ async def test_pause_and_resume(harness: Harness) -> None:
     harness.clock.travel_to(datetime(2026, 5, 1, 1, 0, tzinfo=UTC))
     await close(harness)
     # The unused half of April is credited; nothing recurring is billed while paused.
-    assert lines((await invoices(harness, "pa"))[-1]) == [
-        ("credit", -1450),
-        ("credit_carried", 1450),
-    ]
+    assert lines((await invoices(harness, "pa"))[-1]) == [("proration", -1450), ("carried", 1450)]
     harness.clock.travel_to(datetime(2026, 5, 16, 0, 0, tzinfo=UTC))
     resumed = await harness.post(f"/v1/subscriptions/{sub['id']}/resume")
     assert resumed.json()["status"] == "active"

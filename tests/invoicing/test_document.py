@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -87,7 +87,8 @@ TAMPERED = [
     (lambda i: replace(i, status=InvoiceStatus.PAID), "nothing due"),
     (lambda i: replace(i, due_at=datetime(2026, 1, 1, tzinfo=UTC)), "due after it is issued"),
     (lambda i: replace(i, issued_at=datetime(2026, 2, 1)), "aware"),
-    (lambda i: replace(i, period_end=i.period_start), "ends after it starts"),
+    # An empty period is a first invoice billed ahead; a period that runs backwards is not.
+    (lambda i: replace(i, period_end=i.period_start - timedelta(days=1)), "ends after it starts"),
 ]
 
 

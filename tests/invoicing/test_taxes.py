@@ -318,4 +318,4 @@ def test_an_external_provider_replaces_the_builtin_one_through_the_port() -> Non
 def test_a_provider_that_cannot_be_loaded_is_refused(spec: str, message: str) -> None:
     with pytest.raises(TaxConfigError, match=message) as refused:
         load_provider(spec, TaxConfig())
-    assert [error.parameter for error in refused.value.errors] == ["tax_provider"]
+    assert [error.pointer for error in refused.value.errors] == ["#/tax_provider"]

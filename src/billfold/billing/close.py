@@ -27,8 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog, PlanVersion
 from billfold.catalog.prices import PlanPrice
+from billfold.invoicing import pending
 from billfold.invoicing import service as invoicing
-from billfold.invoicing.service import Charge, Invoice, Numbering
+from billfold.invoicing.records import Charge, Invoice, Invoicing, Numbering
 from billfold.kit import eventlog
 from billfold.kit.context import Context
 from billfold.kit.db import Record
@@ -48,6 +49,7 @@ RERATED = ("usage", "minimum")
 class CloseSettings:
     grace: timedelta = timedelta(hours=1)  # a draft waits this long for late usage
     numbering: Numbering = field(default_factory=Numbering)
+    invoicing: Invoicing = field(default_factory=Invoicing)  # seller, locale, taxes
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ async def close_subscription(
             "recurring": str(recurring) if recurring is not None else None,
         }
         lines += await arrears(session, catalog, ctx.tenant_id, rating, start, end)
-    lines += await invoicing.take_pending(session, row.id)
+    lines += await pending.take(session, row.id)
 
     ends = status is S.CANCELED or row.cancel_at_period_end
     next_end: datetime | None = None
@@ -143,9 +145,9 @@ async def close_subscription(
             finalize_at=end + settings.grace,
             rating=rating,
         )
-    carried = [line for line in lines if line.kind == "credit_carried"]
+    carried = [line for line in lines if line.kind == "carried"]
     for line in carried:
-        await invoicing.add_pending(
+        await pending.add(
             session,
             ctx,
             row.id,
@@ -265,7 +267,9 @@ async def finalize_draft(
             session, catalog, ctx.tenant_id, rating, draft.period_start, draft.period_end
         )
         await invoicing.replace_charges(session, ctx, invoice_id, RERATED, fresh)
-    return await invoicing.finalize(session, ctx, invoice_id, settings.numbering)
+    return await invoicing.finalize(
+        session, ctx, invoice_id, settings.numbering, settings.invoicing
+    )
 
 
 def _recurring_for(
@@ -290,9 +294,7 @@ def _carried_credit(
     rest = -Decimal(total).scaleb(-minor_units(currency))
     description = "Credit carried to the next invoice" if keep else "Credit owed to the customer"
     return [
-        Charge(
-            kind="credit_carried", description=description, quantity=Decimal(1), amount_precise=rest
-        )
+        Charge(kind="carried", description=description, quantity=Decimal(1), amount_precise=rest)
     ]
 
 

@@ -11,7 +11,8 @@ from billfold.billing.close import CloseSettings
 from billfold.billing.run import Report, Step, run
 from billfold.cli.common import DEFAULT_TENANT, TenantOption, fail, load_settings, moment
 from billfold.cli.common import run as run_with_database
-from billfold.invoicing.service import Numbering
+from billfold.invoicing import deps as invoicing_deps
+from billfold.invoicing.records import Numbering
 from billfold.kit.clock import SystemClock
 from billfold.kit.db import Database
 from billfold.settings import Settings
@@ -25,6 +26,7 @@ def close_settings(settings: Settings) -> CloseSettings:
     return CloseSettings(
         grace=timedelta(seconds=settings.invoice_grace_s),
         numbering=Numbering(prefix=settings.invoice_prefix, due_days=settings.invoice_due_days),
+        invoicing=invoicing_deps.load(settings.invoicing_file),
     )
 
 

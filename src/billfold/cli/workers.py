@@ -136,6 +136,8 @@ def worker_billing(
     if metrics_port is not None:
         start_http_server(metrics_port, registry=registry)
 
+    close = close_settings(settings)  # the invoicing file is read once, at start
+
     async def work(database: Database) -> int:
         stop = _stop_on_signals()
         clock = SystemClock()
@@ -147,7 +149,7 @@ def worker_billing(
                 database,
                 now,
                 now=now,
-                settings=close_settings(settings),
+                settings=close,
                 on_failure=lambda phase: failures.labels(phase).inc(),
             )
             runs.inc()

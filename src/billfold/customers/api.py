@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import Field
 
 from billfold.customers import service
-from billfold.customers.service import Customer
+from billfold.customers.service import BillingDetails, Customer
 from billfold.http.bodies import json_body_schema, read_json
 from billfold.http.calls import AdminCall, ReadCall
 from billfold.kit.schemas import (
@@ -26,12 +26,39 @@ router = APIRouter(tags=["customers"])
 ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
 
 
+class BillingIn(Body):
+    """What invoices show of the customer and what taxes read."""
+
+    address: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=200), Storable]], Field(max_length=6)
+    ] = Field(default_factory=list)
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = Field(
+        default=None, description="ISO 3166-1 alpha-2"
+    )
+    region: Annotated[str, Field(pattern=r"^[A-Z0-9]{1,3}$")] | None = Field(
+        default=None, description="the subdivision of ISO 3166-2, e.g. CA"
+    )
+    tax_id: Annotated[str, Field(min_length=2, max_length=64), Storable] | None = None
+    locale: Annotated[str, Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$")] | None = Field(
+        default=None, description="documents' locale, e.g. de_DE"
+    )
+
+
 class CustomerIn(Body):
     name: Annotated[str, Field(max_length=200), Storable] | None = None
     email: Annotated[str, Field(max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"), Storable] | None = (
         None
     )
     metadata: Metadata = Field(default_factory=dict)
+    billing: BillingIn = Field(default_factory=BillingIn)
+
+
+class BillingOut(Out):
+    address: list[str]
+    country: str | None
+    region: str | None
+    tax_id: str | None
+    locale: str | None
 
 
 class CustomerOut(Out):
@@ -40,12 +67,16 @@ class CustomerOut(Out):
     name: str | None
     email: str | None
     metadata: dict[str, Any]
+    billing: BillingOut
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, customer: Customer) -> CustomerOut:
-        return cls(**customer.__dict__)
+        fields = {k: v for k, v in customer.__dict__.items() if k != "billing"}
+        details = customer.billing
+        billing = BillingOut(**{**details.__dict__, "address": list(details.address)})
+        return cls(billing=billing, **fields)
 
 
 class CustomersOut(Out):
@@ -69,6 +100,9 @@ async def put_customer(external_id: ExternalId, call: AdminCall, response: Respo
         name=body.name,
         email=body.email,
         metadata=body.metadata,
+        billing=BillingDetails(
+            **{**body.billing.model_dump(), "address": tuple(body.billing.address)}
+        ),
     )
     response.status_code = 201 if created else 200
     return CustomerOut.of(customer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,27 @@ class Customer:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    billing: BillingDetails = field(default_factory=lambda: BillingDetails())
+
+
+@dataclass(frozen=True)
+class BillingDetails:
+    """What invoices show of the customer and what taxes read: all optional."""
+
+    address: tuple[str, ...] = ()
+    country: str | None = None  # ISO 3166-1 alpha-2
+    region: str | None = None  # ISO 3166-2 subdivision, e.g. CA
+    tax_id: str | None = None
+    locale: str | None = None  # the customer's documents' locale, e.g. de_DE
+
+    def as_values(self) -> dict[str, Any]:
+        return {
+            "address": list(self.address) or None,
+            "country": self.country,
+            "region": self.region,
+            "tax_id": self.tax_id,
+            "locale": self.locale,
+        }
 
 
 def change_topic(tenant_id: str, external_id: str) -> str:
@@ -102,14 +123,23 @@ async def upsert(
     name: str | None,
     email: str | None,
     metadata: dict[str, Any],
+    billing: BillingDetails | None = None,
 ) -> tuple[Customer, bool]:
     """Create or update a customer's profile; returns it and whether it was created."""
     check_external_id(external_id)
     found = await find(session, ctx.tenant_id, external_id)
     customer = found or await ensure(session, ctx, external_id)
-    if (customer.name, customer.email, customer.metadata) != (name, email, metadata):
+    billing = billing or BillingDetails()
+    before = (customer.name, customer.email, customer.metadata, customer.billing)
+    if before != (name, email, metadata, billing):
         await repository.update_profile(
-            session, customer.id, name=name, email=email, metadata=metadata, updated_at=ctx.now
+            session,
+            customer.id,
+            name=name,
+            email=email,
+            metadata=metadata,
+            updated_at=ctx.now,
+            **billing.as_values(),
         )
         customer = await get(session, ctx.tenant_id, external_id)
     return customer, found is None
@@ -133,4 +163,11 @@ def _customer(row: Record) -> Customer:
         metadata=dict(row.metadata),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        billing=BillingDetails(
+            address=tuple(row.address or ()),
+            country=row.country,
+            region=row.region,
+            tax_id=row.tax_id,
+            locale=row.locale,
+        ),
     )

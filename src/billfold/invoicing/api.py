@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 
 from billfold.customers import service as customers
 from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
 from billfold.invoicing import service
-from billfold.invoicing.service import Invoice, InvoiceStatus
+from billfold.invoicing.document import InvoiceStatus
+from billfold.invoicing.records import Invoice, Invoicing
+from billfold.invoicing.render import Document, render_html, render_pdf
 from billfold.kit.errors import FieldError, InvalidInput
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Out, Storable, decode_cursor, encode_cursor
@@ -37,6 +41,8 @@ class LineOut(Out):
     amount_minor: int = Field(description="amount_precise rounded once, half up")
     tax_rate: str
     tax_minor: int
+    tax_name: str | None
+    tax_included: bool = Field(description="amount_minor includes the tax")
 
 
 class PaymentOut(Out):
@@ -73,6 +79,10 @@ class InvoiceOut(Out):
     created_at: datetime
     lines: list[LineOut]
     payments: list[PaymentOut]
+    seller: dict[str, Any] | None = Field(description="as at finalization")
+    buyer: dict[str, Any] | None = Field(description="as at finalization")
+    locale: str | None
+    tax_note: str | None
 
     @classmethod
     def of(cls, invoice: Invoice) -> InvoiceOut:
@@ -92,7 +102,11 @@ class InvoiceOut(Out):
                 for line in invoice.lines
             ],
             payments=[PaymentOut(**payment.__dict__) for payment in invoice.payments],
-            **fields,
+            **{
+                **fields,
+                "seller": dict(invoice.seller) if invoice.seller else None,
+                "buyer": dict(invoice.buyer) if invoice.buyer else None,
+            },
         )
 
 
@@ -193,6 +207,52 @@ async def _page(
             encode_cursor(f"{last.created_at.isoformat()}|{last.id}") if more and last else None
         ),
     )
+
+
+@router.get(
+    "/v1/invoices/{invoice_id}.pdf",
+    operation_id="getInvoicePdf",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/pdf": {}}, "description": "the invoice as a PDF"},
+        404: {"description": "`invoice_not_found`"},
+        409: {"description": "`invoice_not_paid` (a receipt of an unpaid invoice)"},
+        503: {"description": "`pdf_unavailable`: the server lacks Pango"},
+    },
+)
+async def invoice_pdf(
+    invoice_id: InvoiceId, call: ReadCall, document: Document = Document.INVOICE
+) -> Response:
+    """The invoice (or, once paid, its receipt) as a PDF, written for its locale."""
+    rendered = await service.as_rendered(
+        call.session, call.ctx.tenant_id, invoice_id, call.collaborator(Invoicing)
+    )
+    pdf = await anyio.to_thread.run_sync(render_pdf, rendered, document)  # CPU-bound
+    name = f"{rendered.number or invoice_id}{'-receipt' if document is Document.RECEIPT else ''}"
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{name}.pdf"'},
+    )
+
+
+@router.get(
+    "/v1/invoices/{invoice_id}.html",
+    operation_id="getInvoiceHtml",
+    response_class=HTMLResponse,
+    responses={
+        404: {"description": "`invoice_not_found`"},
+        409: {"description": "`invoice_not_paid` (a receipt of an unpaid invoice)"},
+    },
+)
+async def invoice_html(
+    invoice_id: InvoiceId, call: ReadCall, document: Document = Document.INVOICE
+) -> HTMLResponse:
+    """The invoice (or, once paid, its receipt) as a standalone HTML page."""
+    rendered = await service.as_rendered(
+        call.session, call.ctx.tenant_id, invoice_id, call.collaborator(Invoicing)
+    )
+    return HTMLResponse(render_html(rendered, document))
 
 
 @router.get(

@@ -39,6 +39,9 @@ class LineKind(StrEnum):
     MINIMUM = "minimum"  # the true-up to a minimum commitment
     DISCOUNT = "discount"  # a coupon: negative, and it lowers the taxed amount
     CREDIT = "credit"  # an applied credit: negative, and it does not lower the tax
+    # Credits beyond an invoice's charges, carried to the next invoice: positive, it
+    # brings the invoice to zero (nothing negative is ever due).
+    CARRIED = "carried"
 
 
 # The sign each kind's amount may have: charges are never negative, discounts and credits
@@ -50,6 +53,7 @@ _SIGNS: Final = {
     LineKind.PRORATION: (-1, 0, 1),
     LineKind.DISCOUNT: (-1, 0),
     LineKind.CREDIT: (-1, 0),
+    LineKind.CARRIED: (0, 1),
 }
 
 
@@ -67,14 +71,17 @@ class Party:
 
     name: str
     address: tuple[str, ...]
-    country: str  # ISO 3166-1 alpha-2: "DE"
+    country: str | None  # ISO 3166-1 alpha-2: "DE"; None: not known (no tax applies)
     region: str | None = None  # the subdivision, where taxes differ by it: "CA" (US-CA)
     tax_id: str | None = None  # as given, with its country prefix: "DE123456789"
     email: str | None = None
 
     def __post_init__(self) -> None:
         invariant(bool(self.name.strip()), "a party has a name")
-        invariant(bool(COUNTRY.match(self.country)), "a country is an ISO 3166-1 alpha-2 code")
+        invariant(
+            self.country is None or bool(COUNTRY.match(self.country)),
+            "a country is an ISO 3166-1 alpha-2 code",
+        )
         invariant(
             self.region is None or bool(REGION.match(self.region)),
             "a region is the subdivision part of an ISO 3166-2 code",
@@ -215,7 +222,8 @@ def check(invoice: Invoice) -> Invoice:
     """`invoice`, once every invariant holds; `InvariantViolation` otherwise (a bug or a
     corrupted row, never a user's mistake). Before writing and after reading."""
     minor_units(invoice.currency)  # an ISO 4217 currency with minor units
-    _check_span(invoice.period_start, invoice.period_end, "the invoice's period")
+    # A subscription's first invoice bills ahead from its start: an empty period.
+    _check_span(invoice.period_start, invoice.period_end, "the invoice's period", empty=True)
     for line in invoice.lines:
         _check_line(line, invoice.currency)
     for payment in invoice.payments:
@@ -282,9 +290,9 @@ def _check_status(invoice: Invoice) -> None:
         invariant(invoice.due_at >= invoice.issued_at, "an invoice is due after it is issued")
 
 
-def _check_span(start: datetime, end: datetime, what: str) -> None:
+def _check_span(start: datetime, end: datetime, what: str, *, empty: bool = False) -> None:
     invariant(_aware(start) and _aware(end), f"{what} is in aware times")
-    invariant(start < end, f"{what} ends after it starts")
+    invariant(start <= end if empty else start < end, f"{what} ends after it starts")
 
 
 def _aware(moment: datetime) -> bool:

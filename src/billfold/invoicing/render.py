@@ -119,7 +119,7 @@ def _templates() -> jinja2.Environment:
 class PartyView:
     name: str
     address: tuple[str, ...]
-    country: str
+    country: str | None
     tax_id: str | None
     email: str | None
 
@@ -210,10 +210,11 @@ def _view(invoice: Invoice, document: Document) -> View:
 
 def _party(party: Party, where: Locale) -> PartyView:
     region = f"{party.region}, " if party.region else ""
+    country = formatting.country(party.country, where) if party.country else None
     return PartyView(
         name=party.name,
         address=party.address,
-        country=region + formatting.country(party.country, where),
+        country=region + country if country else None,
         tax_id=party.tax_id,
         email=party.email,
     )

@@ -114,6 +114,14 @@ async def delete_lines(session: AsyncSession, invoice_id: str, kinds: Sequence[s
     )
 
 
+async def update_line(session: AsyncSession, invoice_id: str, position: int, **values: Any) -> None:
+    await session.execute(
+        update(invoice_lines)
+        .where(invoice_lines.c.invoice_id == invoice_id, invoice_lines.c.position == position)
+        .values(**values)
+    )
+
+
 async def update_invoice(session: AsyncSession, invoice_id: str, **values: Any) -> None:
     await session.execute(update(invoices).where(invoices.c.id == invoice_id).values(**values))
 

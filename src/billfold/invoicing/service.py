@@ -13,33 +13,39 @@ added beside it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.invoicing import repository
+from billfold.customers import service as customers
+from billfold.invoicing import document, repository
+from billfold.invoicing.document import InvoiceStatus, LineKind, Party, new_line
+from billfold.invoicing.records import (
+    Charge,
+    Invoice,
+    Invoicing,
+    Numbering,
+    as_document,
+    buyer_of,
+    check,
+    document_line,
+    party_json,
+    with_lines,
+)
+from billfold.invoicing.taxes import apply_quote
 from billfold.kit import eventlog
 from billfold.kit.context import Context
 from billfold.kit.db import Record
 from billfold.kit.errors import Conflict, FieldError, InvalidInput, NotFound
 from billfold.kit.ids import new_id
 from billfold.kit.invariants import invariant
-from billfold.money import to_minor
+from billfold.tenants import service as tenants
 
 MAX_LINES: Final = 1_000  # lines an invoice may hold
-
-
-class InvoiceStatus(StrEnum):
-    DRAFT = "draft"
-    OPEN = "open"
-    PAID = "paid"
-    VOID = "void"
-    UNCOLLECTIBLE = "uncollectible"
 
 
 class InvoiceNotFound(NotFound):
@@ -57,91 +63,6 @@ class PaymentExceedsDue(InvalidInput):
     title = "A payment larger than what is due"
 
 
-@dataclass(frozen=True)
-class Charge:
-    """A line to be: what it is for and its precise amount in major units (negative for
-    a credit). The invoice rounds it."""
-
-    kind: str  # recurring, usage, proration, minimum, discount, credit
-    description: str
-    quantity: Decimal
-    amount_precise: Decimal
-    price: Mapping[str, Any] | None = None
-    meter: str | None = None
-    period_start: datetime | None = None
-    period_end: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Numbering:
-    """How finalized invoices are numbered and when they fall due."""
-
-    prefix: str = "INV"
-    due_days: int = 30
-
-    def number(self, year: int, n: int) -> str:
-        return f"{self.prefix}-{year}-{n:06d}"
-
-
-@dataclass(frozen=True)
-class Line:
-    position: int
-    kind: str
-    description: str
-    meter: str | None
-    quantity: Decimal
-    price: Mapping[str, Any] | None
-    period_start: datetime | None
-    period_end: datetime | None
-    amount_precise: Decimal
-    amount_minor: int
-    tax_rate: Decimal
-    tax_minor: int
-
-
-@dataclass(frozen=True)
-class Payment:
-    id: str
-    amount_minor: int
-    method: str
-    reference: str | None
-    paid_at: datetime
-
-
-@dataclass(frozen=True)
-class Invoice:
-    id: str
-    number: str | None
-    status: InvoiceStatus
-    reason: str
-    customer: str
-    subscription_id: str | None
-    currency: str
-    period_start: datetime
-    period_end: datetime
-    subtotal_minor: int
-    tax_minor: int
-    total_minor: int
-    paid_minor: int
-    credited_minor: int
-    finalize_at: datetime
-    finalized_at: datetime | None
-    due_at: datetime | None
-    paid_at: datetime | None
-    voided_at: datetime | None
-    void_reason: str | None
-    uncollectible_at: datetime | None
-    created_at: datetime
-    lines: tuple[Line, ...] = ()
-    payments: tuple[Payment, ...] = field(default=())
-
-    @property
-    def due_minor(self) -> int:
-        if self.status in (InvoiceStatus.VOID, InvoiceStatus.DRAFT):
-            return 0
-        return self.total_minor - self.paid_minor - self.credited_minor
-
-
 def _line_rows(
     tenant_id: str,
     invoice_id: str,
@@ -153,6 +74,13 @@ def _line_rows(
     rows = []
     for offset, charge in enumerate(charges):
         invariant(charge.amount_precise.is_finite(), "a charge is a finite amount")
+        rounded = new_line(  # the one rounding, half up, in minor units
+            charge.description,
+            LineKind(charge.kind),
+            charge.quantity,
+            charge.amount_precise,
+            currency,
+        )
         rows.append(
             {
                 "id": new_id("inl"),
@@ -167,7 +95,7 @@ def _line_rows(
                 "period_start": charge.period_start,
                 "period_end": charge.period_end,
                 "amount_precise": charge.amount_precise,
-                "amount_minor": to_minor(charge.amount_precise, currency),  # the one rounding
+                "amount_minor": rounded.amount_minor,
                 "tax_rate": Decimal(0),
                 "tax_minor": 0,
                 "created_at": now,
@@ -177,7 +105,11 @@ def _line_rows(
 
 
 def _totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    subtotal = sum(int(row["amount_minor"]) for row in rows)
+    """The sums of the rounded lines: the subtotal of their net amounts, the tax."""
+    subtotal = sum(
+        int(row["amount_minor"]) - (int(row["tax_minor"]) if row.get("tax_included") else 0)
+        for row in rows
+    )
     tax = sum(int(row["tax_minor"]) for row in rows)
     return {"subtotal_minor": subtotal, "tax_minor": tax, "total_minor": subtotal + tax}
 
@@ -273,9 +205,15 @@ async def replace_charges(
 
 
 async def finalize(
-    session: AsyncSession, ctx: Context, invoice_id: str, numbering: Numbering
+    session: AsyncSession,
+    ctx: Context,
+    invoice_id: str,
+    numbering: Numbering,
+    invoicing: Invoicing,
 ) -> Invoice:
-    """Give a draft its number and make it open (or paid, when nothing is due). The
+    """Tax a draft, give it its number, and make it open (or paid, when nothing is
+    due). Taxes are quoted on the rounded lines for the customer as they are now; the
+    seller and the buyer are kept with the invoice, which never changes again. The
     number is the tenant's next of the year, taken in this transaction: gapless."""
     row = await _locked(session, ctx.tenant_id, invoice_id)
     if row.status != InvoiceStatus.DRAFT:
@@ -284,29 +222,75 @@ async def finalize(
             extra={"current_status": row.status},
         )
     invoice = await get(session, ctx.tenant_id, invoice_id)
-    check(invoice)
+    customer = await customers.get(session, ctx.tenant_id, invoice.customer)
+    seller = await _seller(session, ctx.tenant_id, invoicing)
+    buyer = buyer_of(customer)
+    lines = [document_line(line) for line in invoice.lines]
+    quote = invoicing.taxes.quote(seller, buyer, invoice.currency, lines)
+    taxed = apply_quote(lines, quote)
+    rows = []
+    for stored, line in zip(invoice.lines, taxed, strict=True):
+        values = {
+            "tax_rate": line.tax_rate,
+            "tax_minor": line.tax_minor,
+            "tax_name": line.tax_name,
+            "tax_included": line.tax_included,
+        }
+        await repository.update_line(session, invoice_id, stored.position, **values)
+        rows.append({"amount_minor": line.amount_minor, **values})
+    totals = _totals(rows)
     year = ctx.now.year
     number = numbering.number(year, await repository.next_number(session, ctx.tenant_id, year))
-    settled = invoice.total_minor <= 0
-    status = InvoiceStatus.PAID if settled else InvoiceStatus.OPEN
+    settled = totals["total_minor"] <= 0
     await repository.update_invoice(
         session,
         invoice_id,
         number=number,
-        status=status,
+        status=InvoiceStatus.PAID if settled else InvoiceStatus.OPEN,
         finalized_at=ctx.now,
         due_at=ctx.now + timedelta(days=numbering.due_days),
         paid_at=ctx.now if settled else None,
+        seller=party_json(seller),
+        buyer=party_json(buyer),
+        locale=customer.billing.locale or invoicing.locale,
+        tax_note=quote.note,
         updated_at=ctx.now,
+        **totals,
     )
     await eventlog.record(
         session,
         ctx,
         "InvoiceFinalized",
-        {"invoice_id": invoice_id, "number": number, "total_minor": invoice.total_minor},
+        {
+            "invoice_id": invoice_id,
+            "number": number,
+            "total_minor": totals["total_minor"],
+            "tax_minor": totals["tax_minor"],
+        },
         customer_id=row.customer_id,
     )
     return await get(session, ctx.tenant_id, invoice_id)
+
+
+async def as_rendered(
+    session: AsyncSession, tenant_id: str, invoice_id: str, invoicing: Invoicing
+) -> document.Invoice:
+    """The invoice as its documents show it: a finalized one with the parties it was
+    finalized with; a draft with the seller and the customer as they are now."""
+    invoice = await get(session, tenant_id, invoice_id)
+    if invoice.seller is not None:
+        return as_document(invoice)
+    customer = await customers.get(session, tenant_id, invoice.customer)
+    seller = await _seller(session, tenant_id, invoicing)
+    where = customer.billing.locale or invoicing.locale
+    return as_document(invoice, seller=seller, buyer=buyer_of(customer), locale=where)
+
+
+async def _seller(session: AsyncSession, tenant_id: str, invoicing: Invoicing) -> Party:
+    if invoicing.seller is not None:
+        return invoicing.seller
+    tenant = await tenants.get_tenant(session, tenant_id)
+    return Party(name=tenant.name, address=(), country=None)
 
 
 async def record_payment(
@@ -442,7 +426,7 @@ async def get(session: AsyncSession, tenant_id: str, invoice_id: str) -> Invoice
     row = await repository.by_id(session, tenant_id, invoice_id)
     if row is None:
         raise InvoiceNotFound(f"no invoice {invoice_id!r}")
-    (invoice,) = await _with_lines(session, [row])
+    (invoice,) = await with_lines(session, [row])
     check(invoice)
     return invoice
 
@@ -468,76 +452,10 @@ async def page(
         after=after,
         limit=limit,
     )
-    invoices = await _with_lines(session, rows)
+    invoices = await with_lines(session, rows)
     for invoice in invoices:
         check(invoice)
     return invoices
-
-
-def check(invoice: Invoice) -> None:
-    """The invariants, asserted before a write and after a read: the total is the sum of
-    the rounded lines plus tax; every line was rounded once from its precise amount;
-    nothing negative is due."""
-    invariant(
-        invoice.subtotal_minor == sum(line.amount_minor for line in invoice.lines),
-        f"invoice {invoice.id}: the subtotal is the sum of its rounded lines",
-    )
-    invariant(
-        invoice.tax_minor == sum(line.tax_minor for line in invoice.lines),
-        f"invoice {invoice.id}: the tax is the sum of its lines' tax",
-    )
-    invariant(
-        invoice.total_minor == invoice.subtotal_minor + invoice.tax_minor,
-        f"invoice {invoice.id}: the total is the subtotal plus tax",
-    )
-    for line in invoice.lines:
-        invariant(
-            line.amount_minor == to_minor(line.amount_precise, invoice.currency),
-            f"invoice {invoice.id}: line {line.position} is its precise amount rounded once",
-        )
-    if invoice.status is not InvoiceStatus.DRAFT:
-        invariant(invoice.due_minor >= 0, f"invoice {invoice.id}: nothing negative is due")
-
-
-async def add_pending(
-    session: AsyncSession, ctx: Context, subscription_id: str, charge: Charge
-) -> None:
-    """A charge or credit waiting for the subscription's next invoice (a proration)."""
-    await repository.insert_pending(
-        session,
-        id=new_id("pnd"),
-        tenant_id=ctx.tenant_id,
-        subscription_id=subscription_id,
-        kind=charge.kind,
-        description=charge.description,
-        quantity=charge.quantity,
-        price=dict(charge.price) if charge.price is not None else None,
-        period_start=charge.period_start,
-        period_end=charge.period_end,
-        amount_precise=charge.amount_precise,
-        created_at=ctx.now,
-    )
-
-
-async def take_pending(session: AsyncSession, subscription_id: str) -> list[Charge]:
-    """The subscription's pending charges, removed: the caller puts them on an invoice in
-    the same transaction."""
-    rows = await repository.pending_of(session, subscription_id)
-    await repository.delete_pending(session, [row.id for row in rows])
-    # In the order they were made; a change's credit before its charge.
-    rows.sort(key=lambda row: (row.created_at, row.amount_precise))
-    return [
-        Charge(
-            kind=row.kind,
-            description=row.description,
-            quantity=row.quantity,
-            amount_precise=row.amount_precise,
-            price=row.price,
-            period_start=row.period_start,
-            period_end=row.period_end,
-        )
-        for row in rows
-    ]
 
 
 @dataclass(frozen=True)
@@ -569,65 +487,3 @@ async def _locked(session: AsyncSession, tenant_id: str, invoice_id: str) -> Rec
     if row is None:
         raise InvoiceNotFound(f"no invoice {invoice_id!r}")
     return row
-
-
-async def _with_lines(session: AsyncSession, rows: Sequence[Record]) -> list[Invoice]:
-    ids = [row.id for row in rows]
-    lines: dict[str, list[Line]] = {invoice_id: [] for invoice_id in ids}
-    for line in await repository.lines_of(session, ids) if ids else []:
-        lines[line.invoice_id].append(
-            Line(
-                position=line.position,
-                kind=line.kind,
-                description=line.description,
-                meter=line.meter,
-                quantity=line.quantity,
-                price=line.price,
-                period_start=line.period_start,
-                period_end=line.period_end,
-                amount_precise=line.amount_precise,
-                amount_minor=line.amount_minor,
-                tax_rate=line.tax_rate,
-                tax_minor=line.tax_minor,
-            )
-        )
-    payments: dict[str, list[Payment]] = {invoice_id: [] for invoice_id in ids}
-    for payment in await repository.payments_of(session, ids) if ids else []:
-        payments[payment.invoice_id].append(
-            Payment(
-                id=payment.id,
-                amount_minor=payment.amount_minor,
-                method=payment.method,
-                reference=payment.reference,
-                paid_at=payment.paid_at,
-            )
-        )
-    return [
-        Invoice(
-            id=row.id,
-            number=row.number,
-            status=InvoiceStatus(row.status),
-            reason=row.reason,
-            customer=row.customer_external_id,
-            subscription_id=row.subscription_id,
-            currency=row.currency,
-            period_start=row.period_start,
-            period_end=row.period_end,
-            subtotal_minor=row.subtotal_minor,
-            tax_minor=row.tax_minor,
-            total_minor=row.total_minor,
-            paid_minor=row.paid_minor,
-            credited_minor=row.credited_minor,
-            finalize_at=row.finalize_at,
-            finalized_at=row.finalized_at,
-            due_at=row.due_at,
-            paid_at=row.paid_at,
-            voided_at=row.voided_at,
-            void_reason=row.void_reason,
-            uncollectible_at=row.uncollectible_at,
-            created_at=row.created_at,
-            lines=tuple(lines[row.id]),
-            payments=tuple(payments[row.id]),
-        )
-        for row in rows
-    ]

@@ -6,6 +6,7 @@ line keeps its precise amount (`amount_precise`, exact) beside the one rounding 
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
     text,
 )
 
@@ -37,6 +39,7 @@ invoices = Table(
     Column("paid_minor", BigInteger, nullable=False, server_default=text("0")),
     Column("credited_minor", BigInteger, nullable=False, server_default=text("0")),
     Column("tax_note", String(500), nullable=True),
+    Column("locale", String(35), nullable=True),  # how its documents are written
     # How the draft's usage was rated (plan version, price, quantity, the period's
     # recurring amount), so finalization rates late usage the same way; none: nothing
     # to re-rate.
@@ -80,6 +83,9 @@ invoice_lines = Table(
     Column("amount_minor", BigInteger, nullable=False),  # rounded once, half up
     Column("tax_rate", Exact, nullable=False),  # percent
     Column("tax_minor", BigInteger, nullable=False),
+    Column("tax_name", String(40), nullable=True),  # "VAT", "Sales tax"
+    # amount_minor includes the tax (inclusive pricing): the net is amount - tax.
+    Column("tax_included", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("invoice_id", "position"),
 )

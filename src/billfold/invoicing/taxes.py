@@ -123,14 +123,18 @@ class BuiltinTaxProvider:
 
     def reverse_charged(self, seller: Party, buyer: Party) -> bool:
         return (
-            buyer.country in self.config.reverse_charge
+            buyer.country is not None
+            and buyer.country in self.config.reverse_charge
             and buyer.country != seller.country
             and buyer.tax_id is not None
             and valid_format(buyer.country, buyer.tax_id)
         )
 
     def rate_for(self, buyer: Party) -> TaxRate | None:
-        """The region's rate where it has one, else the country's, else none."""
+        """The region's rate where it has one, else the country's, else none (and none
+        for a buyer whose country is not known)."""
+        if buyer.country is None:
+            return None
         regional = self._rates.get((buyer.country, buyer.region)) if buyer.region else None
         return regional or self._rates.get((buyer.country, None))
 
@@ -263,4 +267,7 @@ def _refuse(path: str, message: str) -> NoReturn:
 
 
 def _refuse_spec(spec: str, message: str) -> NoReturn:
-    raise TaxConfigError(message, errors=[FieldError(message, parameter="tax_provider")])
+    """The `tax_provider` key of the invoicing file (docs/invoices.md) names nothing usable."""
+    raise TaxConfigError(
+        f"#/tax_provider: {message}", errors=[FieldError(message, pointer="#/tax_provider")]
+    )

@@ -139,7 +139,7 @@ async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> Subscr
     responses={
         404: {"description": "`plan_not_found`"},
         409: {"description": "`subscription_already_active` or `idempotency_key_in_flight`"},
-        422: {"description": "`price_not_found`, `validation_failed`"},
+        422: {"description": "`price_not_found`, `invalid_input`"},
     },
     status_code=201,
     openapi_extra=json_body_schema(CreateIn),
@@ -273,7 +273,7 @@ async def resume(subscription_id: SubscriptionId, call: AdminCall) -> Subscripti
     responses={
         404: {"description": "`subscription_not_found` or `plan_not_found`"},
         409: {"description": CONFLICTS},
-        422: {"description": "`price_not_found`, `validation_failed`"},
+        422: {"description": "`price_not_found`, `invalid_input`"},
     },
     openapi_extra=json_body_schema(ChangeIn),
 )

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from billfold.catalog.catalog import PlanVersion
 from billfold.catalog.prices import PlanPrice
-from billfold.invoicing.service import Charge
+from billfold.invoicing.records import Charge
 from billfold.pricing import prorate, rate
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog, PlanVersion
 from billfold.customers import service as customers
-from billfold.invoicing import service as invoicing
+from billfold.invoicing import pending
 from billfold.kit import eventlog
 from billfold.kit.context import Context
 from billfold.kit.db import Record
@@ -115,11 +115,11 @@ async def cancel(
             _period(row),
             ctx.now,
             period_end,
-            kind="credit",
+            kind="proration",
             sign=-1,
         )
     if credit is not None:
-        await invoicing.add_pending(session, ctx, row.id, credit)
+        await pending.add(session, ctx, row.id, credit)
     await repository.update_subscription(
         session,
         subscription_id,
@@ -194,11 +194,11 @@ async def pause(
             _period(row),
             ctx.now,
             row.current_period_ends_at,
-            kind="credit",
+            kind="proration",
             sign=-1,
         )
         if credit is not None:
-            await invoicing.add_pending(session, ctx, row.id, credit)
+            await pending.add(session, ctx, row.id, credit)
     await repository.update_subscription(
         session, subscription_id, status=S.PAUSED, paused_at=ctx.now, updated_at=ctx.now
     )
@@ -231,7 +231,7 @@ async def resume(
             kind="proration",
         )
         if charge is not None:
-            await invoicing.add_pending(session, ctx, row.id, charge)
+            await pending.add(session, ctx, row.id, charge)
     await repository.update_subscription(
         session,
         subscription_id,
@@ -334,7 +334,7 @@ async def change(
         )
         for line in (credit, charge):
             if line is not None:
-                await invoicing.add_pending(session, ctx, row.id, line)
+                await pending.add(session, ctx, row.id, line)
     await _switch(session, ctx, catalog, row, new, new_quantity)
     await _record(session, ctx, row, "SubscriptionChanged", **details)
     return await get(session, ctx.tenant_id, subscription_id)

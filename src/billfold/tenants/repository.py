@@ -23,6 +23,11 @@ async def by_slug(session: AsyncSession, slug: str) -> Record | None:
     return (await session.execute(select(tenants).where(tenants.c.slug == slug))).one_or_none()
 
 
+async def by_id(session: AsyncSession, tenant_id: str) -> Record | None:
+    statement = select(tenants).where(tenants.c.id == tenant_id)
+    return (await session.execute(statement)).one_or_none()
+
+
 async def all_tenants(session: AsyncSession) -> list[Record]:
     return list((await session.execute(select(tenants).order_by(tenants.c.created_at))).all())
 

@@ -86,6 +86,13 @@ async def tenant_by_slug(session: AsyncSession, slug: str) -> Tenant:
     return Tenant(id=row.id, slug=row.slug, name=row.name, created_at=row.created_at)
 
 
+async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
+    row = await repository.by_id(session, tenant_id)
+    if row is None:
+        raise TenantNotFound(f"no tenant {tenant_id!r}")
+    return Tenant(id=row.id, slug=row.slug, name=row.name, created_at=row.created_at)
+
+
 async def list_tenants(session: AsyncSession) -> list[Tenant]:
     return [
         Tenant(id=row.id, slug=row.slug, name=row.name, created_at=row.created_at)

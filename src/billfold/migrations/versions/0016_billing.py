@@ -69,6 +69,7 @@ def upgrade() -> None:
         sa.Column("paid_minor", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("credited_minor", sa.BigInteger(), server_default=sa.text("0"), nullable=False),
         sa.Column("tax_note", sa.String(length=500), nullable=True),
+        sa.Column("locale", sa.String(length=35), nullable=True),
         sa.Column(
             "rating",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
@@ -167,6 +168,8 @@ def upgrade() -> None:
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("tax_rate", Exact(), nullable=False),
         sa.Column("tax_minor", sa.BigInteger(), nullable=False),
+        sa.Column("tax_name", sa.String(length=40), nullable=True),
+        sa.Column("tax_included", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(
             ["invoice_id"], ["invoices.id"], name=op.f("fk_invoice_lines_invoice_id_invoices")
