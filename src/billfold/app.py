@@ -17,6 +17,9 @@ from starlette.types import Receive, Scope, Send
 
 from billfold import __version__
 from billfold.audit.api import router as audit_router
+from billfold.billing import deps as billing_deps
+from billfold.billing.api import router as test_clocks_router
+from billfold.billing.close import CloseSettings
 from billfold.catalog.api import router as catalog_router
 from billfold.catalog.catalog import CatalogCache
 from billfold.claims import deps as claims_deps
@@ -31,7 +34,6 @@ from billfold.http.bodies import json_response
 from billfold.http.calls import ReadCall, Runtime, permission_of, short_path, short_paths
 from billfold.http.guard import RequestGuard
 from billfold.http.metrics import Metrics
-from billfold.invoicing import deps as invoicing_deps
 from billfold.invoicing.api import router as invoices_router
 from billfold.invoicing.records import Invoicing
 from billfold.kit import eventlog
@@ -75,6 +77,7 @@ def create_app(
         metrics.registry,
         snapshots=lambda: snapshots if changes.live else None,
     )
+    close_settings = billing_deps.wire(settings)  # the invoicing file, read once
     runtime = Runtime(
         settings=settings,
         database=database,
@@ -86,7 +89,8 @@ def create_app(
             SnapshotCache: snapshots,
             metering_deps.Metering: metering,
             claims_deps.Claims: claims_deps.wire(settings),
-            Invoicing: invoicing_deps.wire(settings),
+            CloseSettings: close_settings,
+            Invoicing: close_settings.invoicing,
         },
     )
 
@@ -162,6 +166,7 @@ def create_app(
         customers_router,
         subscriptions_router,
         invoices_router,
+        test_clocks_router,
         claims_router,
         metering_router,
         audit_router,

@@ -1,6 +1,5 @@
 """Imports every domain's tables so the shared metadata knows them all."""
 
-from billfold.billing.tables import test_clocks
 from billfold.catalog.tables import (
     catalog_settings,
     catalogs,
@@ -10,7 +9,7 @@ from billfold.catalog.tables import (
     plans,
 )
 from billfold.claims.tables import claim_batches, claim_codes, claim_redemptions
-from billfold.customers.tables import customers
+from billfold.customers.tables import customers, test_clocks
 from billfold.grants.tables import grants
 from billfold.invoicing.tables import (
     invoice_lines,

@@ -101,10 +101,10 @@ async def run(
             drafts = await invoicing.due_drafts(
                 session, until, limit=BATCH + len(failed), tenant_id=tenant_id
             )
-        drafts = [d for d in drafts if d[1] not in failed]
+        drafts = [d for d in drafts if d.id not in failed]
         if not drafts:
             break
-        for tenant, invoice_id in drafts:
+        for tenant, invoice_id, _finalize_at in drafts:
             try:
                 async with database.transaction() as session:
                     catalog = await catalog_of(session, tenant)

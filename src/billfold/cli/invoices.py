@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 import typer
 
-from billfold.billing.close import CloseSettings
+from billfold.billing import deps as billing_deps
 from billfold.billing.run import Report, Step, run
 from billfold.cli.common import DEFAULT_TENANT, TenantOption, fail, load_settings, moment
 from billfold.cli.common import run as run_with_database
-from billfold.invoicing import deps as invoicing_deps
-from billfold.invoicing.records import Numbering
 from billfold.kit.clock import SystemClock
 from billfold.kit.db import Database
-from billfold.settings import Settings
 from billfold.tenants import service as tenants
 
 app = typer.Typer(help="Invoices: period close on demand.", no_args_is_help=True)
-
-
-def close_settings(settings: Settings) -> CloseSettings:
-    """How period close makes and finalizes invoices, from the deployment's settings."""
-    return CloseSettings(
-        grace=timedelta(seconds=settings.invoice_grace_s),
-        numbering=Numbering(prefix=settings.invoice_prefix, due_days=settings.invoice_due_days),
-        invoicing=invoicing_deps.load(settings.invoicing_file),
-    )
 
 
 def describe(report: Report) -> str:
@@ -66,7 +53,7 @@ def invoices_run(
                 database,
                 end,
                 now=now,
-                settings=close_settings(settings),
+                settings=billing_deps.wire(settings),
                 tenant_id=tenant_id,
                 on_step=step,
             )

@@ -117,8 +117,9 @@ def worker_billing(
     """Period close on a schedule: every BILLFOLD_BILLING_INTERVAL_S, close the billed
     periods that have ended and finalize the drafts whose grace has ended, for every
     tenant. Run one or several: they never invoice a period twice."""
+    from billfold.billing import deps as billing_deps
     from billfold.billing.run import run as close_periods
-    from billfold.cli.invoices import close_settings, describe
+    from billfold.cli.invoices import describe
 
     settings = load_settings()
     logs.configure(settings.log_format, settings.log_level)
@@ -136,7 +137,7 @@ def worker_billing(
     if metrics_port is not None:
         start_http_server(metrics_port, registry=registry)
 
-    close = close_settings(settings)  # the invoicing file is read once, at start
+    close = billing_deps.wire(settings)  # the invoicing file is read once, at start
 
     async def work(database: Database) -> int:
         stop = _stop_on_signals()

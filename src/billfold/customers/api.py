@@ -68,6 +68,9 @@ class CustomerOut(Out):
     email: str | None
     metadata: dict[str, Any]
     billing: BillingOut
+    test_clock_id: str | None = Field(
+        default=None, description="a test-mode customer on this test clock"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -33,6 +33,7 @@ class Customer:
     created_at: datetime
     updated_at: datetime
     billing: BillingDetails = field(default_factory=lambda: BillingDetails())
+    test_clock_id: str | None = None  # a test-mode customer on a simulated clock
 
 
 @dataclass(frozen=True)
@@ -170,4 +171,5 @@ def _customer(row: Record) -> Customer:
             tax_id=row.tax_id,
             locale=row.locale,
         ),
+        test_clock_id=row.test_clock_id,
     )

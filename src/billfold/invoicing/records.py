@@ -52,8 +52,10 @@ class Numbering:
     prefix: str = "INV"
     due_days: int = 30
 
-    def number(self, year: int, n: int) -> str:
-        return f"{self.prefix}-{year}-{n:06d}"
+    def number(self, year: int, n: int, *, test: bool = False) -> str:
+        """`INV-2026-000123`; a test-clock customer's invoices are numbered apart,
+        `TEST-INV-2026-000001`, and never take a number of the real series."""
+        return f"{'TEST-' if test else ''}{self.prefix}-{year}-{n:06d}"
 
 
 @dataclass(frozen=True)

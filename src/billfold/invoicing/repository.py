@@ -131,11 +131,20 @@ async def insert_payment(session: AsyncSession, **values: Any) -> None:
 
 
 async def due_drafts(
-    session: AsyncSession, now: datetime, limit: int, tenant_id: str | None = None
+    session: AsyncSession,
+    now: datetime,
+    limit: int,
+    tenant_id: str | None = None,
+    test_clock_id: str | None = None,
 ) -> list[Record]:
-    """Drafts whose grace has ended, oldest first: (tenant_id, id)."""
-    statement = select(invoices.c.tenant_id, invoices.c.id).where(
-        invoices.c.status == "draft", invoices.c.finalize_at <= now
+    """Drafts whose grace has ended, oldest first: (tenant_id, id, finalize_at); of live
+    customers, or of those on `test_clock_id`."""
+    clocked = customers.c.test_clock_id
+    statement = (
+        select(invoices.c.tenant_id, invoices.c.id, invoices.c.finalize_at)
+        .join(customers, customers.c.id == invoices.c.customer_id)
+        .where(clocked.is_(None) if test_clock_id is None else clocked == test_clock_id)
+        .where(invoices.c.status == "draft", invoices.c.finalize_at <= now)
     )
     if tenant_id is not None:
         statement = statement.where(invoices.c.tenant_id == tenant_id)
@@ -143,10 +152,11 @@ async def due_drafts(
     return list((await session.execute(statement)).all())
 
 
-async def next_number(session: AsyncSession, tenant_id: str, year: int) -> int:
-    """The tenant's next invoice number in `year`, under a row lock held until commit,
-    so two finalizations never take one number and a rollback gives it back."""
-    values = {"tenant_id": tenant_id, "year": year, "last": 0}
+async def next_number(session: AsyncSession, tenant_id: str, series: str, year: int) -> int:
+    """The tenant's next invoice number of `series` in `year`, under a row lock held
+    until commit, so two finalizations never take one number and a rollback gives it
+    back."""
+    values = {"tenant_id": tenant_id, "series": series, "year": year, "last": 0}
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(pg_insert(invoice_numbers).values(**values).on_conflict_do_nothing())
     else:
@@ -155,7 +165,11 @@ async def next_number(session: AsyncSession, tenant_id: str, year: int) -> int:
         )
     statement = (
         update(invoice_numbers)
-        .where(invoice_numbers.c.tenant_id == tenant_id, invoice_numbers.c.year == year)
+        .where(
+            invoice_numbers.c.tenant_id == tenant_id,
+            invoice_numbers.c.series == series,
+            invoice_numbers.c.year == year,
+        )
         .values(last=invoice_numbers.c.last + 1)
         .returning(invoice_numbers.c.last)
     )

@@ -239,8 +239,9 @@ async def finalize(
         await repository.update_line(session, invoice_id, stored.position, **values)
         rows.append({"amount_minor": line.amount_minor, **values})
     totals = _totals(rows)
-    year = ctx.now.year
-    number = numbering.number(year, await repository.next_number(session, ctx.tenant_id, year))
+    year, series = ctx.now.year, "test" if customer.test_clock_id else "live"
+    sequence = await repository.next_number(session, ctx.tenant_id, series, year)
+    number = numbering.number(year, sequence, test=customer.test_clock_id is not None)
     settled = totals["total_minor"] <= 0
     await repository.update_invoice(
         session,
@@ -475,11 +476,16 @@ async def draft_to_finalize(session: AsyncSession, tenant_id: str, invoice_id: s
 
 
 async def due_drafts(
-    session: AsyncSession, now: datetime, *, limit: int, tenant_id: str | None = None
-) -> list[tuple[str, str]]:
-    """(tenant, invoice) of the drafts whose grace has ended, oldest first."""
-    rows = await repository.due_drafts(session, now, limit, tenant_id)
-    return [(row.tenant_id, row.id) for row in rows]
+    session: AsyncSession,
+    now: datetime,
+    *,
+    limit: int,
+    tenant_id: str | None = None,
+    test_clock_id: str | None = None,
+) -> list[Record]:
+    """(tenant_id, id, finalize_at) of the drafts whose grace has ended by `now`, oldest
+    first: of live customers, or of the customers on `test_clock_id`."""
+    return await repository.due_drafts(session, now, limit, tenant_id, test_clock_id)
 
 
 async def _locked(session: AsyncSession, tenant_id: str, invoice_id: str) -> Record:

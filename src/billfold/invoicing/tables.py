@@ -110,12 +110,15 @@ pending_lines = Table(
     Index("ix_pending_lines_subscription", "subscription_id"),
 )
 
-# Each tenant's next invoice number per year, taken under a row lock in the transaction
-# that finalizes, so numbers are gapless: a rolled-back finalization gives its number back.
+# Each tenant's next invoice number per series and year, taken under a row lock in the
+# transaction that finalizes, so numbers are gapless: a rolled-back finalization gives its
+# number back. Series `live`, and `test` for test-clock customers, which never take a
+# number of the real series.
 invoice_numbers = Table(
     "invoice_numbers",
     metadata,
     Column("tenant_id", String(40), ForeignKey("tenants.id"), primary_key=True),
+    Column("series", String(8), primary_key=True),
     Column("year", Integer, primary_key=True),
     Column("last", BigInteger, nullable=False),
 )

@@ -9,8 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from pydantic import Field
 
+from billfold.customers import clocks
 from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
+from billfold.kit.context import Context
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import QUANTITY, Body, Instant, Metadata, Out, Storable
 from billfold.subscriptions import lifecycle, service
@@ -107,6 +109,12 @@ class SubscriptionsOut(Out):
     subscriptions: list[SubscriptionOut]
 
 
+async def _their_time(call: AdminCall, subscription_id: str) -> Context:
+    """The call's context at the customer's time: a test clock's, for a test-mode one."""
+    subscription = await service.get(call.session, call.ctx.tenant_id, subscription_id)
+    return await clocks.context_for(call.session, call.ctx, subscription.customer)
+
+
 async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> SubscriptionOut:
     catalog = await call.catalog()
     version = catalog.versions.get(subscription.plan_version_id)
@@ -151,9 +159,8 @@ async def activate(external_id: ExternalId, call: AdminCall) -> SubscriptionOut:
     billed outside Billfold, it runs to `period_ends_at`. The plan's grant follows it."""
     body = await read_json(call.request, CreateIn)
     new = NewSubscription(**body.model_dump())
-    subscription = await service.create(
-        call.session, call.ctx, await call.catalog(), external_id, new
-    )
+    ctx = await clocks.context_for(call.session, call.ctx, external_id)
+    subscription = await service.create(call.session, ctx, await call.catalog(), external_id, new)
     return await _out(call, subscription)
 
 
@@ -195,7 +202,7 @@ async def renew(subscription_id: SubscriptionId, call: AdminCall) -> Subscriptio
     body = await read_json(call.request, RenewIn)
     subscription = await service.renew(
         call.session,
-        call.ctx,
+        await _their_time(call, subscription_id),
         await call.catalog(),
         subscription_id,
         period_ends_at=body.period_ends_at,
@@ -218,7 +225,7 @@ async def cancel(subscription_id: SubscriptionId, call: AdminCall) -> Subscripti
     body = await read_optional_json(call.request, CancelIn) or CancelIn()
     subscription = await lifecycle.cancel(
         call.session,
-        call.ctx,
+        await _their_time(call, subscription_id),
         await call.catalog(),
         subscription_id,
         at_period_end=body.at_period_end,
@@ -236,7 +243,10 @@ async def cancel(subscription_id: SubscriptionId, call: AdminCall) -> Subscripti
 async def undo_cancel(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
     """Take back a cancellation scheduled for the period end."""
     subscription = await lifecycle.undo_cancel(
-        call.session, call.ctx, await call.catalog(), subscription_id
+        call.session,
+        await _their_time(call, subscription_id),
+        await call.catalog(),
+        subscription_id,
     )
     return await _out(call, subscription)
 
@@ -249,7 +259,10 @@ async def undo_cancel(subscription_id: SubscriptionId, call: AdminCall) -> Subsc
 async def pause(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
     """Pause now: entitlements stop and nothing recurring is billed until it resumes."""
     subscription = await lifecycle.pause(
-        call.session, call.ctx, await call.catalog(), subscription_id
+        call.session,
+        await _their_time(call, subscription_id),
+        await call.catalog(),
+        subscription_id,
     )
     return await _out(call, subscription)
 
@@ -262,7 +275,10 @@ async def pause(subscription_id: SubscriptionId, call: AdminCall) -> Subscriptio
 async def resume(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
     """Resume a paused subscription now; the rest of the period is charged."""
     subscription = await lifecycle.resume(
-        call.session, call.ctx, await call.catalog(), subscription_id
+        call.session,
+        await _their_time(call, subscription_id),
+        await call.catalog(),
+        subscription_id,
     )
     return await _out(call, subscription)
 
@@ -284,7 +300,7 @@ async def change(subscription_id: SubscriptionId, call: AdminCall) -> Subscripti
     policy = Policy(body.policy.when, body.policy.proration) if body.policy else None
     subscription = await lifecycle.change(
         call.session,
-        call.ctx,
+        await _their_time(call, subscription_id),
         await call.catalog(),
         subscription_id,
         plan=body.plan,

@@ -68,13 +68,27 @@ async def update_subscription(session: AsyncSession, subscription_id: str, **val
 
 
 async def due_for_close(
-    session: AsyncSession, until: datetime, limit: int, *, tenant_id: str | None = None
+    session: AsyncSession,
+    until: datetime,
+    limit: int,
+    *,
+    tenant_id: str | None = None,
+    test_clock_id: str | None = None,
 ) -> list[Record]:
     """(tenant_id, id, current_period_ends_at) of the subscriptions whose period has ended
     by `until` and that period close acts on: those billed by invoice, and those billed
-    outside with a cancellation scheduled. Earliest first."""
-    statement = select(
-        subscriptions.c.tenant_id, subscriptions.c.id, subscriptions.c.current_period_ends_at
+    outside with a cancellation scheduled. Earliest first. Only live customers', or only
+    those on `test_clock_id`: a test clock's customers follow their clock."""
+    statement = (
+        select(
+            subscriptions.c.tenant_id, subscriptions.c.id, subscriptions.c.current_period_ends_at
+        )
+        .join(customers, customers.c.id == subscriptions.c.customer_id)
+        .where(
+            customers.c.test_clock_id.is_(None)
+            if test_clock_id is None
+            else customers.c.test_clock_id == test_clock_id
+        )
     ).where(
         subscriptions.c.currency.is_not(None) | subscriptions.c.cancel_at_period_end,
         subscriptions.c.status != SubscriptionStatus.CANCELED,

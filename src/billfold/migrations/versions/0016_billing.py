@@ -31,12 +31,13 @@ def upgrade() -> None:
     op.create_table(
         "invoice_numbers",
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("series", sa.String(length=8), nullable=False),
         sa.Column("year", sa.Integer(), nullable=False),
         sa.Column("last", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"], ["tenants.id"], name=op.f("fk_invoice_numbers_tenant_id_tenants")
         ),
-        sa.PrimaryKeyConstraint("tenant_id", "year", name=op.f("pk_invoice_numbers")),
+        sa.PrimaryKeyConstraint("tenant_id", "series", "year", name=op.f("pk_invoice_numbers")),
     )
     op.create_table(
         "test_clocks",
