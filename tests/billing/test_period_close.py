@@ -79,7 +79,7 @@ async def test_a_month_of_pro_with_ai_token_overage(harness: Harness) -> None:
     assert (await close(harness)).finalized == 1
     second = (await invoices(harness, "ada"))[1]
     assert (second["number"], second["status"]) == ("INV-2026-000002", "open")
-    usage = second["lines"][-1]
+    usage = second["lines"][0]  # arrears first, as period close placed them
     assert (usage["kind"], usage["quantity"], usage["amount_minor"]) == ("usage", "300000", 400)
     assert usage["amount_precise"] == "4"  # kept exact beside the rounded amount
     assert second["total_minor"] == 2900 + 400
@@ -240,3 +240,28 @@ async def test_a_transition_the_state_machine_refuses_is_a_409(harness: Harness)
         assert refused.status_code == 409, (action, refused.text)
         assert refused.json()["code"] == "subscription_transition_not_allowed"
         assert refused.json()["current_status"] == "canceled"
+
+
+async def test_the_upcoming_invoice_is_what_the_period_close_will_make(harness: Harness) -> None:
+    harness.clock.travel_to(JAN_31)
+    await subscribe(harness, "uma", plan="pro")
+    await events(harness, "uma", count=3, at=JAN_31 + timedelta(days=2), tokens=100_000)
+    harness.clock.travel_to(JAN_31 + timedelta(days=10))
+    preview = await harness.get("/v1/customers/uma/upcoming-invoice")
+    assert preview.status_code == 200, preview.text
+    body = preview.json()
+    assert body["period_end"] == "2026-02-28T10:00:00Z"
+    assert [(line["kind"], line["amount_minor"]) for line in body["lines"]] == [
+        ("usage", 400),  # 300,000 tokens so far: 200,000 past the included 100,000
+        ("recurring", 2900),  # the next month, billed ahead
+    ]
+    assert body["total_minor"] == 3300
+    harness.clock.travel_to(datetime(2026, 2, 28, 11, 0, tzinfo=UTC))
+    await close(harness)
+    made = (await invoices(harness, "uma"))[-1]
+    assert lines(made) == [(line["kind"], line["amount_minor"]) for line in body["lines"]]
+    nobody = await harness.get("/v1/customers/nobody/upcoming-invoice")
+    assert nobody.status_code == 404
+    await harness.post("/v1/customers/ext/subscriptions", {"plan": "beta_tester"})
+    unbilled = await harness.get("/v1/customers/ext/upcoming-invoice")
+    assert (unbilled.status_code, unbilled.json()["code"]) == (404, "no_upcoming_invoice")

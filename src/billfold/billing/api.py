@@ -1,20 +1,24 @@
-"""Routes: test clocks (admin). Create one, put new test-mode customers on it, and
-advance it: their lifecycle and period close run at the simulated time."""
+"""Routes: a customer's upcoming invoice; test clocks (admin): create one, put new
+test-mode customers on it, and advance it, their lifecycle and period close running at
+the simulated time."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Path
 from pydantic import Field
 
 from billfold.billing import clocks as advancing
+from billfold.billing import preview
 from billfold.billing.close import CloseSettings
 from billfold.customers import clocks
 from billfold.customers.clocks import TestClock
 from billfold.http.bodies import json_body_schema, read_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
+from billfold.invoicing.records import Invoicing
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Out, Storable
 
@@ -52,6 +56,75 @@ class AdvancedOut(Out):
     closed: int = Field(description="periods closed")
     invoices: int = Field(description="invoices made")
     finalized: int = Field(description="drafts finalized")
+
+
+class UpcomingLineOut(Out):
+    kind: str
+    description: str
+    quantity: str
+    period_start: datetime | None
+    period_end: datetime | None
+    amount_precise: str
+    amount_minor: int
+    tax_rate: str
+    tax_minor: int
+
+
+class UpcomingOut(Out):
+    customer: str
+    subscription_id: str
+    currency: str
+    period_start: datetime
+    period_end: datetime = Field(description="when the invoice will be made")
+    lines: list[UpcomingLineOut]
+    subtotal_minor: int
+    tax_minor: int
+    total_minor: int
+
+
+@router.get(
+    "/v1/customers/{external_id}/upcoming-invoice",
+    operation_id="upcomingInvoice",
+    tags=["invoices"],
+    responses={404: {"description": "`customer_not_found` or `no_upcoming_invoice`"}},
+)
+async def upcoming_invoice(
+    external_id: Annotated[str, Path(min_length=1, max_length=255)], call: ReadCall
+) -> UpcomingOut:
+    """The customer's next invoice as it stands: the current period's usage so far, the
+    pending prorations and the next period's fee, taxed for the customer now."""
+    ctx = await clocks.context_for(call.session, call.ctx, external_id)
+    found = await preview.upcoming(
+        call.session, ctx, await call.catalog(), external_id, call.collaborator(Invoicing)
+    )
+    return UpcomingOut(
+        customer=found.customer,
+        subscription_id=found.subscription_id,
+        currency=found.currency,
+        period_start=found.period_start,
+        period_end=found.period_end,
+        lines=[
+            UpcomingLineOut(
+                kind=line.kind.value,
+                description=line.description,
+                quantity=_text(line.quantity),
+                period_start=line.period_start,
+                period_end=line.period_end,
+                amount_precise=_text(line.amount_precise),
+                amount_minor=line.amount_minor,
+                tax_rate=_text(line.tax_rate),
+                tax_minor=line.tax_minor,
+            )
+            for line in found.lines
+        ],
+        subtotal_minor=found.subtotal_minor,
+        tax_minor=found.tax_minor,
+        total_minor=found.total_minor,
+    )
+
+
+def _text(value: Decimal) -> str:
+    return format(value.normalize(), "f")
 
 
 @router.post(

@@ -100,7 +100,7 @@ async def close_subscription(
     # A trial bills nothing; a paused or canceled period bills its usage, but no minimum.
     if status is not S.TRIALING and (price.usage or price.minimum is not None):
         committed = status in (S.ACTIVE, S.PAST_DUE)
-        recurring = _recurring_for(version, price, row, start, end) if committed else None
+        recurring = recurring_for(version, price, row, start, end) if committed else None
         rating = {
             "plan_version_id": version.id,
             "currency": row.currency,
@@ -272,7 +272,7 @@ async def finalize_draft(
     )
 
 
-def _recurring_for(
+def recurring_for(
     version: PlanVersion, price: PlanPrice, row: Record, start: datetime, end: datetime
 ) -> Decimal:
     """The recurring fee billed (in advance) for [start, end): what the minimum

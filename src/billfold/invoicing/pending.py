@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold.invoicing import repository
 from billfold.invoicing.records import Charge
 from billfold.kit.context import Context
+from billfold.kit.db import Record
 from billfold.kit.ids import new_id
 
 
@@ -34,8 +35,17 @@ async def take(session: AsyncSession, subscription_id: str) -> list[Charge]:
     the same transaction."""
     rows = await repository.pending_of(session, subscription_id)
     await repository.delete_pending(session, [row.id for row in rows])
+    return _charges(rows)
+
+
+async def peek(session: AsyncSession, subscription_id: str) -> list[Charge]:
+    """The subscription's pending charges, left where they are (for a preview)."""
+    return _charges(await repository.pending_of(session, subscription_id))
+
+
+def _charges(rows: list[Record]) -> list[Charge]:
     # In the order they were made; a change's credit before its charge.
-    rows.sort(key=lambda row: (row.created_at, row.amount_precise))
+    rows = sorted(rows, key=lambda row: (row.created_at, row.amount_precise))
     return [
         Charge(
             kind=row.kind,

@@ -187,20 +187,26 @@ async def replace_charges(
     kinds: Sequence[str],
     charges: Sequence[Charge],
 ) -> None:
-    """Re-rate a draft: its lines of `kinds` become `charges` (late usage lands here until
-    the draft is finalized)."""
+    """Re-rate a draft: its lines of `kinds` become `charges`, placed first as period
+    close places them, the other lines after them in their order (late usage lands here
+    until the draft is finalized)."""
     row = await _locked(session, ctx.tenant_id, invoice_id)
     if row.status != InvoiceStatus.DRAFT:
         raise InvoiceStateConflict(
             f"invoice {invoice_id} is {row.status}; only a draft changes",
             extra={"current_status": row.status},
         )
-    await repository.delete_lines(session, invoice_id, kinds)
-    kept = await repository.lines_of(session, [invoice_id])
-    start = max((line.position for line in kept), default=0) + 1
-    rows = _line_rows(ctx.tenant_id, invoice_id, row.currency, charges, start, ctx.now)
+    kept = [
+        dict(line._mapping)
+        for line in await repository.lines_of(session, [invoice_id])
+        if line.kind not in kinds
+    ]
+    await repository.delete_lines(session, invoice_id, [*kinds, *(line["kind"] for line in kept)])
+    rows = _line_rows(ctx.tenant_id, invoice_id, row.currency, charges, 1, ctx.now)
+    for offset, line in enumerate(kept, start=len(rows) + 1):
+        rows.append({**line, "position": offset})
     await repository.insert_lines(session, rows)
-    totals = _totals([*(dict(line._mapping) for line in kept), *rows])
+    totals = _totals(rows)
     await repository.update_invoice(session, invoice_id, updated_at=ctx.now, **totals)
 
 
@@ -223,7 +229,7 @@ async def finalize(
         )
     invoice = await get(session, ctx.tenant_id, invoice_id)
     customer = await customers.get(session, ctx.tenant_id, invoice.customer)
-    seller = await _seller(session, ctx.tenant_id, invoicing)
+    seller = await seller_of(session, ctx.tenant_id, invoicing)
     buyer = buyer_of(customer)
     lines = [document_line(line) for line in invoice.lines]
     quote = invoicing.taxes.quote(seller, buyer, invoice.currency, lines)
@@ -282,12 +288,12 @@ async def as_rendered(
     if invoice.seller is not None:
         return as_document(invoice)
     customer = await customers.get(session, tenant_id, invoice.customer)
-    seller = await _seller(session, tenant_id, invoicing)
+    seller = await seller_of(session, tenant_id, invoicing)
     where = customer.billing.locale or invoicing.locale
     return as_document(invoice, seller=seller, buyer=buyer_of(customer), locale=where)
 
 
-async def _seller(session: AsyncSession, tenant_id: str, invoicing: Invoicing) -> Party:
+async def seller_of(session: AsyncSession, tenant_id: str, invoicing: Invoicing) -> Party:
     if invoicing.seller is not None:
         return invoicing.seller
     tenant = await tenants.get_tenant(session, tenant_id)

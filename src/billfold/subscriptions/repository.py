@@ -90,9 +90,14 @@ async def due_for_close(
             else customers.c.test_clock_id == test_clock_id
         )
     ).where(
-        subscriptions.c.currency.is_not(None) | subscriptions.c.cancel_at_period_end,
-        subscriptions.c.status != SubscriptionStatus.CANCELED,
         subscriptions.c.current_period_ends_at <= until,
+        # Billed by invoice, in any state: a canceled one still has its final invoice to
+        # make until its period end is cleared. Billed outside: a scheduled cancellation.
+        subscriptions.c.currency.is_not(None)
+        | (
+            subscriptions.c.cancel_at_period_end
+            & (subscriptions.c.status != SubscriptionStatus.CANCELED)
+        ),
     )
     if tenant_id is not None:
         statement = statement.where(subscriptions.c.tenant_id == tenant_id)

@@ -1,0 +1,117 @@
+"""The upcoming invoice: what a customer's next invoice holds if the current period
+ended now. Rated by the same code as period close (`close.arrears`, the subscription's
+charges, the pending lines), so a preview and the invoice never disagree on a price.
+Nothing is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.billing.close import arrears, recurring_for
+from billfold.catalog.catalog import Catalog
+from billfold.customers import service as customers
+from billfold.invoicing import pending
+from billfold.invoicing.document import Line, LineKind, new_line
+from billfold.invoicing.records import Charge, Invoicing, buyer_of
+from billfold.invoicing.service import seller_of
+from billfold.invoicing.taxes import apply_quote
+from billfold.kit.context import Context
+from billfold.kit.errors import NotFound
+from billfold.subscriptions import charges
+from billfold.subscriptions import repository as subscription_rows
+from billfold.subscriptions.cycle import Cycle
+from billfold.subscriptions.service import price_of
+from billfold.subscriptions.status import SubscriptionStatus as S
+
+
+class NoUpcomingInvoice(NotFound):
+    code = "no_upcoming_invoice"
+    title = "The customer has no subscription that Billfold bills"
+
+
+@dataclass(frozen=True)
+class Upcoming:
+    customer: str
+    subscription_id: str
+    currency: str
+    period_start: datetime
+    period_end: datetime  # when the invoice is made
+    lines: tuple[Line, ...]
+    subtotal_minor: int
+    tax_minor: int
+    total_minor: int
+
+
+async def upcoming(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    external_id: str,
+    invoicing: Invoicing,
+) -> Upcoming:
+    """The next invoice of the customer's live subscription billed by invoice: the usage
+    of the current period so far, its minimum true-up, the pending lines, and the next
+    period's fee (after a scheduled change), taxed for the customer as they are now."""
+    customer = await customers.get(session, ctx.tenant_id, external_id)
+    row = await subscription_rows.live_of(session, ctx.tenant_id, customer.id)
+    if row is None or row.currency is None or row.current_period_ends_at is None:
+        raise NoUpcomingInvoice(
+            f"customer {external_id!r} has no live subscription billed by invoice"
+        )
+    start, end = row.current_period_start, row.current_period_ends_at
+    status = S(row.status)
+    version = catalog.versions[row.plan_version_id]
+    price = price_of(version, row.currency, row.interval)
+    found: list[Charge] = []
+    if status is not S.TRIALING and (price.usage or price.minimum is not None):
+        committed = status in (S.ACTIVE, S.PAST_DUE)
+        rating: dict[str, Any] = {
+            "plan_version_id": version.id,
+            "currency": row.currency,
+            "interval": row.interval,
+            "customer": external_id,
+            "recurring": str(recurring_for(version, price, row, start, end)) if committed else None,
+        }
+        found += await arrears(session, catalog, ctx.tenant_id, rating, start, min(ctx.now, end))
+    found += await pending.peek(session, row.id)
+    if not row.cancel_at_period_end and status is not S.PAUSED:
+        scheduled = row.scheduled_change or {}
+        upcoming_version = catalog.versions.get(scheduled.get("plan_version_id", ""), version)
+        quantity = Decimal(scheduled["quantity"]) if scheduled else row.quantity
+        next_price = price_of(upcoming_version, row.currency, row.interval)
+        period = Cycle(row.billing_anchor, row.interval, row.interval_count).period_of(end)
+        advance = charges.recurring(upcoming_version, next_price, quantity, period, end, period[1])
+        if advance is not None:
+            found.append(advance)
+    lines = [
+        new_line(
+            c.description,
+            LineKind(c.kind),
+            c.quantity,
+            c.amount_precise,
+            row.currency,
+            period=(c.period_start, c.period_end) if c.period_start and c.period_end else None,
+        )
+        for c in found
+    ]
+    seller = await seller_of(session, ctx.tenant_id, invoicing)
+    quote = invoicing.taxes.quote(seller, buyer_of(customer), row.currency, lines)
+    taxed = apply_quote(lines, quote)
+    subtotal = sum(line.net_minor for line in taxed)
+    tax = sum(line.tax_minor for line in taxed)
+    return Upcoming(
+        customer=external_id,
+        subscription_id=row.id,
+        currency=row.currency,
+        period_start=start,
+        period_end=end,
+        lines=taxed,
+        subtotal_minor=subtotal,
+        tax_minor=tax,
+        total_minor=subtotal + tax,
+    )
