@@ -12,6 +12,7 @@ from billfold.claims.tables import claim_batches, claim_codes, claim_redemptions
 from billfold.customers.tables import customers, test_clocks
 from billfold.grants.tables import grants
 from billfold.invoicing.tables import (
+    credit_notes,
     invoice_lines,
     invoice_numbers,
     invoice_payments,
@@ -38,6 +39,7 @@ __all__ = [
     "claim_batches",
     "claim_codes",
     "claim_redemptions",
+    "credit_notes",
     "customers",
     "event_chain_heads",
     "event_log",

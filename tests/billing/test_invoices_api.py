@@ -121,3 +121,41 @@ async def test_unknown_invoices_and_customers(harness: Harness) -> None:
         "/v1/invoices/inv_" + "a" * 26 + "/void", {"reason": "x"}, headers=read_only
     )
     assert refused.status_code == 403
+
+
+async def test_credit_notes_lower_what_is_due_and_never_edit_the_invoice(
+    harness: Harness,
+) -> None:
+    invoice = await open_invoice(harness, "cara")
+    url = f"/v1/invoices/{invoice['id']}/credit-notes"
+    part = await harness.post(
+        url, {"reason": "outage", "lines": [{"position": 1, "amount_minor": 900}]}
+    )
+    assert part.status_code == 201, part.text
+    assert (part.json()["number"], part.json()["total_minor"]) == ("CN-2026-000001", 900)
+    after = (await harness.get(f"/v1/invoices/{invoice['id']}")).json()
+    assert (after["credited_minor"], after["due_minor"], after["status"]) == (900, 2000, "open")
+    assert after["lines"] == invoice["lines"]  # the invoice itself never changes
+    too_much = await harness.post(
+        url, {"reason": "x", "lines": [{"position": 1, "amount_minor": 2001}]}
+    )
+    assert assert_problem(too_much, 422, "credit_exceeds_line")["left_minor"] == 2000
+    no_line = await harness.post(url, {"reason": "x", "lines": [{"position": 9}]})
+    assert assert_problem(no_line, 422, "invalid_input")["errors"][0]["pointer"] == (
+        "#/lines/0/position"
+    )
+    rest = await harness.post(url, {"reason": "goodwill"})  # all that is left
+    assert rest.json()["total_minor"] == 2000
+    settled = (await harness.get(f"/v1/invoices/{invoice['id']}")).json()
+    assert (settled["status"], settled["due_minor"], settled["paid_minor"]) == ("paid", 0, 0)
+    listed = (await harness.get(url)).json()["credit_notes"]
+    assert [n["number"] for n in listed] == ["CN-2026-000001", "CN-2026-000002"]
+    again = await harness.post(url, {"reason": "once more"})
+    assert_problem(again, 409, "invoice_status_conflict")
+
+
+async def test_a_paid_invoice_is_not_credited_before_refunds_exist(harness: Harness) -> None:
+    invoice = await open_invoice(harness, "pat")
+    await harness.post(f"/v1/invoices/{invoice['id']}/payments", {"amount_minor": 2000})
+    refused = await harness.post(f"/v1/invoices/{invoice['id']}/credit-notes", {"reason": "x"})
+    assert assert_problem(refused, 409, "credit_exceeds_amount_due")["due_minor"] == 900

@@ -13,7 +13,8 @@ from pydantic import Field
 from billfold.customers import service as customers
 from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
-from billfold.invoicing import service
+from billfold.invoicing import credit_notes, service
+from billfold.invoicing.credit_notes import CreditNote
 from billfold.invoicing.document import InvoiceStatus
 from billfold.invoicing.records import Invoice, Invoicing
 from billfold.invoicing.render import Document, render_html, render_pdf
@@ -122,6 +123,47 @@ class PaymentIn(Body):
     method: Annotated[str, Field(min_length=1, max_length=40), Storable] = "manual"
     reference: Annotated[str, Field(max_length=255), Storable] | None = None
     paid_at: Instant | None = None
+
+
+class CreditLineIn(Body):
+    position: Annotated[int, Field(ge=1)]
+    amount_minor: Annotated[int, Field(gt=0, le=2**63 - 1)] | None = Field(
+        default=None, description="tax included; default: all that is left of the line"
+    )
+
+
+class CreditNoteIn(Body):
+    reason: Annotated[str, Field(min_length=1, max_length=500), Storable]
+    lines: Annotated[list[CreditLineIn], Field(min_length=1, max_length=1000)] | None = Field(
+        default=None, description="default: every line, all that is left of it"
+    )
+
+
+class CreditLineOut(Out):
+    position: int
+    description: str
+    amount_minor: int
+    tax_minor: int
+
+
+class CreditNoteOut(Out):
+    id: str
+    number: str
+    invoice_id: str
+    reason: str
+    lines: list[CreditLineOut]
+    total_minor: int
+    tax_minor: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, note: CreditNote) -> CreditNoteOut:
+        lines = [CreditLineOut(**line.__dict__) for line in note.lines]
+        return cls(**{**note.__dict__, "lines": lines})
+
+
+class CreditNotesOut(Out):
+    credit_notes: list[CreditNoteOut]
 
 
 class VoidIn(Body):
@@ -289,6 +331,39 @@ async def record_payment(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
         paid_at=body.paid_at,
     )
     return InvoiceOut.of(invoice)
+
+
+@router.post(
+    "/v1/invoices/{invoice_id}/credit-notes",
+    operation_id="issueCreditNote",
+    status_code=201,
+    responses={
+        404: {"description": "`invoice_not_found`"},
+        409: {"description": f"{STATUS_CONFLICT} or `credit_exceeds_amount_due`"},
+        422: {"description": "`credit_exceeds_line`, `invalid_input`"},
+    },
+    openapi_extra=json_body_schema(CreditNoteIn),
+)
+@idempotent
+async def issue_credit_note(invoice_id: InvoiceId, call: AdminCall) -> CreditNoteOut:
+    """Credit an open invoice, in full or line by line, with a reason: it lowers what is
+    due and never edits the invoice. Send an `Idempotency-Key`."""
+    body = await read_json(call.request, CreditNoteIn)
+    lines = [(line.position, line.amount_minor) for line in body.lines] if body.lines else None
+    note = await credit_notes.issue(
+        call.session, call.ctx, invoice_id, reason=body.reason, lines=lines
+    )
+    return CreditNoteOut.of(note)
+
+
+@router.get(
+    "/v1/invoices/{invoice_id}/credit-notes",
+    operation_id="listCreditNotes",
+    responses={404: {"description": "`invoice_not_found`"}},
+)
+async def list_credit_notes(invoice_id: InvoiceId, call: ReadCall) -> CreditNotesOut:
+    notes = await credit_notes.of_invoice(call.session, call.ctx.tenant_id, invoice_id)
+    return CreditNotesOut(credit_notes=[CreditNoteOut.of(note) for note in notes])
 
 
 @router.post(

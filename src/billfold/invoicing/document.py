@@ -172,7 +172,8 @@ class Invoice:
     tax_minor: int
     total_minor: int  # subtotal_minor + tax_minor
     paid_minor: int
-    due_minor: int  # total_minor - paid_minor, never negative
+    credited_minor: int  # credit notes against it
+    due_minor: int  # total_minor - paid_minor - credited_minor, never negative
 
 
 def build_invoice(
@@ -189,6 +190,7 @@ def build_invoice(
     due_at: datetime | None = None,
     payments: Iterable[Payment] = (),
     tax_note: str | None = None,
+    credited_minor: int = 0,
 ) -> Invoice:
     """An invoice with its totals summed from its rounded lines, checked."""
     lines, payments = tuple(lines), tuple(payments)
@@ -213,7 +215,8 @@ def build_invoice(
         tax_minor=tax,
         total_minor=subtotal + tax,
         paid_minor=paid,
-        due_minor=subtotal + tax - paid,
+        credited_minor=credited_minor,
+        due_minor=subtotal + tax - paid - credited_minor,
     )
     return check(invoice)
 
@@ -246,10 +249,11 @@ def check(invoice: Invoice) -> Invoice:
         "what is paid is the sum of the payments",
     )
     invariant(
-        invoice.due_minor == invoice.total_minor - invoice.paid_minor,
-        "what is due is the total less what is paid",
+        invoice.due_minor == invoice.total_minor - invoice.paid_minor - invoice.credited_minor,
+        "what is due is the total less what is paid and what is credited",
     )
     invariant(invoice.due_minor >= 0, "nothing negative is due")
+    invariant(invoice.credited_minor >= 0, "a credit note credits a positive amount")
     invariant(abs(invoice.total_minor) <= MAX_MINOR, "a total fits in 64 bits")
     _check_status(invoice)
     return invoice

@@ -160,6 +160,7 @@ class View:
     lines: tuple[LineView, ...]
     totals: tuple[tuple[str, str], ...]  # (label, amount): subtotal, each tax, total
     paid: str
+    credited: str | None  # credit notes, when there are some
     amount_due: str
     payments: tuple[PaymentView, ...]
     tax_note: str | None
@@ -194,6 +195,7 @@ def _view(invoice: Invoice, document: Document) -> View:
         lines=tuple(_line(line, where, money) for line in invoice.lines),
         totals=tuple(totals),
         paid=money(invoice.paid_minor),
+        credited=money(invoice.credited_minor) if invoice.credited_minor else None,
         amount_due=money(invoice.due_minor),
         payments=tuple(
             PaymentView(

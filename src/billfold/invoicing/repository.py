@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers.tables import customers
 from billfold.invoicing.tables import (
+    credit_notes,
     invoice_lines,
     invoice_numbers,
     invoice_payments,
@@ -197,3 +198,16 @@ async def delete_pending(session: AsyncSession, ids: Sequence[str]) -> None:
 async def count_of_subscription(session: AsyncSession, subscription_id: str) -> int:
     statement = select(func.count()).where(invoices.c.subscription_id == subscription_id)
     return int((await session.execute(statement)).scalar_one())
+
+
+async def credit_notes_of(session: AsyncSession, invoice_ids: Sequence[str]) -> list[Record]:
+    statement = (
+        select(credit_notes)
+        .where(credit_notes.c.invoice_id.in_(list(invoice_ids)))
+        .order_by(credit_notes.c.created_at, credit_notes.c.number)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def insert_credit_note(session: AsyncSession, **values: Any) -> None:
+    await session.execute(insert(credit_notes).values(**values))

@@ -190,7 +190,7 @@ async def replace_charges(
     """Re-rate a draft: its lines of `kinds` become `charges`, placed first as period
     close places them, the other lines after them in their order (late usage lands here
     until the draft is finalized)."""
-    row = await _locked(session, ctx.tenant_id, invoice_id)
+    row = await locked(session, ctx.tenant_id, invoice_id)
     if row.status != InvoiceStatus.DRAFT:
         raise InvoiceStateConflict(
             f"invoice {invoice_id} is {row.status}; only a draft changes",
@@ -221,7 +221,7 @@ async def finalize(
     due). Taxes are quoted on the rounded lines for the customer as they are now; the
     seller and the buyer are kept with the invoice, which never changes again. The
     number is the tenant's next of the year, taken in this transaction: gapless."""
-    row = await _locked(session, ctx.tenant_id, invoice_id)
+    row = await locked(session, ctx.tenant_id, invoice_id)
     if row.status != InvoiceStatus.DRAFT:
         raise InvoiceStateConflict(
             f"invoice {invoice_id} is {row.status}, not a draft",
@@ -312,7 +312,7 @@ async def record_payment(
 ) -> Invoice:
     """A payment against an open (or uncollectible) invoice: the amount due when
     `amount_minor` is None, never more than is due. Paid in full, it is paid."""
-    row = await _locked(session, ctx.tenant_id, invoice_id)
+    row = await locked(session, ctx.tenant_id, invoice_id)
     if row.status not in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
         raise InvoiceStateConflict(
             f"invoice {invoice_id} is {row.status}; payments are recorded against open "
@@ -377,7 +377,7 @@ async def record_payment(
 async def void(session: AsyncSession, ctx: Context, invoice_id: str, *, reason: str) -> Invoice:
     """Void a draft, an open or an uncollectible invoice: nothing is due any more. A
     payment already recorded stays; a paid invoice is corrected by a credit note."""
-    row = await _locked(session, ctx.tenant_id, invoice_id)
+    row = await locked(session, ctx.tenant_id, invoice_id)
     if row.status == InvoiceStatus.VOID:
         return await get(session, ctx.tenant_id, invoice_id)
     if row.status == InvoiceStatus.PAID or row.paid_minor:
@@ -404,7 +404,7 @@ async def void(session: AsyncSession, ctx: Context, invoice_id: str, *, reason: 
 
 
 async def mark_uncollectible(session: AsyncSession, ctx: Context, invoice_id: str) -> Invoice:
-    row = await _locked(session, ctx.tenant_id, invoice_id)
+    row = await locked(session, ctx.tenant_id, invoice_id)
     if row.status == InvoiceStatus.UNCOLLECTIBLE:
         return await get(session, ctx.tenant_id, invoice_id)
     if row.status != InvoiceStatus.OPEN:
@@ -494,7 +494,7 @@ async def due_drafts(
     return await repository.due_drafts(session, now, limit, tenant_id, test_clock_id)
 
 
-async def _locked(session: AsyncSession, tenant_id: str, invoice_id: str) -> Record:
+async def locked(session: AsyncSession, tenant_id: str, invoice_id: str) -> Record:
     row = await repository.by_id(session, tenant_id, invoice_id, lock=True)
     if row is None:
         raise InvoiceNotFound(f"no invoice {invoice_id!r}")

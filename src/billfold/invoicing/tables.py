@@ -137,3 +137,23 @@ invoice_payments = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_invoice_payments_invoice", "invoice_id"),
 )
+
+# Credit notes: what is credited against a finalized invoice, line by line, with a reason.
+# They reduce what is due and never edit the invoice. Numbered gaplessly like invoices,
+# in series of their own (`CN-2026-000001`).
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
+    Column("invoice_id", String(40), ForeignKey("invoices.id"), nullable=False),
+    Column("number", String(48), nullable=False),
+    Column("reason", String(500), nullable=False),
+    # [{position, description, amount_minor, tax_minor}]: per invoice line, tax included
+    Column("lines", JSONDocument, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("tax_minor", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "number", name="uq_credit_notes_number"),
+    Index("ix_credit_notes_invoice", "invoice_id"),
+)

@@ -52,6 +52,7 @@ EventType = Literal[
     "InvoiceVoided",
     "InvoiceMarkedUncollectible",
     "PaymentRecorded",
+    "CreditNoteIssued",
     "EntitlementGranted",
     "EntitlementRevoked",
     "ClaimBatchCreated",

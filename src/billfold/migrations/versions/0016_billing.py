@@ -204,6 +204,33 @@ def upgrade() -> None:
     with op.batch_alter_table("invoice_payments", schema=None) as batch_op:
         batch_op.create_index("ix_invoice_payments_invoice", ["invoice_id"], unique=False)
 
+    op.create_table(
+        "credit_notes",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("invoice_id", sa.String(length=40), nullable=False),
+        sa.Column("number", sa.String(length=48), nullable=False),
+        sa.Column("reason", sa.String(length=500), nullable=False),
+        sa.Column(
+            "lines",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("total_minor", sa.BigInteger(), nullable=False),
+        sa.Column("tax_minor", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["invoice_id"], ["invoices.id"], name=op.f("fk_credit_notes_invoice_id_invoices")
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_credit_notes_tenant_id_tenants")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_credit_notes")),
+        sa.UniqueConstraint("tenant_id", "number", name="uq_credit_notes_number"),
+    )
+    with op.batch_alter_table("credit_notes", schema=None) as batch_op:
+        batch_op.create_index("ix_credit_notes_invoice", ["invoice_id"], unique=False)
+
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -301,6 +328,7 @@ def downgrade() -> None:
         batch_op.drop_column("country")
         batch_op.drop_column("address")
 
+    op.drop_table("credit_notes")
     op.drop_table("invoice_payments")
     op.drop_table("invoice_lines")
     with op.batch_alter_table("pending_lines", schema=None) as batch_op:
