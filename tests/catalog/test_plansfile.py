@@ -68,7 +68,7 @@ plans:
 """
     )
     assert errors == [
-        "colour: unknown key (expected one of version, meters, features, plans, ai)",
+        "colour: unknown key (expected one of version, meters, features, plans, ai, coupons)",
         "features.Bad-Key: feature keys are dotted lowercase words, e.g. spaces.max",
         "features.gauge.type: expected one of boolean, limit, pattern, metered",
         'plans.pro.features.spaces.max: expected an integer or "unlimited"',
@@ -278,5 +278,5 @@ def test_a_quota_setting_left_null_takes_its_default() -> None:
 def test_a_key_that_is_not_text_is_an_unknown_key() -> None:
     document = {1: "x", "version": 1, "features": {"a.b": {"type": "boolean"}}, "plans": {"p": {}}}
     assert _outcome(document) == [
-        "1: unknown key (expected one of version, meters, features, plans, ai)"
+        "1: unknown key (expected one of version, meters, features, plans, ai, coupons)"
     ]

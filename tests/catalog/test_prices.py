@@ -184,3 +184,39 @@ async def test_prices_added_to_a_stored_catalog_touch_only_the_priced_plans(
     )
     heads = [line for line in restored.json()["changes"] if not line.startswith(" ")]
     assert heads == ["~ plan pro", "~ plan studio"]
+
+
+def test_coupons_are_read_and_refused_with_their_paths() -> None:
+    document = yaml.safe_load(PLANS.read_text())
+    assert set(plansfile.validate(document).coupons) == {"LAUNCH20", "WELCOME5", "FRIENDS10"}
+    document["coupons"] = {
+        "bad code": {"percent_off": "5", "duration": "once"},
+        "BOTH": {"percent_off": "5", "amount_off": "1", "currency": "USD", "duration": "once"},
+        "HUGE": {"percent_off": "150", "duration": "forever"},
+        "NOCUR": {"amount_off": "5", "duration": "once"},
+        "REP": {"percent_off": "5", "duration": "repeating"},
+        "WHEN": {"percent_off": "5", "duration": "sometimes"},
+    }
+    with pytest.raises(PlansFileError) as caught:
+        plansfile.validate(document)
+    assert caught.value.errors == [
+        "coupons.bad code: coupon codes are capitals, digits, - and _, e.g. LAUNCH20",
+        "coupons.BOTH: a coupon takes either percent_off or amount_off",
+        "coupons.HUGE.percent_off: a percentage above 0, at most 100",
+        "coupons.NOCUR.currency: an amount off needs its ISO 4217 currency",
+        "coupons.REP.periods: a repeating coupon runs a whole number of periods, 1 to 120",
+        "coupons.WHEN.duration: expected one of once, repeating, forever",
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_coupon_must_exist_and_match_the_currency(harness: Harness) -> None:
+    missing = await harness.post(
+        "/v1/customers/co/subscriptions", {"plan": "pro", "coupon": "NOPE"}
+    )
+    assert (missing.status_code, missing.json()["code"]) == (404, "coupon_not_found")
+    euros = await harness.post(
+        "/v1/customers/co/subscriptions", {"plan": "pro", "currency": "EUR", "coupon": "WELCOME5"}
+    )
+    assert (euros.status_code, euros.json()["code"]) == (422, "coupon_currency_mismatch")
+    assert euros.json()["errors"][0]["pointer"] == "#/coupon"

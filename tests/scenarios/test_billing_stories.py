@@ -170,3 +170,25 @@ async def test_hal_commits_to_a_minimum(harness: Harness) -> None:
     await story.use("hal", "2026-02-20T00:00:00Z", tokens=4_000_000)  # 40.00
     await story.advance("2026-03-01T02:00:00Z")
     assert await story.lines("hal") == [("usage", 4000), ("recurring", 2000)]
+
+
+async def test_jo_launches_with_twenty_percent_off_for_three_months(harness: Harness) -> None:
+    story = Story(harness)
+    await story.begin("2026-01-01T00:00:00Z", "jo", "kim")
+    await story.subscribe("jo", plan="pro", coupon="LAUNCH20")
+    await story.subscribe("kim", plan="pro", coupon="WELCOME5")
+    await story.advance("2026-05-01T02:00:00Z")
+    assert [await story.lines("jo", n) for n in range(5)] == [
+        [("recurring", 2900), ("discount", -580)],  # January, billed ahead
+        [("recurring", 2900), ("discount", -580)],
+        [("recurring", 2900), ("discount", -580)],
+        [("recurring", 2900)],  # three periods, then the full price
+        [("recurring", 2900)],
+    ]
+    assert (await story.subscription("jo"))["discount"] is None
+    assert await story.lines("kim", 0) == [("recurring", 2900), ("discount", -500)]
+    assert await story.lines("kim", 1) == [("recurring", 2900)]
+    friends = await story.act("kim", "discount", {"coupon": "FRIENDS10"})
+    assert friends["discount"]["code"] == "FRIENDS10"
+    await story.advance("2026-07-01T02:00:00Z")
+    assert await story.lines("kim") == [("recurring", 2900), ("discount", -290)]  # forever

@@ -129,6 +129,12 @@ async def close_subscription(
             advance = charges.recurring(version, price, row.quantity, period, end, next_end)
             if advance is not None:
                 lines.append(advance)
+    off = charges.discount(row.discount, lines)
+    if off is not None:
+        lines.append(off)
+        await subscription_rows.update_subscription(
+            session, row.id, discount=charges.after_use(row.discount)
+        )
     lines += _carried_credit(lines, row.currency, row.id, keep=not ends)
     invoice_id = None
     if lines:

@@ -88,6 +88,9 @@ async def upcoming(
         advance = charges.recurring(upcoming_version, next_price, quantity, period, end, period[1])
         if advance is not None:
             found.append(advance)
+    off = charges.discount(row.discount, found)
+    if off is not None:
+        found.append(off)
     lines = [
         new_line(
             c.description,

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog import repository
 from billfold.catalog.ai import AiSettings
+from billfold.catalog.coupons import Coupon
 from billfold.catalog.features import Feature, FeatureType, FeatureValue, from_json
 from billfold.catalog.meters import Meter
 from billfold.catalog.prices import PlanPrice
@@ -61,6 +62,7 @@ class Catalog:
     versions: dict[str, PlanVersion]
     meters: dict[str, Meter] = field(default_factory=dict)
     ai: AiSettings = field(default_factory=AiSettings)
+    coupons: dict[str, Coupon] = field(default_factory=dict)
 
     @property
     def default_version(self) -> PlanVersion | None:
@@ -160,6 +162,10 @@ async def load(session: AsyncSession, tenant_id: str, revision: int) -> Catalog:
         versions=versions,
         meters=meters,
         ai=AiSettings.from_json(documents["ai"]) if "ai" in documents else AiSettings(),
+        coupons={
+            code: Coupon.from_json(code, raw)
+            for code, raw in (documents.get("coupons") or {}).items()
+        },
     )
 
 

@@ -274,3 +274,5 @@ class PlansDocument(_Section):
     ai: Annotated[
         dict[Any, Any], _mapping("expected a mapping with event, currency and models")
     ] = Field(default_factory=dict)
+    # Checked by `billfold.catalog.coupons.read_coupons`.
+    coupons: Any = None

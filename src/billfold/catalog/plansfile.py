@@ -33,6 +33,7 @@ import yaml
 from pydantic import TypeAdapter
 
 from billfold.catalog.ai import MODEL, AiSettings, Price
+from billfold.catalog.coupons import Coupon, read_coupons
 from billfold.catalog.document import (
     FEATURE_KINDS,
     AiDef,
@@ -79,6 +80,7 @@ class CatalogSpec:
     plans: dict[str, PlanDefinition]
     meters: dict[str, Meter] = dataclasses.field(default_factory=dict)
     ai: AiSettings = dataclasses.field(default_factory=AiSettings)
+    coupons: dict[str, Coupon] = dataclasses.field(default_factory=dict)
 
     @property
     def default_plan(self) -> str | None:
@@ -159,6 +161,9 @@ def validate(document: Any, *, problems: list[str] | None = None) -> CatalogSpec
 
     meters = _meters(section("meters"), found)
     ai = _ai(section("ai"), found)
+    coupons, coupon_problems = read_coupons(document.get("coupons"))
+    for path, message in coupon_problems:
+        found.add(path, message)
     features = _features(section("features"), meters, found)
     plans = _plans(section("plans"), features, meters, found)
     defaults = [key for key, plan in plans.items() if plan.default]
@@ -168,7 +173,7 @@ def validate(document: Any, *, problems: list[str] | None = None) -> CatalogSpec
         )
     if problems or found:
         raise PlansFileError([*(problems or []), *found.messages()])
-    return CatalogSpec(features=features, plans=plans, meters=meters, ai=ai)
+    return CatalogSpec(features=features, plans=plans, meters=meters, ai=ai, coupons=coupons)
 
 
 def _key(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from billfold.catalog import catalog as catalog_reader
 from billfold.catalog import plansfile, repository
 from billfold.catalog.catalog import Catalog
+from billfold.catalog.coupons import Coupon
 from billfold.catalog.features import FeatureType, PlanDefinition, to_json
 from billfold.catalog.plansfile import CatalogSpec, PlansFileError
 from billfold.catalog.prices import PlanPrice
@@ -154,6 +155,9 @@ def diff(catalog: Catalog, archived_features: dict[str, Any], spec: CatalogSpec)
     ai_changes = _field_changes(catalog.ai.as_json(), spec.ai.as_json())
     if ai_changes:
         changes.append(Change("change", "settings", "ai", ai_changes))
+    coupon_changes = _field_changes(_coupons_json(catalog.coupons), _coupons_json(spec.coupons))
+    if coupon_changes:
+        changes.append(Change("change", "settings", "coupons", coupon_changes))
 
     for key, plan in spec.plans.items():
         stored_plan = catalog.plans.get(key)
@@ -207,6 +211,10 @@ def _price_changes(before: tuple[PlanPrice, ...], after: tuple[PlanPrice, ...]) 
     new = {price.key for price in after}
     lines.extend(f"price {p.describe()}: removed" for p in before if p.key not in new)
     return lines
+
+
+def _coupons_json(coupons: Mapping[str, Coupon]) -> dict[str, Any]:
+    return {code: coupon.as_json() for code, coupon in sorted(coupons.items())}
 
 
 def _show_price(price: PlanPrice) -> str:
@@ -345,6 +353,9 @@ async def apply(session: AsyncSession, ctx: Context, spec: CatalogSpec) -> tuple
     await _apply_meters(session, ctx, catalog, spec)
     if catalog.ai != spec.ai:
         await repository.put_settings_document(session, ctx.tenant_id, "ai", spec.ai.as_json(), now)
+    if catalog.coupons != spec.coupons:
+        document = _coupons_json(spec.coupons)
+        await repository.put_settings_document(session, ctx.tenant_id, "coupons", document, now)
 
     for key, plan in spec.plans.items():
         stored_plan = catalog.plans.get(key)

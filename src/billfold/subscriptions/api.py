@@ -48,6 +48,15 @@ class CreateIn(Body):
     period_ends_at: Instant | None = Field(None, description="billing: external only")
     cancel_at_period_end: bool = False
     metadata: Metadata = Field(default_factory=dict)
+    coupon: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+        default=None, description="a code of the plans file's coupons"
+    )
+
+
+class CouponIn(Body):
+    coupon: Annotated[str, Field(min_length=1, max_length=40)] | None = Field(
+        description="a coupon code; null takes the discount off"
+    )
 
 
 class RenewIn(Body):
@@ -99,6 +108,9 @@ class SubscriptionOut(Out):
     ends_at: datetime | None
     paused_at: datetime | None
     scheduled_change: dict[str, Any] | None
+    discount: dict[str, Any] | None = Field(
+        default=None, description="the coupon as applied, with its periods_left"
+    )
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
@@ -306,5 +318,29 @@ async def change(subscription_id: SubscriptionId, call: AdminCall) -> Subscripti
         plan=body.plan,
         quantity=body.quantity,
         policy=policy,
+    )
+    return await _out(call, subscription)
+
+
+@router.post(
+    "/v1/subscriptions/{subscription_id}/discount",
+    operation_id="discountSubscription",
+    responses={
+        404: {"description": "`subscription_not_found` or `coupon_not_found`"},
+        409: {"description": CONFLICTS},
+        422: {"description": "`coupon_currency_mismatch`, `invalid_input`"},
+    },
+    openapi_extra=json_body_schema(CouponIn),
+)
+async def discount(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
+    """Put a coupon on the subscription from its next invoice on (replacing any), or take
+    it off with `{"coupon": null}`."""
+    body = await read_json(call.request, CouponIn)
+    subscription = await lifecycle.apply_coupon(
+        call.session,
+        await _their_time(call, subscription_id),
+        await call.catalog(),
+        subscription_id,
+        body.coupon,
     )
     return await _out(call, subscription)

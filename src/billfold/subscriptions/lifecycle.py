@@ -33,6 +33,7 @@ from billfold.subscriptions.service import (
     MAX_QUANTITY,
     Subscription,
     SubscriptionOpenEnded,
+    coupon_of,
     entitle,
     get,
     locked,
@@ -337,6 +338,31 @@ async def change(
                 await pending.add(session, ctx, row.id, line)
     await _switch(session, ctx, catalog, row, new, new_quantity)
     await _record(session, ctx, row, "SubscriptionChanged", **details)
+    return await get(session, ctx.tenant_id, subscription_id)
+
+
+async def apply_coupon(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    subscription_id: str,
+    code: str | None,
+) -> Subscription:
+    """Put a coupon on the subscription (from its next invoice on), replacing any it has,
+    or take it off (`code` None). The subscription keeps the coupon as it is now."""
+    row = await locked(session, ctx.tenant_id, subscription_id)
+    status = S(row.status)
+    require(status, status, action="discount")
+    if row.currency is None:
+        raise InvalidInput(
+            "a subscription billed outside Billfold takes no coupon",
+            errors=[FieldError("only with billing: invoice", pointer="#/coupon")],
+        )
+    held = charges.discount_of(coupon_of(catalog, code), row.currency) if code else None
+    await repository.update_subscription(
+        session, subscription_id, discount=held, updated_at=ctx.now
+    )
+    await _record(session, ctx, row, "SubscriptionChanged", coupon=code)
     return await get(session, ctx.tenant_id, subscription_id)
 
 

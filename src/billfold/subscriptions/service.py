@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog, PlanVersion
+from billfold.catalog.coupons import Coupon
 from billfold.catalog.prices import PlanPrice
 from billfold.customers import service as customers
 from billfold.customers.service import Customer
@@ -94,6 +95,7 @@ class Subscription:
     cancel_at_period_end: bool = False
     paused_at: datetime | None = None
     scheduled_change: dict[str, Any] | None = None
+    discount: dict[str, Any] | None = None
 
     @property
     def billing(self) -> Billing:
@@ -115,6 +117,17 @@ class NewSubscription:
     period_ends_at: datetime | None = None  # external billing only
     cancel_at_period_end: bool = False  # a trial that lapses unless undone
     metadata: dict[str, Any] | None = None
+    coupon: str | None = None  # a code of the plans file's coupons
+
+
+def coupon_of(catalog: Catalog, code: str) -> Coupon:
+    coupon = catalog.coupons.get(code)
+    if coupon is None:
+        raise charges.CouponNotFound(
+            f"no coupon {code!r} in the catalog",
+            errors=[FieldError("not a coupon of the plans file", pointer="#/coupon")],
+        )
+    return coupon
 
 
 def price_of(version: PlanVersion, currency: str, interval: str | None) -> PlanPrice:
@@ -168,9 +181,9 @@ async def create(
     first_period: tuple[datetime, datetime] | None = None
     price: PlanPrice | None = None
     if billing is Billing.EXTERNAL:
-        if new.currency is not None or new.trial_days:
+        if new.currency is not None or new.trial_days or new.coupon is not None:
             raise InvalidInput(
-                "a subscription billed outside Billfold has no currency or trial here",
+                "a subscription billed outside Billfold has no currency, trial or coupon here",
                 errors=[FieldError("only with billing: invoice", pointer="#/currency")],
             )
         window = Window(starts_at, new.period_ends_at)
@@ -219,6 +232,10 @@ async def create(
             )
         if new.cancel_at_period_end:
             values.update(ends_at=values["current_period_ends_at"])
+        if new.coupon is not None:
+            values.update(
+                discount=charges.discount_of(coupon_of(catalog, new.coupon), price.currency)
+            )
     try:
         async with session.begin_nested():
             await repository.insert_subscription(session, **values)
@@ -258,6 +275,13 @@ async def create(
             version, price, new.quantity, first_period, starts_at, first_period[1]
         )
         if charge is not None:
+            lines = [charge]
+            held = values.get("discount")
+            off = charges.discount(held, lines)
+            if off is not None and held is not None:
+                lines.append(off)
+                left = charges.after_use(held)
+                await repository.update_subscription(session, subscription_id, discount=left)
             invoice_id = await invoicing.create_draft(
                 session,
                 ctx,
@@ -267,7 +291,7 @@ async def create(
                 reason="subscription_create",
                 period_start=starts_at,
                 period_end=starts_at,
-                charges=[charge],
+                charges=lines,
                 finalize_at=ctx.now,
             )
             assert invoice_id is not None  # a new subscription has no invoice yet
@@ -426,4 +450,5 @@ def subscription(row: Record) -> Subscription:
         cancel_at_period_end=bool(row.cancel_at_period_end),
         paused_at=row.paused_at,
         scheduled_change=row.scheduled_change,
+        discount=row.discount,
     )

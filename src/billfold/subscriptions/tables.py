@@ -43,6 +43,9 @@ subscriptions = Table(
     Column("paused_at", UTCDateTime, nullable=True),
     # A change waiting for the period end (a downgrade, say): {plan_version_id, quantity}.
     Column("scheduled_change", JSONDocument, nullable=True),
+    # A coupon as it was when applied, with what is left of it: {code, percent_off or
+    # amount_off and currency, duration, periods_left} (subscriptions/charges.py).
+    Column("discount", JSONDocument, nullable=True),
     # At most one live (not canceled) subscription per customer; concurrent creations race
     # on this.
     Index(

@@ -273,6 +273,13 @@ def upgrade() -> None:
                 nullable=True,
             )
         )
+        batch_op.add_column(
+            sa.Column(
+                "discount",
+                sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+                nullable=True,
+            )
+        )
         batch_op.drop_index("uq_subscriptions_one_active")
         batch_op.create_index(
             "ix_subscriptions_period_end", ["current_period_ends_at"], unique=False
@@ -305,6 +312,7 @@ def downgrade() -> None:
             sqlite_where=sa.text("status = 'active'"),
             postgresql_where=sa.text("status = 'active'"),
         )
+        batch_op.drop_column("discount")
         batch_op.drop_column("scheduled_change")
         batch_op.drop_column("paused_at")
         batch_op.drop_column("cancel_at_period_end")
