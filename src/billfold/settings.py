@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     invoice_prefix: InvoicePrefix = "INV"
     invoice_due_days: NonNegative = 30
     billing_interval_s: Positive = 60
+    # An invoice unpaid this long after it fell due suspends its subscription.
+    suspend_after_days: NonNegative = 14
     # The seller, the documents' locale and the taxes (docs/invoices.md); empty: the
     # tenant's name as the seller, en_US, and no tax.
     invoicing_file: str = ""

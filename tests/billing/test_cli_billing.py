@@ -44,7 +44,7 @@ async def test_invoices_run_finalizes_and_refuses_the_future(harness: Harness) -
     await subscribe(harness, "ada", plan="pro")
     code, out, _err = await command(harness, "invoices", "run")
     assert code == 0
-    assert "closed 0 period(s), made 0 invoice(s), finalized 1, 0 failed" in out
+    assert "closed 0 period(s), made 0 invoice(s), finalized 1, moved 0 by dunning, 0 failed" in out
     (invoice,) = await invoices(harness, "ada")
     assert (invoice["status"], invoice["total_minor"]) == ("open", 2900)
     future = (SystemClock().now() + timedelta(days=1)).isoformat()

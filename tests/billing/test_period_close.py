@@ -265,3 +265,37 @@ async def test_the_upcoming_invoice_is_what_the_period_close_will_make(harness: 
     await harness.post("/v1/customers/ext/subscriptions", {"plan": "beta_tester"})
     unbilled = await harness.get("/v1/customers/ext/upcoming-invoice")
     assert (unbilled.status_code, unbilled.json()["code"]) == (404, "no_upcoming_invoice")
+
+
+async def test_an_overdue_invoice_makes_past_due_then_suspended_then_active_again(
+    harness: Harness,
+) -> None:
+    harness.clock.travel_to(JAN_31)
+    sub = await subscribe(harness, "owe", plan="pro")
+    await close(harness)
+    (invoice,) = await invoices(harness, "owe")
+    assert invoice["due_at"] == "2026-03-02T10:00:00Z"  # 30 days after it was issued
+    harness.clock.travel_to(datetime(2026, 3, 2, 11, 0, tzinfo=UTC))
+    report = await close(harness)
+    assert report.dunned == 1
+    state = (await harness.get(f"/v1/subscriptions/{sub['id']}")).json()
+    assert state["status"] == "past_due"
+    assert (await entitlements(harness, "owe"))["spaces.max"]["value"] == 50  # still on pro
+    harness.clock.travel_to(datetime(2026, 3, 16, 11, 0, tzinfo=UTC))  # 14 days overdue
+    await close(harness)
+    state = (await harness.get(f"/v1/subscriptions/{sub['id']}")).json()
+    assert state["status"] == "suspended"
+    assert (await entitlements(harness, "owe"))["spaces.max"]["value"] == 3
+    for made in await invoices(harness, "owe"):
+        if made["status"] == "open":
+            await harness.post(f"/v1/invoices/{made['id']}/payments")
+    await close(harness)
+    state = (await harness.get(f"/v1/subscriptions/{sub['id']}")).json()
+    assert state["status"] == "active"
+    assert (await entitlements(harness, "owe"))["spaces.max"]["value"] == 50
+    types = [
+        e["type"]
+        for e in (await harness.get("/v1/audit/events", params={"limit": 500})).json()["events"]
+    ]
+    for kind in ("SubscriptionPastDue", "SubscriptionSuspended", "SubscriptionReactivated"):
+        assert kind in types

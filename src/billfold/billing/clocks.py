@@ -10,6 +10,7 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billfold.billing import dunning
 from billfold.billing.close import CloseSettings, close_subscription, finalize_draft
 from billfold.catalog.catalog import Catalog
 from billfold.customers import clocks
@@ -82,5 +83,9 @@ async def advance(
         raise TestClockCannotGoBack(
             f"advancing to {to.isoformat()} takes more than {MAX_STEPS} steps; advance less"
         )
+    for row in await dunning.due(
+        session, to, settings, MAX_STEPS, tenant_id=ctx.tenant_id, test_clock_id=clock_id
+    ):
+        await dunning.move(session, clocks.at(ctx, to), catalog, row, settings)
     await clocks.move(session, ctx, clock_id, to)
     return Advanced(await clocks.get(session, ctx.tenant_id, clock_id), closed, made, finalized)

@@ -50,6 +50,8 @@ class CloseSettings:
     grace: timedelta = timedelta(hours=1)  # a draft waits this long for late usage
     numbering: Numbering = field(default_factory=Numbering)
     invoicing: Invoicing = field(default_factory=Invoicing)  # seller, locale, taxes
+    # Past due this long, a subscription is suspended and its entitlements stop.
+    suspend_after: timedelta = timedelta(days=14)
 
 
 @dataclass(frozen=True)

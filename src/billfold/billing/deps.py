@@ -17,4 +17,5 @@ def wire(settings: Settings) -> CloseSettings:
         grace=timedelta(seconds=settings.invoice_grace_s),
         numbering=Numbering(prefix=settings.invoice_prefix, due_days=settings.invoice_due_days),
         invoicing=invoicing_deps.wire(settings),
+        suspend_after=timedelta(days=settings.suspend_after_days),
     )

@@ -18,6 +18,7 @@ from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billfold.billing import dunning
 from billfold.billing.close import CloseSettings, close_subscription, finalize_draft
 from billfold.catalog import catalog as catalogs
 from billfold.catalog import repository as catalog_rows
@@ -37,6 +38,7 @@ class Report:
     closed: int = 0
     invoices: int = 0
     finalized: int = 0
+    dunned: int = 0  # subscriptions moved to past_due, suspended, or back to active
     failed: list[tuple[str, str]] = field(default_factory=list)  # (id, error)
 
 
@@ -117,6 +119,19 @@ async def run(
             report.finalized += done is not None
             if on_step:
                 on_step(Step("finalize", report.finalized))
+    async with database.transaction(write=False) as session:
+        moving = await dunning.due(session, until, settings, BATCH, tenant_id=tenant_id)
+    for row in moving:
+        if row.id in failed:
+            continue
+        try:
+            async with database.transaction() as session:
+                catalog = await catalog_of(session, row.tenant_id)
+                await dunning.move(session, context(row.tenant_id), catalog, row, settings)
+        except Exception as error:
+            _failed(report, failed, row.id, error, "dunning", on_failure)
+            continue
+        report.dunned += 1
     return report
 
 

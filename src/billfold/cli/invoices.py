@@ -20,7 +20,8 @@ app = typer.Typer(help="Invoices: period close on demand.", no_args_is_help=True
 def describe(report: Report) -> str:
     return (
         f"closed {report.closed} period(s), made {report.invoices} invoice(s), "
-        f"finalized {report.finalized}, {len(report.failed)} failed"
+        f"finalized {report.finalized}, moved {report.dunned} by dunning, "
+        f"{len(report.failed)} failed"
     )
 
 

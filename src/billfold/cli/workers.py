@@ -126,13 +126,13 @@ def worker_billing(
     registry = CollectorRegistry()
     failures = Counter(
         "billfold_period_close_failures",
-        "Subscriptions (phase=close) or drafts (phase=finalize) whose period close failed "
-        "and was rolled back, to be tried again at the next run",
+        "Subscriptions (phase=close, dunning) or drafts (phase=finalize) whose period close "
+        "failed and was rolled back, to be tried again at the next run",
         ["phase"],
         registry=registry,
     )
     runs = Counter("billfold_period_close_runs", "Period-close runs", registry=registry)
-    for phase in ("close", "finalize"):
+    for phase in ("close", "finalize", "dunning"):
         failures.labels(phase)
     if metrics_port is not None:
         start_http_server(metrics_port, registry=registry)

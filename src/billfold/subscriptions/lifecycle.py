@@ -341,6 +341,52 @@ async def change(
     return await get(session, ctx.tenant_id, subscription_id)
 
 
+async def mark_past_due(
+    session: AsyncSession, ctx: Context, catalog: Catalog, subscription_id: str, invoice: str
+) -> Subscription:
+    """An invoice of the subscription is overdue: past_due. Entitlements stay."""
+    row = await locked(session, ctx.tenant_id, subscription_id)
+    require(S(row.status), S.PAST_DUE, action="mark past due")
+    await repository.update_subscription(
+        session, subscription_id, status=S.PAST_DUE, updated_at=ctx.now
+    )
+    await _record(session, ctx, row, "SubscriptionPastDue", invoice_id=invoice)
+    return await get(session, ctx.tenant_id, subscription_id)
+
+
+async def suspend(
+    session: AsyncSession, ctx: Context, catalog: Catalog, subscription_id: str, invoice: str
+) -> Subscription:
+    """Overdue for longer than the grace dunning gives: suspended, entitlements stop."""
+    row = await locked(session, ctx.tenant_id, subscription_id)
+    require(S(row.status), S.SUSPENDED, action="suspend")
+    await repository.update_subscription(
+        session, subscription_id, status=S.SUSPENDED, updated_at=ctx.now
+    )
+    await _regrant(session, ctx, catalog, row, catalog.versions[row.plan_version_id], ctx.now)
+    await _record(session, ctx, row, "SubscriptionSuspended", invoice_id=invoice)
+    return await get(session, ctx.tenant_id, subscription_id)
+
+
+async def reactivate(
+    session: AsyncSession, ctx: Context, catalog: Catalog, subscription_id: str
+) -> Subscription:
+    """Nothing is overdue any more (paid, credited, voided or written off): active again,
+    and a suspended subscription's entitlements come back."""
+    row = await locked(session, ctx.tenant_id, subscription_id)
+    status = S(row.status)
+    require(status, S.ACTIVE, action="reactivate")
+    await repository.update_subscription(
+        session, subscription_id, status=S.ACTIVE, updated_at=ctx.now
+    )
+    if not status.grants:
+        await _regrant(
+            session, ctx, catalog, row, catalog.versions[row.plan_version_id], grant_end(row)
+        )
+    await _record(session, ctx, row, "SubscriptionReactivated", was=status.value)
+    return await get(session, ctx.tenant_id, subscription_id)
+
+
 async def apply_coupon(
     session: AsyncSession,
     ctx: Context,

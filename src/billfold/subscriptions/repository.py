@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.tables import plans
 from billfold.customers.tables import customers
+from billfold.invoicing.tables import invoices
 from billfold.kit.db import Record
 from billfold.subscriptions.status import SubscriptionStatus
 from billfold.subscriptions.tables import subscriptions
@@ -118,3 +119,87 @@ async def on_version(
         subscriptions.c.status != SubscriptionStatus.CANCELED,
     )
     return list((await session.execute(statement)).scalars())
+
+
+def _clocked(test_clock_id: str | None) -> Any:
+    clock = customers.c.test_clock_id
+    return clock.is_(None) if test_clock_id is None else clock == test_clock_id
+
+
+async def overdue(
+    session: AsyncSession,
+    now: datetime,
+    limit: int,
+    *,
+    tenant_id: str | None = None,
+    test_clock_id: str | None = None,
+) -> list[Record]:
+    """(tenant_id, id, status, invoice_id, due_at): billed subscriptions, active or past
+    due, with an open invoice due by `now`, their oldest such invoice."""
+    oldest = (
+        select(
+            invoices.c.subscription_id,
+            func.min(invoices.c.due_at).label("due_at"),
+        )
+        .where(invoices.c.status == "open", invoices.c.due_at <= now)
+        .group_by(invoices.c.subscription_id)
+        .subquery()
+    )
+    statement = (
+        select(
+            subscriptions.c.tenant_id,
+            subscriptions.c.id,
+            subscriptions.c.status,
+            invoices.c.id.label("invoice_id"),
+            oldest.c.due_at,
+        )
+        .join(oldest, oldest.c.subscription_id == subscriptions.c.id)
+        .join(
+            invoices,
+            (invoices.c.subscription_id == subscriptions.c.id)
+            & (invoices.c.due_at == oldest.c.due_at)
+            & (invoices.c.status == "open"),
+        )
+        .join(customers, customers.c.id == subscriptions.c.customer_id)
+        .where(
+            _clocked(test_clock_id),
+            subscriptions.c.status.in_([SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE]),
+        )
+    )
+    if tenant_id is not None:
+        statement = statement.where(subscriptions.c.tenant_id == tenant_id)
+    statement = statement.order_by(oldest.c.due_at, subscriptions.c.id).limit(limit)
+    return list((await session.execute(statement)).all())
+
+
+async def recovered(
+    session: AsyncSession,
+    now: datetime,
+    limit: int,
+    *,
+    tenant_id: str | None = None,
+    test_clock_id: str | None = None,
+) -> list[Record]:
+    """(tenant_id, id) of past due or suspended subscriptions with no open invoice due by
+    `now` any more."""
+    still_due = (
+        select(invoices.c.id)
+        .where(
+            invoices.c.subscription_id == subscriptions.c.id,
+            invoices.c.status == "open",
+            invoices.c.due_at <= now,
+        )
+        .exists()
+    )
+    statement = (
+        select(subscriptions.c.tenant_id, subscriptions.c.id)
+        .join(customers, customers.c.id == subscriptions.c.customer_id)
+        .where(
+            _clocked(test_clock_id),
+            subscriptions.c.status.in_([SubscriptionStatus.PAST_DUE, SubscriptionStatus.SUSPENDED]),
+            ~still_due,
+        )
+    )
+    if tenant_id is not None:
+        statement = statement.where(subscriptions.c.tenant_id == tenant_id)
+    return list((await session.execute(statement.limit(limit))).all())
