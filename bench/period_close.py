@@ -365,7 +365,7 @@ async def one_round(
             close,
             elapsed - close,
             statistics.median(floors),
-            report.finalized,
+            count,  # verified above: N cycle invoices, all finalized
             cpu,
             backends,
             others,
