@@ -74,6 +74,7 @@ async def advance(
             )
             closed += result is not None
             made += result is not None and result.invoice_id is not None
+            finalized += result is not None and result.finalized
         else:
             done = await finalize_draft(
                 session, clocks.at(ctx, draft_due), catalog, drafts[0].id, settings

@@ -59,6 +59,7 @@ class Closed:
     subscription_id: str
     invoice_id: str | None
     status: S
+    finalized: bool = False  # in the same transaction: the grace had ended by `until`
 
 
 async def close_subscription(
@@ -111,6 +112,7 @@ async def close_subscription(
             "recurring": str(recurring) if recurring is not None else None,
         }
         lines += await arrears(session, catalog, ctx.tenant_id, rating, start, end)
+        rating["events"] = await _events(session, catalog, ctx.tenant_id, rating, start, end)
     lines += await pending.take(session, row.id)
 
     ends = status is S.CANCELED or row.cancel_at_period_end
@@ -177,6 +179,12 @@ async def close_subscription(
         cancel_at_period_end=False if ends else row.cancel_at_period_end,
         updated_at=ctx.now,
     )
+    finalized = False
+    if invoice_id is not None and end + settings.grace <= until:
+        # A late run (or no grace): the usage was just read, nothing can land on the draft
+        # any more, so it is finalized in the same transaction.
+        await invoicing.finalize(session, ctx, invoice_id, settings.numbering, settings.invoicing)
+        finalized = True
     event: Any = "SubscriptionRenewed"
     data: dict[str, Any] = {"period_start": end.isoformat(), "period_ends_at": _iso(next_end)}
     if ends and status is not S.CANCELED:
@@ -191,7 +199,7 @@ async def close_subscription(
             {"subscription_id": row.id, "plan": version.plan_key, "invoice_id": invoice_id, **data},
             customer_id=row.customer_id,
         )
-    return Closed(row.id, invoice_id, next_status)
+    return Closed(row.id, invoice_id, next_status, finalized)
 
 
 async def arrears(
@@ -270,13 +278,33 @@ async def finalize_draft(
     if draft is None:
         return None
     rating = draft.rating
+    period = (draft.period_start, draft.period_end)
     if rating and rating["plan_version_id"] in catalog.versions:
-        fresh = await arrears(
-            session, catalog, ctx.tenant_id, rating, draft.period_start, draft.period_end
+        # Events are never deleted: the same count means no late event, nothing to re-rate.
+        late = rating.get("events") != await _events(
+            session, catalog, ctx.tenant_id, rating, *period
         )
-        await invoicing.replace_charges(session, ctx, invoice_id, RERATED, fresh)
+        if late:
+            fresh = await arrears(session, catalog, ctx.tenant_id, rating, *period)
+            await invoicing.replace_charges(session, ctx, invoice_id, RERATED, fresh)
     return await invoicing.finalize(
         session, ctx, invoice_id, settings.numbering, settings.invoicing
+    )
+
+
+async def _events(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    rating: Mapping[str, Any],
+    start: datetime,
+    end: datetime,
+) -> int:
+    version = catalog.versions[rating["plan_version_id"]]
+    price = price_of(version, rating["currency"], rating["interval"])
+    meters = sorted(price.usage)
+    return await usage.event_count(
+        session, catalog, tenant_id, rating["customer"], meters, start, end
     )
 
 

@@ -96,6 +96,7 @@ async def run(
             if closed is not None:
                 report.closed += 1
                 report.invoices += closed.invoice_id is not None
+                report.finalized += closed.finalized
             if on_step:
                 on_step(Step("close", report.closed))
     while True:

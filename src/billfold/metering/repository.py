@@ -12,6 +12,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    func,
     literal,
     or_,
     select,
@@ -308,6 +309,25 @@ def property_text(session: AsyncSession, name: str) -> ColumnElement[str]:
     if is_postgres(session):
         return cast(type_coerce(usage_events.c.properties, JSONB).op("->")(literal(name)), Text)
     return type_coerce(usage_events.c.properties, Text).op("->")(literal(f'$."{name}"'))
+
+
+async def count_events(
+    session: AsyncSession,
+    tenant_id: str,
+    customer: str,
+    event_types: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> int:
+    """How many events of these types a customer has in [start, end)."""
+    statement = select(func.count()).where(
+        usage_events.c.tenant_id == tenant_id,
+        usage_events.c.customer == customer,
+        usage_events.c.type.in_(event_types),
+        usage_events.c.occurred_at >= start,
+        usage_events.c.occurred_at < end,
+    )
+    return int((await session.execute(statement)).scalar_one())
 
 
 async def events_of(

@@ -188,6 +188,30 @@ async def usage(
     )
 
 
+async def event_count(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    customer: str,
+    meter_keys: Sequence[str],
+    start: datetime,
+    end: datetime,
+) -> int:
+    """How many stored events the meters read for one customer over [start, end), their
+    filters aside: a number that changes whenever a late event lands in the period
+    (events are never deleted), so a rating need not be read again when it has not."""
+    types = {
+        kind
+        for key in meter_keys
+        if key in catalog.meters
+        for kind in (catalog.meters[key].event_type, catalog.meters[key].subtract)
+        if kind is not None
+    }
+    if not types:
+        return 0
+    return await repository.count_events(session, tenant_id, customer, sorted(types), start, end)
+
+
 async def amounts(
     session: AsyncSession,
     catalog: Catalog,
