@@ -299,3 +299,15 @@ async def test_an_overdue_invoice_makes_past_due_then_suspended_then_active_agai
     ]
     for kind in ("SubscriptionPastDue", "SubscriptionSuspended", "SubscriptionReactivated"):
         assert kind in types
+
+
+async def test_an_unknown_currency_is_named_as_such(harness: Harness) -> None:
+    unknown = await harness.post(
+        "/v1/customers/cur/subscriptions", {"plan": "pro", "currency": "XYZ"}
+    )
+    assert (unknown.status_code, unknown.json()["code"]) == (422, "unknown_currency")
+    assert unknown.json()["errors"][0]["pointer"] == "#/currency"
+    unpriced = await harness.post(
+        "/v1/customers/cur/subscriptions", {"plan": "pro", "currency": "JPY"}
+    )
+    assert (unpriced.status_code, unpriced.json()["code"]) == (422, "price_not_found")

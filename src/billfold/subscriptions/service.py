@@ -31,6 +31,7 @@ from billfold.kit.context import Context
 from billfold.kit.db import Record
 from billfold.kit.errors import Conflict, FieldError, InvalidInput, NotFound
 from billfold.kit.ids import new_id
+from billfold.money import minor_units
 from billfold.subscriptions import charges, repository
 from billfold.subscriptions.cycle import BillingCycle, Cycle
 from billfold.subscriptions.status import SubscriptionStatus, TransitionNotAllowed
@@ -202,6 +203,8 @@ async def create(
                 "Billfold (billing: external)",
                 errors=[FieldError("the plan has no prices", pointer="#/billing")],
             )
+        if new.currency is not None:
+            minor_units(new.currency, pointer="#/currency")  # unknown_currency, not ISO 4217
         currency = new.currency or version.prices[0].currency
         price = price_of(version, currency, new.interval)
         trial_days = price.trial_days if new.trial_days is None else new.trial_days
