@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from pydantic import Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from billfold.catalog.catalog import Catalog
 from billfold.customers import clocks
 from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
@@ -125,6 +128,16 @@ async def _their_time(call: AdminCall, subscription_id: str) -> Context:
     """The call's context at the customer's time: a test clock's, for a test-mode one."""
     subscription = await service.get(call.session, call.ctx.tenant_id, subscription_id)
     return await clocks.context_for(call.session, call.ctx, subscription.customer)
+
+
+async def _now(
+    call: AdminCall,
+    subscription_id: str,
+    action: Callable[[AsyncSession, Context, Catalog, str], Awaitable[Subscription]],
+) -> SubscriptionOut:
+    """A lifecycle action that takes nothing but the subscription, at the customer's time."""
+    ctx = await _their_time(call, subscription_id)
+    return await _out(call, await action(call.session, ctx, await call.catalog(), subscription_id))
 
 
 async def _out(call: ReadCall | AdminCall, subscription: Subscription) -> SubscriptionOut:
@@ -254,13 +267,7 @@ async def cancel(subscription_id: SubscriptionId, call: AdminCall) -> Subscripti
 )
 async def undo_cancel(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
     """Take back a cancellation scheduled for the period end."""
-    subscription = await lifecycle.undo_cancel(
-        call.session,
-        await _their_time(call, subscription_id),
-        await call.catalog(),
-        subscription_id,
-    )
-    return await _out(call, subscription)
+    return await _now(call, subscription_id, lifecycle.undo_cancel)
 
 
 @router.post(
@@ -270,13 +277,7 @@ async def undo_cancel(subscription_id: SubscriptionId, call: AdminCall) -> Subsc
 )
 async def pause(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
     """Pause now: entitlements stop and nothing recurring is billed until it resumes."""
-    subscription = await lifecycle.pause(
-        call.session,
-        await _their_time(call, subscription_id),
-        await call.catalog(),
-        subscription_id,
-    )
-    return await _out(call, subscription)
+    return await _now(call, subscription_id, lifecycle.pause)
 
 
 @router.post(
@@ -286,13 +287,7 @@ async def pause(subscription_id: SubscriptionId, call: AdminCall) -> Subscriptio
 )
 async def resume(subscription_id: SubscriptionId, call: AdminCall) -> SubscriptionOut:
     """Resume a paused subscription now; the rest of the period is charged."""
-    subscription = await lifecycle.resume(
-        call.session,
-        await _their_time(call, subscription_id),
-        await call.catalog(),
-        subscription_id,
-    )
-    return await _out(call, subscription)
+    return await _now(call, subscription_id, lifecycle.resume)
 
 
 @router.post(
