@@ -65,9 +65,16 @@ async def run(
     failed: set[str] = set()
     cache: dict[str, Catalog] = {}
 
+    checked: set[str] = set()  # tenants whose catalog revision this batch has read
+
     async def catalog_of(session: AsyncSession, tenant: str) -> Catalog:
-        revision = await catalog_rows.revision(session, tenant)
+        """The tenant's catalog, its revision read once a batch (not in every
+        transaction): a plans apply during a run reaches the next batch."""
         cached = cache.get(tenant)
+        if cached is not None and tenant in checked:
+            return cached
+        revision = await catalog_rows.revision(session, tenant)
+        checked.add(tenant)
         if cached is None or cached.revision != revision:
             cached = cache[tenant] = await catalogs.load(session, tenant, revision)
         return cached
@@ -83,6 +90,7 @@ async def run(
         due = [row for row in due if row.id not in failed]
         if not due:
             break
+        checked.clear()
         for row in due:
             try:
                 async with database.transaction() as session:
@@ -107,6 +115,7 @@ async def run(
         drafts = [d for d in drafts if d.id not in failed]
         if not drafts:
             break
+        checked.clear()
         for tenant, invoice_id, _finalize_at in drafts:
             try:
                 async with database.transaction() as session:

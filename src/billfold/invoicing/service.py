@@ -242,7 +242,9 @@ async def finalize(
             "tax_name": line.tax_name,
             "tax_included": line.tax_included,
         }
-        await repository.update_line(session, invoice_id, stored.position, **values)
+        stored_tax = (stored.tax_rate, stored.tax_minor, stored.tax_name, stored.tax_included)
+        if stored_tax != tuple(values.values()):  # untaxed lines stay as they were made
+            await repository.update_line(session, invoice_id, stored.position, **values)
         rows.append({"amount_minor": line.amount_minor, **values})
     totals = _totals(rows)
     year, series = ctx.now.year, "test" if customer.test_clock_id else "live"
