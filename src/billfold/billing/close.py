@@ -99,20 +99,12 @@ async def close_subscription(
     version = catalog.versions[row.plan_version_id]
     price = price_of(version, row.currency, row.interval)
     lines: list[Charge] = []
-    rating: dict[str, Any] | None = None
-    # A trial bills nothing; a paused or canceled period bills its usage, but no minimum.
-    if status is not S.TRIALING and (price.usage or price.minimum is not None):
-        committed = status in (S.ACTIVE, S.PAST_DUE)
-        recurring = recurring_for(version, price, row, start, end) if committed else None
-        rating = {
-            "plan_version_id": version.id,
-            "currency": row.currency,
-            "interval": row.interval,
-            "customer": row.customer_external_id,
-            "recurring": str(recurring) if recurring is not None else None,
-        }
+    finalize_now = end + settings.grace <= until  # a late run, or no grace
+    rating = rating_of(row, version, price, start, end)
+    if rating is not None:
         lines += await arrears(session, catalog, ctx.tenant_id, rating, start, end)
-        rating["events"] = await _events(session, catalog, ctx.tenant_id, rating, start, end)
+        if not finalize_now:  # what finalization compares to see whether usage came late
+            rating["events"] = await _events(session, catalog, ctx.tenant_id, rating, start, end)
     lines += await pending.take(session, row.id)
 
     ends = status is S.CANCELED or row.cancel_at_period_end
@@ -125,21 +117,16 @@ async def close_subscription(
             next_status = S.ACTIVE
         row = await lifecycle.apply_scheduled(session, ctx, catalog, row)
         version = catalog.versions[row.plan_version_id]
-        price = price_of(version, row.currency, row.interval)
-        cycle = Cycle(row.billing_anchor, row.interval, row.interval_count)
-        period = cycle.period_of(end)
-        next_end = period[1]
-        if next_status is not S.PAUSED:
-            advance = charges.recurring(version, price, row.quantity, period, end, next_end)
-            if advance is not None:
-                lines.append(advance)
+        next_end, advance = advance_of(row, version, row.quantity, end)
+        if advance is not None and next_status is not S.PAUSED:
+            lines.append(advance)
     off = charges.discount(row.discount, lines)
     if off is not None:
         lines.append(off)
         await subscription_rows.update_subscription(
             session, row.id, discount=charges.after_use(row.discount)
         )
-    lines += _carried_credit(lines, row.currency, row.id, keep=not ends)
+    lines += _carried_credit(lines, row.currency, keep=not ends)
     invoice_id = None
     if lines:
         invoice_id = await invoicing.create_draft(
@@ -180,9 +167,9 @@ async def close_subscription(
         updated_at=ctx.now,
     )
     finalized = False
-    if invoice_id is not None and end + settings.grace <= until:
-        # A late run (or no grace): the usage was just read, nothing can land on the draft
-        # any more, so it is finalized in the same transaction.
+    if invoice_id is not None and finalize_now:
+        # The usage was just read and nothing can land on the draft any more: it is
+        # finalized in the same transaction.
         await invoicing.finalize(session, ctx, invoice_id, settings.numbering, settings.invoicing)
         finalized = True
     event: Any = "SubscriptionRenewed"
@@ -308,6 +295,33 @@ async def _events(
     )
 
 
+def rating_of(
+    row: Record, version: PlanVersion, price: PlanPrice, start: datetime, end: datetime
+) -> dict[str, Any] | None:
+    """How a period's arrears are rated (`arrears`), or None when it has none: a trial
+    bills nothing, and a paused or canceled period bills its usage but no minimum."""
+    if S(row.status) is S.TRIALING or not (price.usage or price.minimum is not None):
+        return None
+    committed = S(row.status) in (S.ACTIVE, S.PAST_DUE)
+    recurring = recurring_for(version, price, row, start, end) if committed else None
+    return {
+        "plan_version_id": version.id,
+        "currency": row.currency,
+        "interval": row.interval,
+        "customer": row.customer_external_id,
+        "recurring": str(recurring) if recurring is not None else None,
+    }
+
+
+def advance_of(
+    row: Record, version: PlanVersion, quantity: Decimal, end: datetime
+) -> tuple[datetime, Charge | None]:
+    """The period that starts at `end`, and its recurring fee billed in advance."""
+    period = Cycle(row.billing_anchor, row.interval, row.interval_count).period_of(end)
+    price = price_of(version, row.currency, row.interval)
+    return period[1], charges.recurring(version, price, quantity, period, end, period[1])
+
+
 def recurring_for(
     version: PlanVersion, price: PlanPrice, row: Record, start: datetime, end: datetime
 ) -> Decimal:
@@ -319,9 +333,7 @@ def recurring_for(
     return charge.amount_precise if charge is not None else Decimal(0)
 
 
-def _carried_credit(
-    lines: list[Charge], currency: str, subscription_id: str, *, keep: bool
-) -> list[Charge]:
+def _carried_credit(lines: list[Charge], currency: str, *, keep: bool) -> list[Charge]:
     """Nothing negative is ever due: when credits outweigh charges, a line brings the
     invoice to zero and the rest is carried to the subscription's next invoice."""
     total = sum((to_minor(line.amount_precise, currency) for line in lines), 0)

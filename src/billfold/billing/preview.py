@@ -8,15 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.billing.close import arrears, recurring_for
+from billfold.billing.close import advance_of, arrears, rating_of
 from billfold.catalog.catalog import Catalog
 from billfold.customers import service as customers
 from billfold.invoicing import pending
-from billfold.invoicing.document import Line, LineKind, new_line
+from billfold.invoicing.document import Line, LineKind, build_invoice, new_line
 from billfold.invoicing.records import Charge, Invoicing, buyer_of
 from billfold.invoicing.service import seller_of
 from billfold.invoicing.taxes import apply_quote
@@ -24,7 +23,6 @@ from billfold.kit.context import Context
 from billfold.kit.errors import NotFound
 from billfold.subscriptions import charges
 from billfold.subscriptions import repository as subscription_rows
-from billfold.subscriptions.cycle import Cycle
 from billfold.subscriptions.service import price_of
 from billfold.subscriptions.status import SubscriptionStatus as S
 
@@ -64,28 +62,17 @@ async def upcoming(
             f"customer {external_id!r} has no live subscription billed by invoice"
         )
     start, end = row.current_period_start, row.current_period_ends_at
-    status = S(row.status)
     version = catalog.versions[row.plan_version_id]
-    price = price_of(version, row.currency, row.interval)
     found: list[Charge] = []
-    if status is not S.TRIALING and (price.usage or price.minimum is not None):
-        committed = status in (S.ACTIVE, S.PAST_DUE)
-        rating: dict[str, Any] = {
-            "plan_version_id": version.id,
-            "currency": row.currency,
-            "interval": row.interval,
-            "customer": external_id,
-            "recurring": str(recurring_for(version, price, row, start, end)) if committed else None,
-        }
+    rating = rating_of(row, version, price_of(version, row.currency, row.interval), start, end)
+    if rating is not None:
         found += await arrears(session, catalog, ctx.tenant_id, rating, start, min(ctx.now, end))
     found += await pending.peek(session, row.id)
-    if not row.cancel_at_period_end and status is not S.PAUSED:
+    if not row.cancel_at_period_end and S(row.status) is not S.PAUSED:
         scheduled = row.scheduled_change or {}
         upcoming_version = catalog.versions.get(scheduled.get("plan_version_id", ""), version)
         quantity = Decimal(scheduled["quantity"]) if scheduled else row.quantity
-        next_price = price_of(upcoming_version, row.currency, row.interval)
-        period = Cycle(row.billing_anchor, row.interval, row.interval_count).period_of(end)
-        advance = charges.recurring(upcoming_version, next_price, quantity, period, end, period[1])
+        _next_end, advance = advance_of(row, upcoming_version, quantity, end)
         if advance is not None:
             found.append(advance)
     off = charges.discount(row.discount, found)
@@ -103,18 +90,25 @@ async def upcoming(
         for c in found
     ]
     seller = await seller_of(session, ctx.tenant_id, invoicing)
-    quote = invoicing.taxes.quote(seller, buyer_of(customer), row.currency, lines)
-    taxed = apply_quote(lines, quote)
-    subtotal = sum(line.net_minor for line in taxed)
-    tax = sum(line.tax_minor for line in taxed)
+    buyer = buyer_of(customer)
+    quote = invoicing.taxes.quote(seller, buyer, row.currency, lines)
+    invoice = build_invoice(  # its totals, summed and checked as an invoice's are
+        currency=row.currency,
+        locale=customer.billing.locale or invoicing.locale,
+        seller=seller,
+        buyer=buyer,
+        period=(start, end),
+        lines=apply_quote(lines, quote),
+        tax_note=quote.note,
+    )
     return Upcoming(
         customer=external_id,
         subscription_id=row.id,
         currency=row.currency,
         period_start=start,
         period_end=end,
-        lines=taxed,
-        subtotal_minor=subtotal,
-        tax_minor=tax,
-        total_minor=subtotal + tax,
+        lines=invoice.lines,
+        subtotal_minor=invoice.subtotal_minor,
+        tax_minor=invoice.tax_minor,
+        total_minor=invoice.total_minor,
     )
