@@ -139,10 +139,11 @@ def party_json(party: Party) -> dict[str, Any]:
     return {**party.__dict__, "address": list(party.address)}
 
 
-def _party(raw: Mapping[str, Any] | None, fallback: str) -> Party:
-    if raw is None:
-        return Party(name=fallback, address=(), country=None)
-    return Party(**{**raw, "address": tuple(raw.get("address") or ())})
+def _party(stored: Mapping[str, Any] | None, given: Party | None, fallback: str) -> Party:
+    """The party an invoice was finalized with, else the one given, else a placeholder."""
+    if stored is not None:
+        return Party(**{**stored, "address": tuple(stored.get("address") or ())})
+    return given or Party(name=fallback, address=(), country=None)
 
 
 def as_document(
@@ -158,12 +159,8 @@ def as_document(
     return document.build_invoice(
         currency=invoice.currency,
         locale=invoice.locale or locale or "en_US",
-        seller=_party(invoice.seller, "(seller)")
-        if invoice.seller
-        else seller or _party(None, "(seller)"),
-        buyer=_party(invoice.buyer, invoice.customer)
-        if invoice.buyer
-        else buyer or _party(None, invoice.customer),
+        seller=_party(invoice.seller, seller, "(seller)"),
+        buyer=_party(invoice.buyer, buyer, invoice.customer),
         period=(invoice.period_start, invoice.period_end),
         lines=[document_line(line) for line in invoice.lines],
         status=invoice.status,
