@@ -10,7 +10,8 @@ within 3x the floor.
    (tests/fixtures/plans.yaml), N customers each with a `pro` subscription (USD monthly, a
    graduated price on the `ai_tokens` meter) created through
    `billfold.subscriptions.service.create` one month before now, their first invoices
-   finalized by a period-close run at that moment (as last month's run would have), and
+   finalized by a period-close run at that moment (as last month's run would have) and
+   marked paid (so the timed run closes a period and duns nothing), and
    ~100 `ai.tokens` events per customer inside the period, by COPY (tokens 1..3,000 each,
    so most customers go past the 100,000 the plan includes). Then VACUUM ANALYZE.
 2. Each round works on a copy of that database (`CREATE DATABASE ... TEMPLATE`), after a
@@ -198,6 +199,13 @@ async def seed(url: str, chain_key: bytes, count: int, events_per: int) -> Seede
     events = await copy_events(dsn_of(url), tenant_id, count, events_per, start, end)
     connection = await asyncpg.connect(dsn_of(url))
     try:
+        # The customers paid those first invoices: this run closes a period, it does not
+        # dun a month of unpaid ones.
+        await connection.execute(
+            "UPDATE invoices SET status = 'paid', paid_minor = total_minor, paid_at = $1 "
+            "WHERE status = 'open'",
+            start,
+        )
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()

@@ -17,11 +17,11 @@ An invoice made at a period end T holds:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,7 +39,7 @@ from billfold.pricing import rate
 from billfold.subscriptions import charges, lifecycle
 from billfold.subscriptions import repository as subscription_rows
 from billfold.subscriptions.cycle import Cycle
-from billfold.subscriptions.service import locked, price_of
+from billfold.subscriptions.service import price_of
 from billfold.subscriptions.status import SubscriptionStatus as S
 
 RERATED = ("usage", "minimum")
@@ -72,121 +72,208 @@ async def close_subscription(
 ) -> Closed | None:
     """Close the subscription's current period if it ended by `until`; None if there is
     nothing to close (another run did it, or it is not due)."""
-    row = await locked(session, ctx.tenant_id, subscription_id)
-    start, end = row.current_period_start, row.current_period_ends_at
-    if end is None or end > until or (S(row.status) is S.CANCELED and row.currency is None):
-        return None
-    status = S(row.status)
-    if row.currency is None:  # billed outside: only a scheduled cancellation to carry out
-        if not row.cancel_at_period_end:
-            return None
-        await subscription_rows.update_subscription(
-            session, row.id, status=S.CANCELED, canceled_at=end, updated_at=ctx.now
-        )
-        await eventlog.record(
+    closed = await close_many(session, ctx, catalog, [subscription_id], until, settings)
+    return closed[0] if closed else None
+
+
+async def close_many(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    subscription_ids: Sequence[str],
+    until: datetime,
+    settings: CloseSettings,
+) -> list[Closed]:
+    """Close the current period of each of one tenant's subscriptions that ended by
+    `until`, together, under their row locks: their usage is read, their invoices
+    inserted and their rows moved by a few statements for the whole batch. What is not
+    due (another run closed it) is left out of the result."""
+    closed: list[Closed] = []
+    entries: list[eventlog.Entry] = []
+    updates: list[dict[str, Any]] = []
+    billed: list[Record] = []
+    for row in await subscription_rows.lock_many(session, ctx.tenant_id, subscription_ids):
+        end = row.current_period_ends_at
+        if end is None or end > until or (S(row.status) is S.CANCELED and row.currency is None):
+            continue
+        if row.currency is not None:
+            billed.append(row)
+        elif row.cancel_at_period_end:  # billed outside: only a scheduled cancellation
+            updates.append(_moved(row, ctx, status=S.CANCELED, canceled_at=end, ends_at=end))
+            entries.append(_cancelled(ctx, row, row.plan_key, end))
+            closed.append(Closed(row.id, None, S.CANCELED))
+    ratings = [_rating(catalog, row) for row in billed]
+    rated = [(rating, row) for rating, row in zip(ratings, billed, strict=True) if rating]
+    usage_lines = iter(
+        await arrears_many(
             session,
-            ctx,
-            "SubscriptionCancelled",
-            {
-                "subscription_id": row.id,
-                "plan": row.plan_key,
-                "ends_at": end.isoformat(),
-                "at_period_end": True,
-            },
-            customer_id=row.customer_id,
+            catalog,
+            ctx.tenant_id,
+            [
+                (rating, row.current_period_start, row.current_period_ends_at)
+                for rating, row in rated
+            ],
         )
-        return Closed(row.id, None, S.CANCELED)
+    )
+    late = [
+        (rating, row.current_period_start, row.current_period_ends_at)
+        for rating, row in rated
+        if row.current_period_ends_at + settings.grace > until
+    ]
+    for (waiting, _start, _end), events in zip(
+        late, await _events_many(session, catalog, ctx.tenant_id, late), strict=True
+    ):
+        waiting["events"] = events  # what finalization compares to see whether usage came late
+    taken = await pending.take_many(session, [row.id for row in billed])
+    news: list[invoicing.NewInvoice] = []
+    renewals: list[_Renewal] = []
+    for row, rating in zip(billed, ratings, strict=True):
+        status, start, end = S(row.status), row.current_period_start, row.current_period_ends_at
+        lines = [*(next(usage_lines) if rating else []), *taken.get(row.id, [])]
+        ends = status is S.CANCELED or row.cancel_at_period_end
+        next_end: datetime | None = None
+        next_status = S.CANCELED if ends else S.ACTIVE if status is S.TRIALING else status
+        if not ends:
+            row = await lifecycle.apply_scheduled(session, ctx, catalog, row)
+            next_end, advance = advance_of(
+                row, catalog.versions[row.plan_version_id], row.quantity, end
+            )
+            if advance is not None and next_status is not S.PAUSED:
+                lines.append(advance)
+        version = catalog.versions[row.plan_version_id]
+        off = charges.discount(row.discount, lines)
+        if off is not None:
+            lines.append(off)
+        lines += _carried_credit(lines, row.currency, keep=not ends)
+        for line in lines:
+            if line.kind == "carried":
+                await pending.add(session, ctx, row.id, _carried_forward(line))
+        updates.append(
+            _moved(
+                row,
+                ctx,
+                status=next_status,
+                current_period_start=end if next_end else start,
+                current_period_ends_at=next_end,
+                canceled_at=row.canceled_at or (end if ends else None),
+                ends_at=row.ends_at or (end if ends else None),
+                cancel_at_period_end=False if ends else row.cancel_at_period_end,
+                discount=charges.after_use(row.discount) if off is not None else row.discount,
+            )
+        )
+        made = None
+        if lines:
+            made = len(news)
+            news.append(
+                invoicing.NewInvoice(
+                    customer_id=row.customer_id,
+                    subscription_id=row.id,
+                    currency=row.currency,
+                    reason="subscription_end" if ends else "subscription_cycle",
+                    period_start=start,
+                    period_end=end,
+                    charges=lines,
+                    finalize_at=end + settings.grace,
+                    rating=rating,
+                    # The usage was just read and nothing can land on the draft any more:
+                    # it is finalized at once.
+                    finalize=end + settings.grace <= until,
+                )
+            )
+        renewals.append(_Renewal(row, version, next_end, status, ends, made))
+        closed.append(Closed(row.id, None, next_status))
+    invoice_ids = await invoicing.create_many(
+        session, ctx, news, settings.numbering, settings.invoicing
+    )
+    await subscription_rows.update_many(session, updates)
+    done = {item.subscription_id: item for item in closed}
+    for renewal in renewals:
+        made = renewal.invoice
+        invoice_id = invoice_ids[made] if made is not None else None
+        finalized = made is not None and news[made].finalize
+        row_id = renewal.row.id
+        done[row_id] = Closed(row_id, invoice_id, done[row_id].status, finalized)
+        entry = _renewal(ctx, renewal, invoice_id)
+        if entry is not None:
+            entries.append(entry)
+    await eventlog.record_many(session, entries)
+    return list(done.values())
+
+
+def _moved(row: Record, ctx: Context, **values: Any) -> dict[str, Any]:
+    """A subscription row's update, every column period close moves named (one statement
+    updates a batch of them)."""
+    return {
+        "id": row.id,
+        "status": row.status,
+        "current_period_start": row.current_period_start,
+        "current_period_ends_at": row.current_period_ends_at,
+        "canceled_at": row.canceled_at,
+        "ends_at": row.ends_at,
+        "cancel_at_period_end": row.cancel_at_period_end,
+        "discount": row.discount,
+        "updated_at": ctx.now,
+        **values,
+    }
+
+
+def _cancelled(ctx: Context, row: Record, plan: str, end: datetime) -> eventlog.Entry:
+    data = {
+        "subscription_id": row.id,
+        "plan": plan,
+        "ends_at": end.isoformat(),
+        "at_period_end": True,
+    }
+    return eventlog.Entry(ctx, "SubscriptionCancelled", data, row.customer_id)
+
+
+class _Renewal(NamedTuple):
+    """A closed period, for its event-log entry once its invoice has an id."""
+
+    row: Record  # as it was closed (its period not moved yet)
+    version: PlanVersion  # the plan version it goes on with
+    next_end: datetime | None
+    status: S  # before the close
+    ends: bool
+    invoice: int | None  # its invoice's place in the batch
+
+
+def _renewal(ctx: Context, renewal: _Renewal, invoice_id: str | None) -> eventlog.Entry | None:
+    """The entry a closed period writes: renewed, trial ended or cancelled at its end;
+    none for the final invoice of a subscription canceled before."""
+    row, version, next_end, status, ends, _made = renewal
+    end = row.current_period_ends_at
+    if ends and status is S.CANCELED:
+        return None
+    if ends:
+        entry = _cancelled(ctx, row, version.plan_key, end)
+        return entry._replace(data={**entry.data, "invoice_id": invoice_id})
+    event: eventlog.EventType = (
+        "SubscriptionTrialEnded" if status is S.TRIALING else "SubscriptionRenewed"
+    )
+    data = {
+        "subscription_id": row.id,
+        "plan": version.plan_key,
+        "invoice_id": invoice_id,
+        "period_start": end.isoformat(),
+        "period_ends_at": _iso(next_end),
+    }
+    return eventlog.Entry(ctx, event, data, row.customer_id)
+
+
+def _carried_forward(line: Charge) -> Charge:
+    return Charge(
+        kind="credit",
+        description="Credit carried from the previous invoice",
+        quantity=Decimal(1),
+        amount_precise=-line.amount_precise,
+    )
+
+
+def _rating(catalog: Catalog, row: Record) -> dict[str, Any] | None:
     version = catalog.versions[row.plan_version_id]
     price = price_of(version, row.currency, row.interval)
-    lines: list[Charge] = []
-    finalize_now = end + settings.grace <= until  # a late run, or no grace
-    rating = rating_of(row, version, price, start, end)
-    if rating is not None:
-        lines += await arrears(session, catalog, ctx.tenant_id, rating, start, end)
-        if not finalize_now:  # what finalization compares to see whether usage came late
-            rating["events"] = await _events(session, catalog, ctx.tenant_id, rating, start, end)
-    lines += await pending.take(session, row.id)
-
-    ends = status is S.CANCELED or row.cancel_at_period_end
-    next_end: datetime | None = None
-    next_status = status
-    if ends:
-        next_status = S.CANCELED
-    else:
-        if status is S.TRIALING:
-            next_status = S.ACTIVE
-        row = await lifecycle.apply_scheduled(session, ctx, catalog, row)
-        version = catalog.versions[row.plan_version_id]
-        next_end, advance = advance_of(row, version, row.quantity, end)
-        if advance is not None and next_status is not S.PAUSED:
-            lines.append(advance)
-    off = charges.discount(row.discount, lines)
-    if off is not None:
-        lines.append(off)
-        await subscription_rows.update_subscription(
-            session, row.id, discount=charges.after_use(row.discount)
-        )
-    lines += _carried_credit(lines, row.currency, keep=not ends)
-    invoice_id = None
-    if lines:
-        invoice_id = await invoicing.create_draft(
-            session,
-            ctx,
-            customer_id=row.customer_id,
-            subscription_id=row.id,
-            currency=row.currency,
-            reason="subscription_end" if ends else "subscription_cycle",
-            period_start=start,
-            period_end=end,
-            charges=lines,
-            finalize_at=end + settings.grace,
-            rating=rating,
-        )
-    carried = [line for line in lines if line.kind == "carried"]
-    for line in carried:
-        await pending.add(
-            session,
-            ctx,
-            row.id,
-            Charge(
-                kind="credit",
-                description="Credit carried from the previous invoice",
-                quantity=Decimal(1),
-                amount_precise=-line.amount_precise,
-            ),
-        )
-    await subscription_rows.update_subscription(
-        session,
-        row.id,
-        status=next_status,
-        current_period_start=end if next_end else start,
-        current_period_ends_at=next_end,
-        canceled_at=row.canceled_at or (end if ends else None),
-        ends_at=row.ends_at or (end if ends else None),
-        cancel_at_period_end=False if ends else row.cancel_at_period_end,
-        updated_at=ctx.now,
-    )
-    finalized = False
-    if invoice_id is not None and finalize_now:
-        # The usage was just read and nothing can land on the draft any more: it is
-        # finalized in the same transaction.
-        await invoicing.finalize(session, ctx, invoice_id, settings.numbering, settings.invoicing)
-        finalized = True
-    event: Any = "SubscriptionRenewed"
-    data: dict[str, Any] = {"period_start": end.isoformat(), "period_ends_at": _iso(next_end)}
-    if ends and status is not S.CANCELED:
-        event, data = "SubscriptionCancelled", {"ends_at": end.isoformat(), "at_period_end": True}
-    elif status is S.TRIALING and next_status is S.ACTIVE:
-        event = "SubscriptionTrialEnded"
-    if not (ends and status is S.CANCELED):
-        await eventlog.record(
-            session,
-            ctx,
-            event,
-            {"subscription_id": row.id, "plan": version.plan_key, "invoice_id": invoice_id, **data},
-            customer_id=row.customer_id,
-        )
-    return Closed(row.id, invoice_id, next_status, finalized)
+    return rating_of(row, version, price, row.current_period_start, row.current_period_ends_at)
 
 
 async def arrears(
@@ -197,29 +284,57 @@ async def arrears(
     start: datetime,
     end: datetime,
 ) -> list[Charge]:
-    """What a period [start, end) owes in arrears: each usage price rated on its meter's
-    usage, and the minimum commitment's true-up over the period's recurring fee and
-    usage."""
+    """What a period [start, end) owes in arrears (see `arrears_many`)."""
+    (found,) = await arrears_many(session, catalog, tenant_id, [(rating, start, end)])
+    return found
+
+
+async def arrears_many(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    periods: Sequence[tuple[Mapping[str, Any], datetime, datetime]],
+) -> list[list[Charge]]:
+    """What each period [start, end) owes in arrears: each usage price rated on its
+    meter's usage, and the minimum commitment's true-up over the period's recurring fee
+    and usage. The usage of all periods is read per meter, together."""
+    used: list[dict[str, tuple[Decimal, Decimal]]] = [{} for _ in periods]
+    by_meter: dict[str, list[int]] = {}
+    for i, (rating, start, end) in enumerate(periods):
+        for meter_key, meter_price in _price(catalog, rating).usage.items():
+            if meter_key not in catalog.meters:
+                continue  # archived since: its usage is no longer read
+            if meter_price["model"] == "percentage":
+                events = await usage.amounts(
+                    session, catalog, tenant_id, rating["customer"], meter_key, start, end
+                )
+                used[i][meter_key] = (sum(events, Decimal(0)), rate(meter_price, events))
+            else:
+                by_meter.setdefault(meter_key, []).append(i)
+    for meter_key, items in by_meter.items():
+        spans = [usage.Span(periods[i][0]["customer"], *periods[i][1:]) for i in items]
+        quantities = await usage.totals(session, catalog, tenant_id, meter_key, spans)
+        for i, quantity in zip(items, quantities, strict=True):
+            meter_price = _price(catalog, periods[i][0]).usage[meter_key]
+            used[i][meter_key] = (quantity, rate(meter_price, quantity))
+    return [
+        _arrears_of(catalog, rating, start, end, found)
+        for (rating, start, end), found in zip(periods, used, strict=True)
+    ]
+
+
+def _arrears_of(
+    catalog: Catalog,
+    rating: Mapping[str, Any],
+    start: datetime,
+    end: datetime,
+    used: Mapping[str, tuple[Decimal, Decimal]],
+) -> list[Charge]:
+    """A period's arrears lines, from the (quantity, amount) of each usage price."""
     version = catalog.versions[rating["plan_version_id"]]
-    price = price_of(version, rating["currency"], rating["interval"])
-    customer = rating["customer"]
+    price = _price(catalog, rating)
     found: list[Charge] = []
-    used = Decimal(0)
-    for meter_key, meter_price in sorted(price.usage.items()):
-        if meter_key not in catalog.meters:
-            continue  # archived since: its usage is no longer read
-        quantity: Decimal
-        amount: Decimal
-        if meter_price["model"] == "percentage":
-            events = await usage.amounts(
-                session, catalog, tenant_id, customer, meter_key, start, end
-            )
-            quantity, amount = Decimal(sum(events, Decimal(0))), rate(meter_price, events)
-        else:
-            report = await usage.usage(session, catalog, tenant_id, customer, meter_key, start, end)
-            quantity = Decimal(sum((Decimal(b.value or 0) for b in report.buckets), Decimal(0)))
-            amount = rate(meter_price, quantity)
-        used += amount
+    for meter_key, (quantity, amount) in sorted(used.items()):
         if quantity == 0 and amount == 0:
             continue
         meter = catalog.meters[meter_key]
@@ -229,14 +344,16 @@ async def arrears(
                 description=f"{version.name}: {meter.description or meter_key}",
                 quantity=quantity,
                 amount_precise=amount,
-                price=meter_price,
+                price=price.usage[meter_key],
                 meter=meter_key,
                 period_start=start,
                 period_end=end,
             )
         )
     if price.minimum is not None and rating["recurring"] is not None:
-        committed = Decimal(rating["recurring"]) + used
+        committed = Decimal(rating["recurring"]) + sum(
+            (amount for _quantity, amount in used.values()), Decimal(0)
+        )
         if committed < price.minimum:
             found.append(
                 Charge(
@@ -250,6 +367,11 @@ async def arrears(
                 )
             )
     return found
+
+
+def _price(catalog: Catalog, rating: Mapping[str, Any]) -> PlanPrice:
+    version = catalog.versions[rating["plan_version_id"]]
+    return price_of(version, rating["currency"], rating["interval"])
 
 
 async def finalize_draft(
@@ -268,9 +390,8 @@ async def finalize_draft(
     period = (draft.period_start, draft.period_end)
     if rating and rating["plan_version_id"] in catalog.versions:
         # Events are never deleted: the same count means no late event, nothing to re-rate.
-        late = rating.get("events") != await _events(
-            session, catalog, ctx.tenant_id, rating, *period
-        )
+        (events,) = await _events_many(session, catalog, ctx.tenant_id, [(rating, *period)])
+        late = rating.get("events") != events
         if late:
             fresh = await arrears(session, catalog, ctx.tenant_id, rating, *period)
             await invoicing.replace_charges(session, ctx, invoice_id, RERATED, fresh)
@@ -279,20 +400,24 @@ async def finalize_draft(
     )
 
 
-async def _events(
+async def _events_many(
     session: AsyncSession,
     catalog: Catalog,
     tenant_id: str,
-    rating: Mapping[str, Any],
-    start: datetime,
-    end: datetime,
-) -> int:
-    version = catalog.versions[rating["plan_version_id"]]
-    price = price_of(version, rating["currency"], rating["interval"])
-    meters = sorted(price.usage)
-    return await usage.event_count(
-        session, catalog, tenant_id, rating["customer"], meters, start, end
-    )
+    periods: Sequence[tuple[Mapping[str, Any], datetime, datetime]],
+) -> list[int]:
+    """How many events each rated period's meters read (`usage.event_counts`): the
+    number finalization compares to see whether usage came late."""
+    counts: list[int] = [0] * len(periods)
+    by_meters: dict[tuple[str, ...], list[int]] = {}
+    for i, (rating, _start, _end) in enumerate(periods):
+        by_meters.setdefault(tuple(sorted(_price(catalog, rating).usage)), []).append(i)
+    for meters, items in by_meters.items():
+        spans = [usage.Span(periods[i][0]["customer"], *periods[i][1:]) for i in items]
+        found = await usage.event_counts(session, catalog, tenant_id, meters, spans)
+        for i, count in zip(items, found, strict=True):
+            counts[i] = count
+    return counts
 
 
 def rating_of(

@@ -30,14 +30,14 @@ async def due(
 ) -> list[Record]:
     """The subscriptions dunning moves now: (tenant_id, id, status, invoice_id, due_at)
     of those with an overdue invoice, and (tenant_id, id) of those that recovered."""
-    overdue = await subscription_rows.overdue(
-        session, now, limit, tenant_id=tenant_id, test_clock_id=test_clock_id
+    moving = await subscription_rows.overdue(
+        session,
+        now,
+        limit,
+        past_due_since=now - settings.suspend_after,
+        tenant_id=tenant_id,
+        test_clock_id=test_clock_id,
     )
-    moving = [
-        row
-        for row in overdue
-        if row.status == S.ACTIVE or row.due_at + settings.suspend_after <= now
-    ]
     recovered = await subscription_rows.recovered(
         session, now, limit, tenant_id=tenant_id, test_clock_id=test_clock_id
     )

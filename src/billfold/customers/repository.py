@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -24,6 +25,15 @@ async def by_id(session: AsyncSession, tenant_id: str, customer_id: str) -> Reco
         customers.c.tenant_id == tenant_id, customers.c.id == customer_id
     )
     return (await session.execute(statement)).one_or_none()
+
+
+async def by_ids(
+    session: AsyncSession, tenant_id: str, customer_ids: Sequence[str]
+) -> list[Record]:
+    statement = select(customers).where(
+        customers.c.tenant_id == tenant_id, customers.c.id.in_(sorted(set(customer_ids)))
+    )
+    return list((await session.execute(statement)).all())
 
 
 async def insert_if_absent(session: AsyncSession, **values: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -86,6 +87,14 @@ async def get(session: AsyncSession, tenant_id: str, external_id: str) -> Custom
     if customer is None:
         raise CustomerNotFound(f"no customer {external_id!r}")
     return customer
+
+
+async def by_ids(
+    session: AsyncSession, tenant_id: str, customer_ids: Sequence[str]
+) -> dict[str, Customer]:
+    """The tenant's customers of these ids (by id), in one read; missing ones are absent."""
+    rows = await repository.by_ids(session, tenant_id, customer_ids)
+    return {row.id: _customer(row) for row in rows}
 
 
 async def external_id_of(session: AsyncSession, tenant_id: str, customer_id: str) -> str:

@@ -116,7 +116,7 @@ async def issue(
     customer = await customers.get(session, ctx.tenant_id, invoice.customer)
     test = customer.test_clock_id is not None
     year = ctx.now.year
-    sequence = await repository.next_number(
+    sequence = await repository.next_numbers(
         session, ctx.tenant_id, "test-cn" if test else "cn", year
     )
     number = f"{'TEST-' if test else ''}CN-{year}-{sequence:06d}"

@@ -98,8 +98,9 @@ async def payments_of(session: AsyncSession, invoice_ids: Sequence[str]) -> list
     return list((await session.execute(statement)).all())
 
 
-async def insert_invoice(session: AsyncSession, **values: Any) -> None:
-    await session.execute(insert(invoices).values(**values))
+async def insert_invoices(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(invoices), list(rows))
 
 
 async def insert_lines(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -153,10 +154,12 @@ async def due_drafts(
     return list((await session.execute(statement)).all())
 
 
-async def next_number(session: AsyncSession, tenant_id: str, series: str, year: int) -> int:
-    """The tenant's next invoice number of `series` in `year`, under a row lock held
-    until commit, so two finalizations never take one number and a rollback gives it
-    back."""
+async def next_numbers(
+    session: AsyncSession, tenant_id: str, series: str, year: int, count: int = 1
+) -> int:
+    """Take the tenant's next `count` numbers of `series` in `year`; the last of them.
+    The row lock is held until commit, so two finalizations never take one number and a
+    rollback gives them back."""
     values = {"tenant_id": tenant_id, "series": series, "year": year, "last": 0}
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(pg_insert(invoice_numbers).values(**values).on_conflict_do_nothing())
@@ -171,16 +174,16 @@ async def next_number(session: AsyncSession, tenant_id: str, series: str, year: 
             invoice_numbers.c.series == series,
             invoice_numbers.c.year == year,
         )
-        .values(last=invoice_numbers.c.last + 1)
+        .values(last=invoice_numbers.c.last + count)
         .returning(invoice_numbers.c.last)
     )
     return int((await session.execute(statement)).scalar_one())
 
 
-async def pending_of(session: AsyncSession, subscription_id: str) -> list[Record]:
+async def pending_of(session: AsyncSession, subscription_ids: Sequence[str]) -> list[Record]:
     statement = (
         select(pending_lines)
-        .where(pending_lines.c.subscription_id == subscription_id)
+        .where(pending_lines.c.subscription_id.in_(list(subscription_ids)))
         .order_by(pending_lines.c.created_at, pending_lines.c.id)
     )
     return list((await session.execute(statement)).all())

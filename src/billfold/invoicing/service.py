@@ -70,8 +70,9 @@ def _line_rows(
     charges: Sequence[Charge],
     start: int,
     now: datetime,
-) -> list[dict[str, Any]]:
-    rows = []
+) -> tuple[list[dict[str, Any]], list[document.Line]]:
+    """The rows of an invoice's lines, and the lines as the document has them."""
+    rows, lines = [], []
     for offset, charge in enumerate(charges):
         invariant(charge.amount_precise.is_finite(), "a charge is a finite amount")
         rounded = new_line(  # the one rounding, half up, in minor units
@@ -101,7 +102,8 @@ def _line_rows(
                 "created_at": now,
             }
         )
-    return rows
+        lines.append(rounded)
+    return rows, lines
 
 
 def _totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -114,70 +116,204 @@ def _totals(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     return {"subtotal_minor": subtotal, "tax_minor": tax, "total_minor": subtotal + tax}
 
 
+@dataclass(frozen=True)
+class NewInvoice:
+    """An invoice to make from charges: a draft that waits for `finalize_at`, or, with
+    `finalize`, one finalized at once (nothing more can land on it)."""
+
+    customer_id: str
+    subscription_id: str | None
+    currency: str
+    reason: str
+    period_start: datetime
+    period_end: datetime
+    charges: Sequence[Charge]
+    finalize_at: datetime
+    rating: Mapping[str, Any] | None = None
+    finalize: bool = False
+
+
 async def create_draft(
     session: AsyncSession,
     ctx: Context,
-    *,
-    customer_id: str,
-    subscription_id: str | None,
-    currency: str,
-    reason: str,
-    period_start: datetime,
-    period_end: datetime,
-    charges: Sequence[Charge],
-    finalize_at: datetime,
-    rating: Mapping[str, Any] | None = None,
+    new: NewInvoice,
 ) -> str | None:
-    """A draft invoice of `charges`; None when the subscription already has one for the
+    """A draft invoice of the charges; None when the subscription already has one for the
     period (the unique constraint on (subscription, period) decides, whoever came
     first)."""
-    invariant(len(charges) <= MAX_LINES, "an invoice holds a bounded number of lines")
-    invoice_id = new_id("inv")
-    rows = _line_rows(ctx.tenant_id, invoice_id, currency, charges, 1, ctx.now)
-    totals = _totals(rows)
+    invariant(not new.finalize, "a draft is not finalized")
     try:
         async with session.begin_nested():
-            await repository.insert_invoice(
-                session,
-                id=invoice_id,
-                tenant_id=ctx.tenant_id,
-                customer_id=customer_id,
-                subscription_id=subscription_id,
-                number=None,
-                status=InvoiceStatus.DRAFT,
-                reason=reason,
-                currency=currency,
-                period_start=period_start,
-                period_end=period_end,
-                finalize_at=finalize_at,
-                rating=dict(rating) if rating is not None else None,
-                created_at=ctx.now,
-                updated_at=ctx.now,
-                **totals,
-            )
-            await repository.insert_lines(session, rows)
+            (invoice_id,) = await create_many(session, ctx, [new], Numbering(), Invoicing())
     except IntegrityError:
-        if subscription_id is None:
+        if new.subscription_id is None:
             raise
-        if await repository.of_subscription_period(session, subscription_id, period_end) is None:
+        found = await repository.of_subscription_period(
+            session, new.subscription_id, new.period_end
+        )
+        if found is None:
             raise
         return None
-    await eventlog.record(
-        session,
+    return invoice_id
+
+
+async def create_many(
+    session: AsyncSession,
+    ctx: Context,
+    news: Sequence[NewInvoice],
+    numbering: Numbering,
+    invoicing: Invoicing,
+) -> list[str]:
+    """Invoices of one tenant made together, in the order given: a few statements for
+    any number of them. Those to `finalize` are taxed, numbered (gapless, a block of the
+    tenant's next numbers) and open, or paid when nothing is due. A second invoice for a
+    subscription's period fails on the unique constraint, and the caller's transaction
+    with it."""
+    invoice_rows: list[dict[str, Any]] = []
+    line_rows: list[dict[str, Any]] = []
+    entries: list[eventlog.Entry] = []
+    finalizing = [new for new in news if new.finalize]
+    buyers: Mapping[str, customers.Customer] = {}
+    seller: Party | None = None
+    if finalizing:
+        buyers = await customers.by_ids(session, ctx.tenant_id, [n.customer_id for n in finalizing])
+        seller = await seller_of(session, ctx.tenant_id, invoicing)
+    numbered: dict[str, list[dict[str, Any]]] = {}  # per series, in order
+    for new in news:
+        invariant(len(new.charges) <= MAX_LINES, "an invoice holds a bounded number of lines")
+        invoice_id = new_id("inv")
+        rows, lines = _line_rows(ctx.tenant_id, invoice_id, new.currency, new.charges, 1, ctx.now)
+        invoice = {
+            **_DRAFT,
+            "id": invoice_id,
+            "tenant_id": ctx.tenant_id,
+            "customer_id": new.customer_id,
+            "subscription_id": new.subscription_id,
+            "reason": new.reason,
+            "currency": new.currency,
+            "period_start": new.period_start,
+            "period_end": new.period_end,
+            "finalize_at": new.finalize_at,
+            "rating": dict(new.rating) if new.rating is not None else None,
+            "created_at": ctx.now,
+            "updated_at": ctx.now,
+            **_totals(rows),
+        }
+        entries.append(_created(ctx, invoice))
+        if new.finalize:
+            assert seller is not None
+            buyer = buyers[new.customer_id]
+            taxes, values = _finalized(
+                lines, new.currency, buyer, seller, numbering, invoicing, ctx.now
+            )
+            for row, tax in zip(rows, taxes, strict=True):
+                row.update(tax)
+            invoice.update(values)
+            numbered.setdefault(_series_of(buyer), []).append(invoice)
+        invoice_rows.append(invoice)
+        line_rows += rows
+    year = ctx.now.year
+    for series, block in numbered.items():
+        last = await repository.next_numbers(session, ctx.tenant_id, series, year, len(block))
+        for sequence, invoice in enumerate(block, start=last - len(block) + 1):
+            invoice["number"] = numbering.number(year, sequence, test=series == "test")
+            entries.append(_finalized_entry(ctx, invoice))
+    await repository.insert_invoices(session, invoice_rows)
+    await repository.insert_lines(session, line_rows)
+    await eventlog.record_many(session, entries)
+    return [invoice["id"] for invoice in invoice_rows]
+
+
+# What a draft holds until it is finalized.
+_DRAFT: Final[Mapping[str, Any]] = {
+    "number": None,
+    "status": InvoiceStatus.DRAFT,
+    "seller": None,
+    "buyer": None,
+    "locale": None,
+    "tax_note": None,
+    "finalized_at": None,
+    "due_at": None,
+    "paid_at": None,
+}
+
+
+def _series_of(customer: customers.Customer) -> str:
+    """A test-clock customer's invoices are numbered apart from the real ones."""
+    return "test" if customer.test_clock_id else "live"
+
+
+def _finalized(
+    lines: Sequence[document.Line],
+    currency: str,
+    customer: customers.Customer,
+    seller: Party,
+    numbering: Numbering,
+    invoicing: Invoicing,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A draft's lines taxed for the customer as they are now, and what its finalization
+    sets (all but the number): the tax of each line, and the invoice's totals, status,
+    dates and parties."""
+    buyer = buyer_of(customer)
+    quote = invoicing.taxes.quote(seller, buyer, currency, lines)
+    taxed = apply_quote(lines, quote)
+    taxes = [
+        {
+            "tax_rate": line.tax_rate,
+            "tax_minor": line.tax_minor,
+            "tax_name": line.tax_name,
+            "tax_included": line.tax_included,
+        }
+        for line in taxed
+    ]
+    totals = _totals(
+        [{"amount_minor": line.amount_minor, **tax} for line, tax in zip(taxed, taxes, strict=True)]
+    )
+    settled = totals["total_minor"] <= 0
+    return taxes, {
+        "status": InvoiceStatus.PAID if settled else InvoiceStatus.OPEN,
+        "finalized_at": now,
+        "due_at": now + timedelta(days=numbering.due_days),
+        "paid_at": now if settled else None,
+        "seller": party_json(seller),
+        "buyer": party_json(buyer),
+        "locale": customer.billing.locale or invoicing.locale,
+        "tax_note": quote.note,
+        "updated_at": now,
+        **totals,
+    }
+
+
+def _created(ctx: Context, invoice: Mapping[str, Any]) -> eventlog.Entry:
+    return eventlog.Entry(
         ctx,
         "InvoiceCreated",
         {
-            "invoice_id": invoice_id,
-            "subscription_id": subscription_id,
-            "reason": reason,
-            "currency": currency,
-            "period_start": period_start.isoformat(),
-            "period_end": period_end.isoformat(),
-            "total_minor": totals["total_minor"],
+            "invoice_id": invoice["id"],
+            "subscription_id": invoice["subscription_id"],
+            "reason": invoice["reason"],
+            "currency": invoice["currency"],
+            "period_start": invoice["period_start"].isoformat(),
+            "period_end": invoice["period_end"].isoformat(),
+            "total_minor": invoice["total_minor"],
         },
-        customer_id=customer_id,
+        invoice["customer_id"],
     )
-    return invoice_id
+
+
+def _finalized_entry(ctx: Context, invoice: Mapping[str, Any]) -> eventlog.Entry:
+    return eventlog.Entry(
+        ctx,
+        "InvoiceFinalized",
+        {
+            "invoice_id": invoice["id"],
+            "number": invoice["number"],
+            "total_minor": invoice["total_minor"],
+            "tax_minor": invoice["tax_minor"],
+        },
+        invoice["customer_id"],
+    )
 
 
 async def replace_charges(
@@ -202,7 +338,7 @@ async def replace_charges(
         if line.kind not in kinds
     ]
     await repository.delete_lines(session, invoice_id, [*kinds, *(line["kind"] for line in kept)])
-    rows = _line_rows(ctx.tenant_id, invoice_id, row.currency, charges, 1, ctx.now)
+    rows, _lines = _line_rows(ctx.tenant_id, invoice_id, row.currency, charges, 1, ctx.now)
     for offset, line in enumerate(kept, start=len(rows) + 1):
         rows.append({**line, "position": offset})
     await repository.insert_lines(session, rows)
@@ -230,53 +366,21 @@ async def finalize(
     invoice = await get(session, ctx.tenant_id, invoice_id)
     customer = await customers.get(session, ctx.tenant_id, invoice.customer)
     seller = await seller_of(session, ctx.tenant_id, invoicing)
-    buyer = buyer_of(customer)
     lines = [document_line(line) for line in invoice.lines]
-    quote = invoicing.taxes.quote(seller, buyer, invoice.currency, lines)
-    taxed = apply_quote(lines, quote)
-    rows = []
-    for stored, line in zip(invoice.lines, taxed, strict=True):
-        values = {
-            "tax_rate": line.tax_rate,
-            "tax_minor": line.tax_minor,
-            "tax_name": line.tax_name,
-            "tax_included": line.tax_included,
-        }
-        stored_tax = (stored.tax_rate, stored.tax_minor, stored.tax_name, stored.tax_included)
-        if stored_tax != tuple(values.values()):  # untaxed lines stay as they were made
-            await repository.update_line(session, invoice_id, stored.position, **values)
-        rows.append({"amount_minor": line.amount_minor, **values})
-    totals = _totals(rows)
-    year, series = ctx.now.year, "test" if customer.test_clock_id else "live"
-    sequence = await repository.next_number(session, ctx.tenant_id, series, year)
-    number = numbering.number(year, sequence, test=customer.test_clock_id is not None)
-    settled = totals["total_minor"] <= 0
-    await repository.update_invoice(
-        session,
-        invoice_id,
-        number=number,
-        status=InvoiceStatus.PAID if settled else InvoiceStatus.OPEN,
-        finalized_at=ctx.now,
-        due_at=ctx.now + timedelta(days=numbering.due_days),
-        paid_at=ctx.now if settled else None,
-        seller=party_json(seller),
-        buyer=party_json(buyer),
-        locale=customer.billing.locale or invoicing.locale,
-        tax_note=quote.note,
-        updated_at=ctx.now,
-        **totals,
+    taxes, values = _finalized(
+        lines, invoice.currency, customer, seller, numbering, invoicing, ctx.now
     )
-    await eventlog.record(
+    for stored, tax in zip(invoice.lines, taxes, strict=True):
+        stored_tax = (stored.tax_rate, stored.tax_minor, stored.tax_name, stored.tax_included)
+        if stored_tax != tuple(tax.values()):  # untaxed lines stay as they were made
+            await repository.update_line(session, invoice_id, stored.position, **tax)
+    year, series = ctx.now.year, _series_of(customer)
+    last = await repository.next_numbers(session, ctx.tenant_id, series, year)
+    values["number"] = numbering.number(year, last, test=series == "test")
+    await repository.update_invoice(session, invoice_id, **values)
+    await eventlog.record_many(
         session,
-        ctx,
-        "InvoiceFinalized",
-        {
-            "invoice_id": invoice_id,
-            "number": number,
-            "total_minor": totals["total_minor"],
-            "tax_minor": totals["tax_minor"],
-        },
-        customer_id=row.customer_id,
+        [_finalized_entry(ctx, {**values, "id": invoice_id, "customer_id": row.customer_id})],
     )
     return await get(session, ctx.tenant_id, invoice_id)
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.tables import plans
@@ -39,6 +40,23 @@ async def by_id(
     return (await session.execute(statement)).one_or_none()
 
 
+async def lock_many(
+    session: AsyncSession, tenant_id: str, subscription_ids: Sequence[str]
+) -> list[Record]:
+    """The tenant's subscriptions of these ids, locked in id order (two batches that
+    overlap wait for each other, never deadlock)."""
+    statement = (
+        _with_names()
+        .where(
+            subscriptions.c.tenant_id == tenant_id,
+            subscriptions.c.id.in_(sorted(set(subscription_ids))),
+        )
+        .order_by(subscriptions.c.id)
+        .with_for_update(of=subscriptions)
+    )
+    return list((await session.execute(statement)).all())
+
+
 async def live_of(session: AsyncSession, tenant_id: str, customer_id: str) -> Record | None:
     """The customer's one subscription that is not canceled, if any."""
     statement = _with_names().where(
@@ -66,6 +84,21 @@ async def update_subscription(session: AsyncSession, subscription_id: str, **val
     await session.execute(
         update(subscriptions).where(subscriptions.c.id == subscription_id).values(**values)
     )
+
+
+async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Update many subscriptions by one statement: each row names its `id` and the same
+    columns."""
+    if not rows:
+        return
+    columns = [name for name in rows[0] if name != "id"]
+    statement = (
+        update(subscriptions)
+        .where(subscriptions.c.id == bindparam("_id"))
+        .values({name: bindparam(f"_{name}") for name in columns})
+    )
+    params = [{f"_{name}": value for name, value in row.items()} for row in rows]
+    await session.execute(statement, params)
 
 
 async def due_for_close(
@@ -131,11 +164,13 @@ async def overdue(
     now: datetime,
     limit: int,
     *,
+    past_due_since: datetime,
     tenant_id: str | None = None,
     test_clock_id: str | None = None,
 ) -> list[Record]:
-    """(tenant_id, id, status, invoice_id, due_at): billed subscriptions, active or past
-    due, with an open invoice due by `now`, their oldest such invoice."""
+    """(tenant_id, id, status, invoice_id, due_at): billed subscriptions with an open
+    invoice due by `now`, their oldest such invoice: those active, and those past due
+    whose invoice fell due by `past_due_since`."""
     oldest = (
         select(
             invoices.c.subscription_id,
@@ -163,7 +198,11 @@ async def overdue(
         .join(customers, customers.c.id == subscriptions.c.customer_id)
         .where(
             _clocked(test_clock_id),
-            subscriptions.c.status.in_([SubscriptionStatus.ACTIVE, SubscriptionStatus.PAST_DUE]),
+            (subscriptions.c.status == SubscriptionStatus.ACTIVE)
+            | (
+                (subscriptions.c.status == SubscriptionStatus.PAST_DUE)
+                & (oldest.c.due_at <= past_due_since)
+            ),
         )
     )
     if tenant_id is not None:

@@ -288,14 +288,16 @@ async def create(
             invoice_id = await invoicing.create_draft(
                 session,
                 ctx,
-                customer_id=customer.id,
-                subscription_id=subscription_id,
-                currency=price.currency,
-                reason="subscription_create",
-                period_start=starts_at,
-                period_end=starts_at,
-                charges=lines,
-                finalize_at=ctx.now,
+                invoicing.NewInvoice(
+                    customer_id=customer.id,
+                    subscription_id=subscription_id,
+                    currency=price.currency,
+                    reason="subscription_create",
+                    period_start=starts_at,
+                    period_end=starts_at,
+                    charges=lines,
+                    finalize_at=ctx.now,
+                ),
             )
             assert invoice_id is not None  # a new subscription has no invoice yet
     return await get(session, ctx.tenant_id, subscription_id)
