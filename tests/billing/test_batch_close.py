@@ -173,3 +173,35 @@ async def test_one_subscription_that_cannot_be_closed_does_not_stop_its_batch(
     for n in (0, 1, 3, 4):
         found = (await harness.get(f"/v1/customers/b{n}/invoices")).json()["invoices"]
         assert [i["reason"] for i in found] == ["subscription_cycle", "subscription_create"]
+
+
+async def test_drafts_are_finalized_together_and_late_usage_lands_on_its_own_draft(
+    harness: Harness,
+) -> None:
+    harness.clock.travel_to(APRIL)
+    for n in range(4):
+        await subscribe(harness, f"d{n}", plan="pro")
+        await events(harness, f"d{n}", count=1, at=APRIL + timedelta(days=2), tokens=150_000)
+    period_end = datetime(2026, 5, 1, 0, 0, tzinfo=UTC)
+    report = await run(
+        harness.database,
+        period_end,
+        now=period_end,
+        settings=SETTINGS,
+        tenant_id=harness.tenant_id,
+    )
+    assert (report.closed, report.invoices) == (4, 4)  # cycle drafts wait for their grace
+    await events(harness, "d2", count=1, at=period_end - timedelta(hours=1), tokens=100_000)
+    report = await run(
+        harness.database, CLOSE_AT, now=CLOSE_AT, settings=SETTINGS, tenant_id=harness.tenant_id
+    )
+    assert (report.finalized, report.failed) == (4, [])
+    numbers = []
+    for n in range(4):
+        found = (await harness.get(f"/v1/customers/d{n}/invoices")).json()["invoices"]
+        cycle = found[0]
+        assert cycle["status"] == "open"
+        usage = [line["amount_minor"] for line in cycle["lines"] if line["kind"] == "usage"]
+        assert usage == ([300] if n == 2 else [100]), n  # 250,000 tokens for d2, late
+        numbers += [invoice["number"] for invoice in found]
+    assert sorted(numbers) == [f"INV-2026-{n:06d}" for n in range(1, 9)]  # gapless

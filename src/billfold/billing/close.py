@@ -29,7 +29,7 @@ from billfold.catalog.catalog import Catalog, PlanVersion
 from billfold.catalog.prices import PlanPrice
 from billfold.invoicing import pending
 from billfold.invoicing import service as invoicing
-from billfold.invoicing.records import Charge, Invoice, Invoicing, Numbering
+from billfold.invoicing.records import Charge, Invoicing, Numbering
 from billfold.kit import eventlog
 from billfold.kit.context import Context
 from billfold.kit.db import Record
@@ -380,24 +380,41 @@ async def finalize_draft(
     catalog: Catalog,
     invoice_id: str,
     settings: CloseSettings,
-) -> Invoice | None:
-    """Rate a draft's usage again (what arrived late lands on it), then finalize it;
-    None when it is no longer a draft."""
-    draft = await invoicing.draft_to_finalize(session, ctx.tenant_id, invoice_id)
-    if draft is None:
-        return None
-    rating = draft.rating
-    period = (draft.period_start, draft.period_end)
-    if rating and rating["plan_version_id"] in catalog.versions:
-        # Events are never deleted: the same count means no late event, nothing to re-rate.
-        (events,) = await _events_many(session, catalog, ctx.tenant_id, [(rating, *period)])
-        late = rating.get("events") != events
-        if late:
-            fresh = await arrears(session, catalog, ctx.tenant_id, rating, *period)
-            await invoicing.replace_charges(session, ctx, invoice_id, RERATED, fresh)
-    return await invoicing.finalize(
-        session, ctx, invoice_id, settings.numbering, settings.invoicing
-    )
+) -> str | None:
+    """Finalize one draft (see `finalize_drafts`); None when it is no longer a draft."""
+    done = await finalize_drafts(session, ctx, catalog, [invoice_id], settings)
+    return done[0] if done else None
+
+
+async def finalize_drafts(
+    session: AsyncSession,
+    ctx: Context,
+    catalog: Catalog,
+    invoice_ids: Sequence[str],
+    settings: CloseSettings,
+) -> list[str]:
+    """Rate the drafts' usage again where events arrived late (they land on the draft),
+    then finalize them together; the ids finalized (those no longer drafts are left
+    out)."""
+    drafts = await invoicing.drafts_to_finalize(session, ctx.tenant_id, invoice_ids)
+    rated = [
+        (draft, (draft.rating, draft.period_start, draft.period_end))
+        for draft in drafts
+        if draft.rating and draft.rating["plan_version_id"] in catalog.versions
+    ]
+    counts = await _events_many(session, catalog, ctx.tenant_id, [period for _d, period in rated])
+    # Events are never deleted: the same count means no late event, nothing to re-rate.
+    late = [
+        (draft, period)
+        for (draft, period), events in zip(rated, counts, strict=True)
+        if period[0].get("events") != events
+    ]
+    fresh = await arrears_many(session, catalog, ctx.tenant_id, [period for _d, period in late])
+    for (draft, _period), lines in zip(late, fresh, strict=True):
+        await invoicing.replace_charges(session, ctx, draft.id, RERATED, lines)
+    done = [draft.id for draft in drafts]
+    await invoicing.finalize_many(session, ctx, done, settings.numbering, settings.invoicing)
+    return done
 
 
 async def _events_many(

@@ -5,24 +5,24 @@ runs it once; `billfold worker billing` runs it on a schedule.
 Subscriptions are closed a batch of one tenant's per transaction (`close_many`): a few
 statements for the batch, not a few per subscription. When a batch fails, it is rolled
 back and each of its subscriptions is closed alone, so one that fails is rolled back,
-logged, counted and left for the next run, and the rest go on. Each draft is finalized
-in its own transaction. A subscription that is behind by several periods is closed once
-per period, in order.
+logged, counted and left for the next run, and the rest go on. Drafts whose grace has
+ended are finalized the same way, a batch per transaction. A subscription that is
+behind by several periods is closed once per period, in order.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.billing import dunning
-from billfold.billing.close import CloseSettings, close_many, finalize_draft
+from billfold.billing.close import Closed, CloseSettings, close_many, finalize_drafts
 from billfold.catalog import catalog as catalogs
 from billfold.catalog import repository as catalog_rows
 from billfold.catalog.catalog import Catalog
@@ -33,6 +33,7 @@ from billfold.subscriptions import repository as subscription_rows
 
 log = logging.getLogger("billfold.billing")
 BATCH: Final = 500  # subscriptions closed per transaction, drafts read per query
+T = TypeVar("T")
 SYSTEM = Actor(kind="system", id="period close", scope=None)
 
 
@@ -85,6 +86,28 @@ async def run(
     def context(tenant: str) -> Context:
         return Context(tenant, SYSTEM, f"close-{uuid.uuid4().hex[:16]}", now)
 
+    async def batch(
+        phase: str,
+        tenant: str,
+        ids: list[str],
+        work: Callable[[AsyncSession, str, list[str]], Awaitable[list[T]]],
+    ) -> list[T]:
+        """`work` on the batch in one transaction; when that fails, on each of its items
+        alone, so that one's failure never stops the others."""
+        try:
+            async with database.transaction() as session:
+                return await work(session, tenant, ids)
+        except Exception:
+            log.warning("period close: a %s batch of %d failed; each alone", phase, len(ids))
+        done: list[T] = []
+        for item in ids:
+            try:
+                async with database.transaction() as session:
+                    done += await work(session, tenant, [item])
+            except Exception as error:
+                _failed(report, failed, item, error, phase, on_failure)
+        return done
+
     while True:
         async with database.transaction(write=False) as session:
             due = await subscription_rows.due_for_close(
@@ -95,30 +118,12 @@ async def run(
             break
         checked.clear()
         for tenant, ids in _per_tenant(due).items():
-            try:  # the batch together: a few statements for all of it
-                async with database.transaction() as session:
-                    catalog = await catalog_of(session, tenant)
-                    closed = await close_many(
-                        session, context(tenant), catalog, ids, until, settings
-                    )
-            except Exception:  # each alone, so that one's failure never stops the others
-                log.warning("period close: a batch of %d failed; closing each alone", len(ids))
-                closed = []
-                for subscription_id in ids:
-                    try:
-                        async with database.transaction() as session:
-                            catalog = await catalog_of(session, tenant)
-                            closed += await close_many(
-                                session,
-                                context(tenant),
-                                catalog,
-                                [subscription_id],
-                                until,
-                                settings,
-                            )
-                    except Exception as error:
-                        _failed(report, failed, subscription_id, error, "close", on_failure)
-            for one in closed:
+
+            async def close(session: AsyncSession, tenant: str, ids: list[str]) -> list[Closed]:
+                catalog = await catalog_of(session, tenant)
+                return await close_many(session, context(tenant), catalog, ids, until, settings)
+
+            for one in await batch("close", tenant, ids, close):
                 report.closed += 1
                 report.invoices += one.invoice_id is not None
                 report.finalized += one.finalized
@@ -133,17 +138,13 @@ async def run(
         if not drafts:
             break
         checked.clear()
-        for tenant, invoice_id, _finalize_at in drafts:
-            try:
-                async with database.transaction() as session:
-                    catalog = await catalog_of(session, tenant)
-                    done = await finalize_draft(
-                        session, context(tenant), catalog, invoice_id, settings
-                    )
-            except Exception as error:
-                _failed(report, failed, invoice_id, error, "finalize", on_failure)
-                continue
-            report.finalized += done is not None
+        for tenant, ids in _per_tenant(drafts).items():
+
+            async def finalize(session: AsyncSession, tenant: str, ids: list[str]) -> list[str]:
+                catalog = await catalog_of(session, tenant)
+                return await finalize_drafts(session, context(tenant), catalog, ids, settings)
+
+            report.finalized += len(await batch("finalize", tenant, ids, finalize))
             if on_step:
                 on_step(Step("finalize", report.finalized))
     while True:

@@ -21,6 +21,7 @@ from billfold.invoicing.tables import (
     pending_lines,
 )
 from billfold.kit.db import Record
+from billfold.kit.sql import update_rows
 
 
 def _with_customer() -> Any:
@@ -38,6 +39,21 @@ async def by_id(
     if lock:
         statement = statement.with_for_update(of=invoices)
     return (await session.execute(statement)).one_or_none()
+
+
+async def by_ids(
+    session: AsyncSession, tenant_id: str, invoice_ids: Sequence[str], *, lock: bool = False
+) -> list[Record]:
+    """The tenant's invoices of these ids, in id order (locked in that order: two batches
+    that overlap wait for each other, never deadlock)."""
+    statement = (
+        _with_customer()
+        .where(invoices.c.tenant_id == tenant_id, invoices.c.id.in_(sorted(set(invoice_ids))))
+        .order_by(invoices.c.id)
+    )
+    if lock:
+        statement = statement.with_for_update(of=invoices)
+    return list((await session.execute(statement)).all())
 
 
 async def of_subscription_period(
@@ -116,16 +132,18 @@ async def delete_lines(session: AsyncSession, invoice_id: str, kinds: Sequence[s
     )
 
 
-async def update_line(session: AsyncSession, invoice_id: str, position: int, **values: Any) -> None:
-    await session.execute(
-        update(invoice_lines)
-        .where(invoice_lines.c.invoice_id == invoice_id, invoice_lines.c.position == position)
-        .values(**values)
-    )
+async def update_lines(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Update lines by one statement: each row names its `invoice_id` and `position`."""
+    await update_rows(session, invoice_lines, rows, keys=("invoice_id", "position"))
 
 
 async def update_invoice(session: AsyncSession, invoice_id: str, **values: Any) -> None:
     await session.execute(update(invoices).where(invoices.c.id == invoice_id).values(**values))
+
+
+async def update_invoices(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Update invoices by one statement: each row names its `id` and the same columns."""
+    await update_rows(session, invoices, rows)
 
 
 async def insert_payment(session: AsyncSession, **values: Any) -> None:

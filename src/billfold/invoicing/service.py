@@ -212,12 +212,7 @@ async def create_many(
             numbered.setdefault(_series_of(buyer), []).append(invoice)
         invoice_rows.append(invoice)
         line_rows += rows
-    year = ctx.now.year
-    for series, block in numbered.items():
-        last = await repository.next_numbers(session, ctx.tenant_id, series, year, len(block))
-        for sequence, invoice in enumerate(block, start=last - len(block) + 1):
-            invoice["number"] = numbering.number(year, sequence, test=series == "test")
-            entries.append(_finalized_entry(ctx, invoice))
+    entries += await _number(session, ctx, numbering, numbered)
     await repository.insert_invoices(session, invoice_rows)
     await repository.insert_lines(session, line_rows)
     await eventlog.record_many(session, entries)
@@ -353,36 +348,77 @@ async def finalize(
     numbering: Numbering,
     invoicing: Invoicing,
 ) -> Invoice:
-    """Tax a draft, give it its number, and make it open (or paid, when nothing is
-    due). Taxes are quoted on the rounded lines for the customer as they are now; the
-    seller and the buyer are kept with the invoice, which never changes again. The
-    number is the tenant's next of the year, taken in this transaction: gapless."""
-    row = await locked(session, ctx.tenant_id, invoice_id)
-    if row.status != InvoiceStatus.DRAFT:
-        raise InvoiceStateConflict(
-            f"invoice {invoice_id} is {row.status}, not a draft",
-            extra={"current_status": row.status},
-        )
-    invoice = await get(session, ctx.tenant_id, invoice_id)
-    customer = await customers.get(session, ctx.tenant_id, invoice.customer)
-    seller = await seller_of(session, ctx.tenant_id, invoicing)
-    lines = [document_line(line) for line in invoice.lines]
-    taxes, values = _finalized(
-        lines, invoice.currency, customer, seller, numbering, invoicing, ctx.now
-    )
-    for stored, tax in zip(invoice.lines, taxes, strict=True):
-        stored_tax = (stored.tax_rate, stored.tax_minor, stored.tax_name, stored.tax_included)
-        if stored_tax != tuple(tax.values()):  # untaxed lines stay as they were made
-            await repository.update_line(session, invoice_id, stored.position, **tax)
-    year, series = ctx.now.year, _series_of(customer)
-    last = await repository.next_numbers(session, ctx.tenant_id, series, year)
-    values["number"] = numbering.number(year, last, test=series == "test")
-    await repository.update_invoice(session, invoice_id, **values)
-    await eventlog.record_many(
-        session,
-        [_finalized_entry(ctx, {**values, "id": invoice_id, "customer_id": row.customer_id})],
-    )
+    """Finalize one draft (see `finalize_many`)."""
+    await finalize_many(session, ctx, [invoice_id], numbering, invoicing)
     return await get(session, ctx.tenant_id, invoice_id)
+
+
+async def finalize_many(
+    session: AsyncSession,
+    ctx: Context,
+    invoice_ids: Sequence[str],
+    numbering: Numbering,
+    invoicing: Invoicing,
+) -> None:
+    """Tax drafts, give them their numbers, and make them open (or paid, when nothing is
+    due), by a few statements for all of them. Taxes are quoted on the rounded lines for
+    each customer as they are now; the seller and the buyer are kept with the invoice,
+    which never changes again. The numbers are the tenant's next of the year, taken in
+    this transaction: gapless. Any of them that is not a draft is refused."""
+    rows = await repository.by_ids(session, ctx.tenant_id, invoice_ids, lock=True)
+    found = {row.id for row in rows}
+    missing = [invoice_id for invoice_id in invoice_ids if invoice_id not in found]
+    if missing:
+        raise InvoiceNotFound(f"no invoice {missing[0]!r}")
+    for row in rows:
+        if row.status != InvoiceStatus.DRAFT:
+            raise InvoiceStateConflict(
+                f"invoice {row.id} is {row.status}, not a draft",
+                extra={"current_status": row.status},
+            )
+    buyers = await customers.by_ids(session, ctx.tenant_id, [row.customer_id for row in rows])
+    seller = await seller_of(session, ctx.tenant_id, invoicing)
+    line_updates: list[dict[str, Any]] = []
+    invoice_updates: list[dict[str, Any]] = []
+    numbered: dict[str, list[dict[str, Any]]] = {}  # per series, in order
+    for row, invoice in zip(rows, await with_lines(session, rows), strict=True):
+        buyer = buyers[row.customer_id]
+        lines = [document_line(line) for line in invoice.lines]
+        taxes, values = _finalized(
+            lines, invoice.currency, buyer, seller, numbering, invoicing, ctx.now
+        )
+        for stored, tax in zip(invoice.lines, taxes, strict=True):
+            stored_tax = (stored.tax_rate, stored.tax_minor, stored.tax_name, stored.tax_included)
+            if stored_tax != tuple(tax.values()):  # untaxed lines stay as they were made
+                line_updates.append({"invoice_id": row.id, "position": stored.position, **tax})
+        values = {"id": row.id, "customer_id": row.customer_id, **values}
+        numbered.setdefault(_series_of(buyer), []).append(values)
+        invoice_updates.append(values)
+    entries = await _number(session, ctx, numbering, numbered)
+    await repository.update_lines(session, line_updates)
+    await repository.update_invoices(
+        session,
+        [{k: v for k, v in values.items() if k != "customer_id"} for values in invoice_updates],
+    )
+    await eventlog.record_many(session, entries)
+
+
+async def _number(
+    session: AsyncSession,
+    ctx: Context,
+    numbering: Numbering,
+    numbered: Mapping[str, list[dict[str, Any]]],
+) -> list[eventlog.Entry]:
+    """Give each invoice of each series the next number of the tenant's year, in order, a
+    block taken at once; the entries their finalization writes."""
+    entries = []
+    year = ctx.now.year
+    for series, block in numbered.items():
+        last = await repository.next_numbers(session, ctx.tenant_id, series, year, len(block))
+        for sequence, invoice in enumerate(block, start=last - len(block) + 1):
+            invoice["number"] = numbering.number(year, sequence, test=series == "test")
+            entries.append(_finalized_entry(ctx, invoice))
+    return entries
 
 
 async def as_rendered(
@@ -573,18 +609,23 @@ async def page(
 
 @dataclass(frozen=True)
 class Draft:
+    id: str
     period_start: datetime
     period_end: datetime
     rating: Mapping[str, Any] | None
 
 
-async def draft_to_finalize(session: AsyncSession, tenant_id: str, invoice_id: str) -> Draft | None:
-    """The draft, locked, with what its usage was rated by; None if it is no longer a
-    draft (another run finalized or voided it)."""
-    row = await repository.by_id(session, tenant_id, invoice_id, lock=True)
-    if row is None or row.status != InvoiceStatus.DRAFT:
-        return None
-    return Draft(row.period_start, row.period_end, row.rating)
+async def drafts_to_finalize(
+    session: AsyncSession, tenant_id: str, invoice_ids: Sequence[str]
+) -> list[Draft]:
+    """The drafts, locked, with what their usage was rated by; those no longer drafts
+    (another run finalized or voided them) left out."""
+    rows = await repository.by_ids(session, tenant_id, invoice_ids, lock=True)
+    return [
+        Draft(row.id, row.period_start, row.period_end, row.rating)
+        for row in rows
+        if row.status == InvoiceStatus.DRAFT
+    ]
 
 
 async def due_drafts(

@@ -6,13 +6,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.tables import plans
 from billfold.customers.tables import customers
 from billfold.invoicing.tables import invoices
 from billfold.kit.db import Record
+from billfold.kit.sql import update_rows
 from billfold.subscriptions.status import SubscriptionStatus
 from billfold.subscriptions.tables import subscriptions
 
@@ -89,16 +90,7 @@ async def update_subscription(session: AsyncSession, subscription_id: str, **val
 async def update_many(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Update many subscriptions by one statement: each row names its `id` and the same
     columns."""
-    if not rows:
-        return
-    columns = [name for name in rows[0] if name != "id"]
-    statement = (
-        update(subscriptions)
-        .where(subscriptions.c.id == bindparam("_id"))
-        .values({name: bindparam(f"_{name}") for name in columns})
-    )
-    params = [{f"_{name}": value for name, value in row.items()} for row in rows]
-    await session.execute(statement, params)
+    await update_rows(session, subscriptions, rows)
 
 
 async def due_for_close(
