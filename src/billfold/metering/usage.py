@@ -332,39 +332,3 @@ async def ai_usage(
     )
     return AiUsage(customer, start, end, catalog.ai.currency, ai.report(catalog.ai, rows))
 
-
-# TEMPORARY (replaced by the batch read): per span through usage().
-@dataclass(frozen=True)
-class Span:
-    customer: str
-    start: datetime
-    end: datetime
-
-
-async def totals(
-    session: AsyncSession,
-    catalog: Catalog,
-    tenant_id: str,
-    meter_key: str,
-    spans: Sequence[Span],
-) -> list[Decimal]:
-    found = []
-    for span in spans:
-        report = await usage(
-            session, catalog, tenant_id, span.customer, meter_key, span.start, span.end
-        )
-        found.append(Decimal(sum((Decimal(b.value or 0) for b in report.buckets), Decimal(0))))
-    return found
-
-
-async def event_counts(
-    session: AsyncSession,
-    catalog: Catalog,
-    tenant_id: str,
-    meter_keys: Sequence[str],
-    spans: Sequence[Span],
-) -> list[int]:
-    return [
-        await event_count(session, catalog, tenant_id, s.customer, meter_keys, s.start, s.end)
-        for s in spans
-    ]
