@@ -43,6 +43,16 @@ class MeterValueNotANumber(InvalidInput):
     title = "A stored event holds a value this meter cannot add"
 
 
+def _meter(catalog: Catalog, meter_key: str) -> Meter:
+    meter = catalog.meters.get(meter_key)
+    if meter is None:
+        raise MeterNotFound(
+            f"no meter {meter_key!r} in the catalog",
+            errors=[FieldError("not a meter of the catalog", parameter="meter")],
+        )
+    return meter
+
+
 class Window(StrEnum):
     HOUR = "hour"
     DAY = "day"
@@ -136,12 +146,7 @@ async def usage(
     group_by: Sequence[str] = (),
 ) -> UsageReport:
     """A meter's exact aggregate of one customer's events over [start, end)."""
-    meter = catalog.meters.get(meter_key)
-    if meter is None:
-        raise MeterNotFound(
-            f"no meter {meter_key!r} in the catalog",
-            errors=[FieldError("not a meter of the catalog", parameter="meter")],
-        )
+    meter = _meter(catalog, meter_key)
     for name in group_by:
         if name not in meter.group_by:
             allowed = ", ".join(meter.group_by) or "nothing"
@@ -200,16 +205,23 @@ async def event_count(
     """How many stored events the meters read for one customer over [start, end), their
     filters aside: a number that changes whenever a late event lands in the period
     (events are never deleted), so a rating need not be read again when it has not."""
-    types = {
-        kind
-        for key in meter_keys
-        if key in catalog.meters
-        for kind in (catalog.meters[key].event_type, catalog.meters[key].subtract)
-        if kind is not None
-    }
+    types = _event_types(catalog, meter_keys)
     if not types:
         return 0
-    return await repository.count_events(session, tenant_id, customer, sorted(types), start, end)
+    return await repository.count_events(session, tenant_id, customer, types, start, end)
+
+
+def _event_types(catalog: Catalog, meter_keys: Sequence[str]) -> list[str]:
+    """The event types the catalog's meters among `meter_keys` read, sorted."""
+    return sorted(
+        {
+            kind
+            for key in meter_keys
+            if key in catalog.meters
+            for kind in (catalog.meters[key].event_type, catalog.meters[key].subtract)
+            if kind is not None
+        }
+    )
 
 
 async def amounts(
