@@ -16,10 +16,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from billfold.catalog import catalog as catalog_reader
 from billfold.catalog.catalog import Catalog
 from billfold.kit.db import UTCDateTime
-from billfold.metering import usage
+from billfold.metering import repository, usage
 from billfold.metering.tables import usage_events
 from billfold.metering.usage import MeterNotFound, MeterValueNotANumber, Span
-from tests.conftest import Harness, new_harness
+from tests.conftest import Harness, new_harness, postgresql_only
 
 pytestmark = pytest.mark.anyio
 
@@ -248,3 +248,30 @@ async def test_a_value_usage_cannot_add_is_refused_as_usage_refuses_it(
     ]
     with pytest.raises(MeterNotFound):
         await totals(metered, "nothing", [day])
+
+
+# One pass over the tenant's events is taken only from SCAN_FROM customers a statement,
+# and only on PostgreSQL; below it, each span is read through the index, which the test
+# above holds to usage().
+@postgresql_only
+async def test_one_pass_over_many_customers_totals_what_lookups_total(metered: Harness) -> None:
+    rng = random.Random(11)
+    start = metered.clock.now() - timedelta(days=2)
+    customers = [f"m{n:05d}" for n in range(repository.SCAN_FROM + 300)]
+    await store(metered, random_events(rng, customers, 3 * len(customers), start, days=2))
+    shuffled = rng.sample(customers[1:], len(customers) - 1)
+    # Every customer but one, each over a period of its own, some twice...
+    own = random_spans(rng, customers, len(shuffled), start, days=2)
+    apart = [Span(c, span.start, span.end) for c, span in zip(shuffled, own, strict=True)]
+    apart += random_spans(rng, customers, 300, start, days=2)
+    # ...and all over one period, some twice, with a few periods of their own.
+    day = (start + timedelta(hours=6), start + timedelta(hours=30))
+    shared = [Span(customer, *day) for customer in [*shuffled, *shuffled[:100], "nobody"]]
+    shared += random_spans(rng, customers, 100, start, days=2)
+    for spans in (apart, shared):
+        assert len({span.customer for span in spans}) >= repository.SCAN_FROM
+        half = len(spans) // 2
+        for meter in ("storage", "spaces", "sized", "tokens"):
+            looked_up = await totals(metered, meter, spans[:half])
+            looked_up += await totals(metered, meter, spans[half:])
+            assert digits(await totals(metered, meter, spans)) == digits(looked_up), meter

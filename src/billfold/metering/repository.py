@@ -357,6 +357,12 @@ async def events_of(
 # Totals of many (customer, start, end) spans at once (`usage.totals`).
 
 SPANS_PER_QUERY: Final = 10_000  # spans one statement reads at most
+# From this many customers in one statement, the tenant's events over their periods are
+# read in one pass instead of each span's through the index. A pass reads every event of
+# the tenant over the periods, whoever's, so it pays only for a large share of the
+# customers: on 10,000 customers of 100 events each, stored in time order, a pass took
+# 0.45 to 0.75 s, the lookups 0.26 ms a span (1.3 s at 5,000).
+SCAN_FROM: Final = 5_000
 
 
 @dataclass(frozen=True)
@@ -402,16 +408,16 @@ def _filtered(*conditions: str) -> str:
     return f" FILTER (WHERE {' AND '.join(kept)})" if kept else ""
 
 
-def _aggregates(adding: Adding, parameters: _Parameters) -> str:
-    """The total, the event count and the integer digits of the events read."""
+def _aggregates(adding: Adding, parameters: _Parameters, in_span: str) -> str:
+    """The total, the event count and the integer digits of the events `in_span`."""
     subtract = parameters.add(adding.subtract, "text") if adding.subtract else None
     plus = f"e.type <> {subtract}" if subtract else ""
     minus = f"e.type = {subtract}" if subtract else ""
     if adding.property is None:
-        total = f"count(*){_filtered(plus)}"
+        total = f"count(*){_filtered(in_span, plus)}"
         if subtract:
-            total += f" - count(*){_filtered(minus)}"
-        return f"{total} AS total, count(*) AS events, NULL AS digits"
+            total += f" - count(*){_filtered(in_span, minus)}"
+        return f"{total} AS total, count(*){_filtered(in_span)} AS events, NULL AS digits"
     name = parameters.add(adding.property, "text")
     value = f"(e.properties -> {name})"
     number = f"{value}::numeric"
@@ -426,13 +432,13 @@ def _aggregates(adding: Adding, parameters: _Parameters) -> str:
         f"CASE coalesce(jsonb_typeof({value}), 'null') WHEN 'number' THEN {number}"
         " WHEN 'null' THEN NULL ELSE 'NaN'::numeric END"
     )
-    total = f"coalesce(sum({read}){_filtered(plus)}, 0)"
+    total = f"coalesce(sum({read}){_filtered(in_span, plus)}, 0)"
     if subtract:
-        total += f" - coalesce(sum({read}){_filtered(minus)}, 0)"
+        total += f" - coalesce(sum({read}){_filtered(in_span, minus)}, 0)"
     # The most characters before a value's point, its sign included: each value is below
     # 10**digits.
-    digits = f"max(octet_length(split_part(e.properties ->> {name}, '.', 1)))"
-    return f"{total} AS total, count(*) AS events, {digits} AS digits"
+    digits = f"max(octet_length(split_part(e.properties ->> {name}, '.', 1))){_filtered(in_span)}"
+    return f"{total} AS total, count(*){_filtered(in_span)} AS events, {digits} AS digits"
 
 
 def _property_filters(adding: Adding, parameters: _Parameters) -> str:
@@ -458,19 +464,82 @@ CROSS JOIN LATERAL (
 ) AS x
 """
 
+# The tenant's events over one period, added up by customer in one pass: the shape of a
+# plain GROUP BY, for many customers who share the period (a calendar month). The spans are
+# matched to their customers' rows in Python, so no join is left to the planner.
+_PERIOD = """
+SELECT e.customer, {aggregates}
+FROM usage_events AS e
+WHERE e.tenant_id = $1 AND e.type = ANY($2::text[])
+  AND e.occurred_at >= $3::timestamptz AND e.occurred_at < $4::timestamptz{filters}
+GROUP BY e.customer
+"""
+
+# The tenant's events over the spans' periods in one pass, each looked up in a hash of the
+# spans by customer (one span a customer): many customers with periods of their own. The
+# events are the preserved side of a left join, so the planner cannot make it an index
+# lookup a span; grouping the spans tells it their customers are distinct, so it hashes
+# the spans, not the events.
+_HASHED_SPANS = """
+SELECT s.i, {aggregates}
+FROM usage_events AS e
+LEFT JOIN (
+    SELECT customer, min(start_at) AS start_at, min(end_at) AS end_at, min(i) AS i
+    FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[]) WITH ORDINALITY
+         AS s(customer, start_at, end_at, i)
+    GROUP BY customer
+) AS s ON s.customer = e.customer AND e.occurred_at >= s.start_at AND e.occurred_at < s.end_at
+WHERE e.tenant_id = $1 AND e.type = ANY($5::text[])
+  AND e.occurred_at >= {low} AND e.occurred_at < {high}{filters}
+GROUP BY s.i
+"""
+
 Spans = Sequence[tuple[str, datetime, datetime]]
 
 
 async def span_sums(
     session: AsyncSession, tenant_id: str, adding: Adding, spans: Spans
 ) -> list[SpanSum]:
-    """Each (customer, start, end) span's events as `adding` adds them, in the order given:
-    one statement per chunk of spans. PostgreSQL only."""
+    """Each (customer, start, end) span's events as `adding` adds them, in the order given.
+    PostgreSQL only. A chunk of spans is read in one statement, through the index, unless
+    it holds SCAN_FROM customers or more: then in one pass over the tenant's events per
+    period they share, or else per repeat of a customer."""
     found: list[SpanSum] = [SpanSum(Decimal(0), 0, None)] * len(spans)
     for first in range(0, len(spans), SPANS_PER_QUERY):
-        positions = range(first, min(first + SPANS_PER_QUERY, len(spans)))
-        await _read_lookups(session, tenant_id, adding, spans, positions, found)
+        chunk = range(first, min(first + SPANS_PER_QUERY, len(spans)))
+        periods: dict[tuple[datetime, datetime], list[int]] = {}
+        for position in chunk:
+            periods.setdefault((spans[position][1], spans[position][2]), []).append(position)
+        rest: list[int] = []
+        for period, positions in periods.items():
+            if len({spans[position][0] for position in positions}) >= SCAN_FROM:
+                await _read_period(session, tenant_id, adding, spans, positions, period, found)
+            else:
+                rest.extend(positions)
+        rest.sort()
+        lookups: list[int] = []
+        for part in _rounds([spans[position][0] for position in rest]):
+            if len(part) >= SCAN_FROM:
+                await _read_pass(session, tenant_id, adding, spans, [rest[i] for i in part], found)
+            else:
+                lookups.extend(rest[i] for i in part)
+        if lookups:
+            await _read_lookups(session, tenant_id, adding, spans, sorted(lookups), found)
     return found
+
+
+def _rounds(customers: Sequence[str]) -> list[list[int]]:
+    """Positions split so that no part repeats a customer: a customer's k-th span is in
+    part k."""
+    seen: dict[str, int] = {}
+    parts: list[list[int]] = []
+    for position, customer in enumerate(customers):
+        repeat = seen.get(customer, 0)
+        seen[customer] = repeat + 1
+        if repeat == len(parts):
+            parts.append([])
+        parts[repeat].append(position)
+    return parts
 
 
 def _span_arrays(tenant_id: str, spans: Spans, positions: Sequence[int]) -> _Parameters:
@@ -504,10 +573,50 @@ async def _read_lookups(
 ) -> None:
     parameters = _span_arrays(tenant_id, spans, positions)
     parameters.add(list(dict.fromkeys(adding.event_types)), "text[]")
-    aggregates = _aggregates(adding, parameters)
+    aggregates = _aggregates(adding, parameters, "")
     sql = _LOOKUP.format(aggregates=aggregates, filters=_property_filters(adding, parameters))
     for row in await _execute(session, sql, parameters):
         found[positions[row[0] - 1]] = _span_sum(row)
+
+
+async def _read_pass(
+    session: AsyncSession,
+    tenant_id: str,
+    adding: Adding,
+    spans: Spans,
+    positions: Sequence[int],
+    found: list[SpanSum],
+) -> None:
+    parameters = _span_arrays(tenant_id, spans, positions)
+    parameters.add(list(dict.fromkeys(adding.event_types)), "text[]")
+    low = parameters.add(min(spans[position][1] for position in positions), "timestamptz")
+    high = parameters.add(max(spans[position][2] for position in positions), "timestamptz")
+    aggregates = _aggregates(adding, parameters, "s.i IS NOT NULL")
+    sql = _HASHED_SPANS.format(
+        aggregates=aggregates, low=low, high=high, filters=_property_filters(adding, parameters)
+    )
+    for row in await _execute(session, sql, parameters):
+        if row[0] is not None:  # None: the events of no span
+            found[positions[row[0] - 1]] = _span_sum(row)
+
+
+async def _read_period(
+    session: AsyncSession,
+    tenant_id: str,
+    adding: Adding,
+    spans: Spans,
+    positions: Sequence[int],
+    period: tuple[datetime, datetime],
+    found: list[SpanSum],
+) -> None:
+    parameters = _Parameters(tenant_id, list(dict.fromkeys(adding.event_types)), *period)
+    aggregates = _aggregates(adding, parameters, "")
+    sql = _PERIOD.format(aggregates=aggregates, filters=_property_filters(adding, parameters))
+    by_customer = {row[0]: _span_sum(row) for row in await _execute(session, sql, parameters)}
+    for position in positions:
+        read = by_customer.get(spans[position][0])
+        if read is not None:
+            found[position] = read
 
 
 async def lock_accounts(
