@@ -250,6 +250,20 @@ async def test_a_value_usage_cannot_add_is_refused_as_usage_refuses_it(
         await totals(metered, "nothing", [day])
 
 
+# PostgreSQL reads up to SPANS_PER_QUERY spans a statement; SQLite reads span by span.
+@postgresql_only
+async def test_spans_beyond_one_statement_are_totalled_in_order(metered: Harness) -> None:
+    rng = random.Random(5)
+    start = metered.clock.now() - timedelta(days=2)
+    customers = [f"c{n:02d}" for n in range(20)]
+    await store(metered, random_events(rng, customers, 300, start, days=2))
+    spans = random_spans(rng, customers, 100, start, days=2)
+    repeats = repository.SPANS_PER_QUERY // len(spans) + 2
+    for meter in ("storage", "spaces"):
+        once = await totals(metered, meter, spans)
+        assert digits(await totals(metered, meter, spans * repeats)) == digits(once * repeats)
+
+
 # One pass over the tenant's events is taken only from SCAN_FROM customers a statement,
 # and only on PostgreSQL; below it, each span is read through the index, which the test
 # above holds to usage().
