@@ -1,5 +1,5 @@
 """Totals of many spans at once: each span's total is what usage() sums for it, digit for
-digit, with usage()'s errors, on both backends."""
+digit, with usage()'s errors, on both backends; event counts are event_count's."""
 
 from __future__ import annotations
 
@@ -248,6 +248,34 @@ async def test_a_value_usage_cannot_add_is_refused_as_usage_refuses_it(
     ]
     with pytest.raises(MeterNotFound):
         await totals(metered, "nothing", [day])
+
+
+async def test_event_counts_are_event_count_of_each_span(metered: Harness) -> None:
+    rng = random.Random(7)
+    start = metered.clock.now() - timedelta(days=3)
+    customers = [f"c{n:02d}" for n in range(10)]
+    await store(metered, random_events(rng, customers, 400, start, days=3))
+    spans = random_spans(rng, customers, 60, start, days=3)
+    catalog = await catalog_of(metered)
+    counted: dict[tuple[str, ...], list[int]] = {}
+    for keys in (["storage", "spaces"], ["tokens"], ["peak", "nothing"], ["nothing"], []):
+        async with metered.database.transaction(write=False) as session:
+            expected = [
+                await usage.event_count(
+                    session, catalog, metered.tenant_id, span.customer, keys, span.start, span.end
+                )
+                for span in spans
+            ]
+            counted[tuple(keys)] = await usage.event_counts(
+                session, catalog, metered.tenant_id, keys, spans
+            )
+        assert counted[tuple(keys)] == expected, keys
+    assert sum(counted[("storage", "spaces")]) > 0
+    assert counted[("nothing",)] == counted[()] == [0] * len(spans)
+    # More spans than one statement takes.
+    async with metered.database.transaction(write=False) as session:
+        many = await usage.event_counts(session, catalog, metered.tenant_id, ["tokens"], spans * 20)
+    assert many == counted[("tokens",)] * 20
 
 
 # PostgreSQL reads up to SPANS_PER_QUERY spans a statement; SQLite reads span by span.

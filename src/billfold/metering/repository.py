@@ -11,9 +11,12 @@ from typing import Any, Final
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
+    String,
     Text,
     bindparam,
     cast,
+    column,
     func,
     literal,
     or_,
@@ -21,11 +24,12 @@ from sqlalchemy import (
     tuple_,
     type_coerce,
     update,
+    values,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.kit.db import Record
+from billfold.kit.db import Record, UTCDateTime
 from billfold.kit.invariants import invariant
 from billfold.kit.sql import dialect_insert
 from billfold.metering.tables import quota_accounts, usage_events
@@ -617,6 +621,69 @@ async def _read_period(
         read = by_customer.get(spans[position][0])
         if read is not None:
             found[position] = read
+
+
+# Each span's events counted through the index (an index-only scan once the table is
+# vacuumed), the lateral subquery leaving the planner no other plan.
+_COUNT_SPANS = """
+SELECT s.i, x.events
+FROM unnest($2::text[], $3::timestamptz[], $4::timestamptz[]) WITH ORDINALITY
+     AS s(customer, start_at, end_at, i)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS events
+    FROM usage_events AS e
+    WHERE e.tenant_id = $1 AND e.customer = s.customer AND e.type = ANY($5::text[])
+      AND e.occurred_at >= s.start_at AND e.occurred_at < s.end_at
+) AS x
+"""
+# On SQLite the spans are a VALUES list, bound parameter by parameter (4 a span) and
+# compiled each time: 1,000 spans took 70 to 140 ms, against 0.9 s a span at a time.
+SQLITE_SPANS_PER_QUERY: Final = 1_000
+
+
+async def count_events_of_spans(
+    session: AsyncSession, tenant_id: str, event_types: Sequence[str], spans: Spans
+) -> list[int]:
+    """`count_events` of each (customer, start, end) span, in the order given: one
+    statement per chunk of spans."""
+    found: list[int] = []
+    if is_postgres(session):
+        for first in range(0, len(spans), SPANS_PER_QUERY):
+            positions = range(first, min(first + SPANS_PER_QUERY, len(spans)))
+            parameters = _span_arrays(tenant_id, spans, positions)
+            parameters.add(list(event_types), "text[]")
+            rows = await _execute(session, _COUNT_SPANS, parameters)
+            counts = {row[0]: int(row[1]) for row in rows}  # by ordinality, from 1
+            found.extend(counts[i + 1] for i in range(len(positions)))
+        return found
+    events = usage_events.c
+    for first in range(0, len(spans), SQLITE_SPANS_PER_QUERY):
+        chunk = spans[first : first + SQLITE_SPANS_PER_QUERY]
+        given = (
+            values(
+                column("i", Integer),
+                column("customer", String),
+                column("start_at", UTCDateTime()),
+                column("end_at", UTCDateTime()),
+                name="spans",
+            )
+            .data([(i, *span) for i, span in enumerate(chunk)])
+            .cte()
+        )
+        counted = (
+            select(func.count())
+            .where(
+                events.tenant_id == tenant_id,
+                events.customer == given.c.customer,
+                events.type.in_(list(event_types)),
+                events.occurred_at >= given.c.start_at,
+                events.occurred_at < given.c.end_at,
+            )
+            .scalar_subquery()
+        )
+        counts = {row[0]: int(row[1]) for row in await session.execute(select(given.c.i, counted))}
+        found.extend(counts[i] for i in range(len(chunk)))
+    return found
 
 
 async def lock_accounts(
