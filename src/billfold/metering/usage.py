@@ -4,6 +4,7 @@ period, by window and group, and the AI usage report. Reads only."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,7 +15,7 @@ from typing import Any, Final
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog
-from billfold.catalog.meters import Meter
+from billfold.catalog.meters import Aggregation, Meter
 from billfold.customers import service as customers
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
 from billfold.kit.periods import Reset, period
@@ -41,6 +42,16 @@ class MeterValueNotANumber(InvalidInput):
     status = 409
     code = "meter_value_not_a_number"
     title = "A stored event holds a value this meter cannot add"
+
+
+def _meter(catalog: Catalog, meter_key: str) -> Meter:
+    meter = catalog.meters.get(meter_key)
+    if meter is None:
+        raise MeterNotFound(
+            f"no meter {meter_key!r} in the catalog",
+            errors=[FieldError("not a meter of the catalog", parameter="meter")],
+        )
+    return meter
 
 
 class Window(StrEnum):
@@ -136,12 +147,7 @@ async def usage(
     group_by: Sequence[str] = (),
 ) -> UsageReport:
     """A meter's exact aggregate of one customer's events over [start, end)."""
-    meter = catalog.meters.get(meter_key)
-    if meter is None:
-        raise MeterNotFound(
-            f"no meter {meter_key!r} in the catalog",
-            errors=[FieldError("not a meter of the catalog", parameter="meter")],
-        )
+    meter = _meter(catalog, meter_key)
     for name in group_by:
         if name not in meter.group_by:
             allowed = ", ".join(meter.group_by) or "nothing"
@@ -200,16 +206,150 @@ async def event_count(
     """How many stored events the meters read for one customer over [start, end), their
     filters aside: a number that changes whenever a late event lands in the period
     (events are never deleted), so a rating need not be read again when it has not."""
-    types = {
-        kind
-        for key in meter_keys
-        if key in catalog.meters
-        for kind in (catalog.meters[key].event_type, catalog.meters[key].subtract)
-        if kind is not None
-    }
+    types = _event_types(catalog, meter_keys)
     if not types:
         return 0
-    return await repository.count_events(session, tenant_id, customer, sorted(types), start, end)
+    return await repository.count_events(session, tenant_id, customer, types, start, end)
+
+
+def _event_types(catalog: Catalog, meter_keys: Sequence[str]) -> list[str]:
+    """The event types the catalog's meters among `meter_keys` read, sorted."""
+    return sorted(
+        {
+            kind
+            for key in meter_keys
+            if key in catalog.meters
+            for kind in (catalog.meters[key].event_type, catalog.meters[key].subtract)
+            if kind is not None
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Span:
+    customer: str  # the customer's external id, as usage events store it
+    start: datetime
+    end: datetime  # [start, end)
+
+
+# Python adds a meter's values as Decimal in the default context, to 28 significant
+# digits: a coefficient from this one up is rounded.
+_ROUNDED_FROM: Final = 10**28
+
+
+async def totals(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    meter_key: str,
+    spans: Sequence[Span],
+) -> list[Decimal]:
+    """Each span's total through the meter, in the order given: exactly
+    sum(Decimal(b.value or 0) for b in (await usage(session, catalog, tenant_id,
+    span.customer, meter_key, span.start, span.end)).buckets), and the same errors
+    (MeterNotFound, MeterValueNotANumber) where usage() raises them. An unknown meter is
+    refused even when there are no spans.
+
+    On PostgreSQL a count or sum meter is read for many spans in one statement. A span
+    whose events hold a value SQL does not add (a decimal string, which usage() reads as
+    the number it spells; a boolean, an object), or whose sum Python's 28 digits would
+    round, is computed by usage() instead, so its total and its errors are Python's."""
+    meter = _meter(catalog, meter_key)
+    for span in spans:
+        if span.start.tzinfo is None or span.end.tzinfo is None:
+            raise ValueError("naive datetimes are not read; pass an aware UTC datetime")
+    found: list[Decimal | None] = [None] * len(spans)
+    adding = _in_sql(meter) if repository.is_postgres(session) else None
+    if adding is not None and spans:
+        read = await repository.span_sums(
+            session,
+            tenant_id,
+            adding,
+            [(span.customer, span.start, span.end) for span in spans],
+        )
+        found = [_exact(meter, span_sum) for span_sum in read]
+    out: list[Decimal] = []
+    for span, total in zip(spans, found, strict=True):
+        if total is None:
+            report = await usage(
+                session, catalog, tenant_id, span.customer, meter_key, span.start, span.end
+            )
+            total = sum((Decimal(b.value or 0) for b in report.buckets), Decimal(0))
+        out.append(total)
+    return out
+
+
+def _in_sql(meter: Meter) -> repository.Adding | None:
+    """How SQL adds the meter up, or None when only Python's aggregation can say."""
+    if meter.aggregation not in (Aggregation.COUNT, Aggregation.SUM):
+        return None
+    if meter.aggregation is Aggregation.SUM and meter.property is None:
+        return None
+    if not all(_jsonb_candidate(value) for values in meter.filters.values() for value in values):
+        return None
+    # A sum reads a decimal string in its property as a number (`_read`), so a filter on
+    # that property is applied to JSON numbers only, in SQL; anything else there is left
+    # to Python.
+    own = meter.property if meter.aggregation is Aggregation.SUM else None
+    return repository.Adding(
+        event_types=(meter.event_type, *([meter.subtract] if meter.subtract else [])),
+        subtract=meter.subtract,
+        property=own,
+        filters={
+            name: tuple(json.dumps(value) for value in allowed)
+            for name, allowed in meter.filters.items()
+            if name != own
+        },
+        own=(
+            tuple(json.dumps(value) for value in meter.filters[own])
+            if own is not None and own in meter.filters
+            else None
+        ),
+    )
+
+
+def _jsonb_candidate(value: Any) -> bool:
+    """Whether jsonb equality with `value` is `aggregation._same`: text, integers and
+    booleans are, unless the text holds what jsonb cannot (NUL, a lone surrogate), which
+    no stored value holds either."""
+    if isinstance(value, str):
+        return "\x00" not in value and not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+    return isinstance(value, int)  # bool included
+
+
+def _exact(meter: Meter, read: repository.SpanSum) -> Decimal | None:
+    """The span's total as usage() computes it, or None when only usage() can say."""
+    if meter.aggregation is Aggregation.COUNT:
+        return Decimal(int(read.total))
+    total = read.total
+    if total.is_nan():
+        return None  # a value SQL does not add
+    # usage() adds in Python's context, which keeps 28 significant digits. Each partial
+    # sum is below `events` times 10**digits, at the scale of the most precise value (the
+    # exact total's scale): under 10**28 at that scale, no digit is rounded away, and the
+    # exact total is Python's.
+    exponent = total.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if read.events * 10 ** ((read.digits or 0) + max(0, -exponent)) >= _ROUNDED_FROM:
+        return None
+    return Decimal(total) if total else Decimal(0)
+
+
+async def event_counts(
+    session: AsyncSession,
+    catalog: Catalog,
+    tenant_id: str,
+    meter_keys: Sequence[str],
+    spans: Sequence[Span],
+) -> list[int]:
+    """event_count(...) for each span, in the order given, in one query per chunk of
+    spans."""
+    types = _event_types(catalog, meter_keys)
+    if not types or not spans:
+        return [0] * len(spans)
+    return await repository.count_events_of_spans(
+        session, tenant_id, types, [(span.customer, span.start, span.end) for span in spans]
+    )
 
 
 async def amounts(
