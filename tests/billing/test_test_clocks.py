@@ -44,6 +44,8 @@ async def test_a_year_of_billing_in_one_request(harness: Harness) -> None:
     assert made[-1]["number"] == "TEST-INV-2027-000001"
     renewed = (await harness.get(f"/v1/subscriptions/{sub['id']}")).json()
     assert renewed["current_period_ends_at"] == "2027-02-28T10:00:00Z"
+    # A year unpaid: past due, and suspended once past due for 14 days, as a run does.
+    assert renewed["status"] == "suspended"
 
     # The real period close never touches a test clock's customers.
     harness.clock.travel_to(harness.clock.now().replace(year=2028))

@@ -60,6 +60,16 @@ class Story:
         finally:
             self.harness.clock.travel_to(real)
 
+    async def pay(self, customer: str) -> None:
+        """The customer pays every open invoice (a manual payment of what is due); a
+        customer who does not is past due, then suspended, as at any period close."""
+        for invoice in await self.invoices(customer):
+            if invoice["status"] == "open":
+                paid = await self.harness.post(
+                    f"/v1/invoices/{invoice['id']}/payments", {"method": "bank_transfer"}
+                )
+                assert paid.status_code == 201, paid.text
+
     async def subscription(self, customer: str) -> dict[str, Any]:
         found = await self.harness.get(f"/v1/subscriptions/{self.subscriptions[customer]}")
         return dict(found.json())

@@ -188,6 +188,13 @@ async def test_jo_launches_with_twenty_percent_off_for_three_months(harness: Har
     assert (await story.subscription("jo"))["discount"] is None
     assert await story.lines("kim", 0) == [("recurring", 2900), ("discount", -500)]
     assert await story.lines("kim", 1) == [("recurring", 2900)]
+    assert (await story.subscription("kim"))["status"] == "suspended"  # four months unpaid
+    refused = await harness.post(
+        f"/v1/subscriptions/{story.subscriptions['kim']}/discount", {"coupon": "FRIENDS10"}
+    )
+    assert (refused.status_code, refused.json()["current_status"]) == (409, "suspended")
+    await story.pay("kim")
+    await story.advance("2026-05-01T03:00:00Z")  # the next run sees it paid: active again
     friends = await story.act("kim", "discount", {"coupon": "FRIENDS10"})
     assert friends["discount"]["code"] == "FRIENDS10"
     await story.advance("2026-07-01T02:00:00Z")

@@ -84,9 +84,15 @@ async def advance(
         raise TestClockCannotGoBack(
             f"advancing to {to.isoformat()} takes more than {MAX_STEPS} steps; advance less"
         )
-    for row in await dunning.due(
-        session, to, settings, MAX_STEPS, tenant_id=ctx.tenant_id, test_clock_id=clock_id
-    ):
-        await dunning.move(session, clocks.at(ctx, to), catalog, row, settings)
+    # As a run does, to the end: active to past due, then suspended if it has been past
+    # due long enough by `to` (a subscription moves at most twice).
+    for _pass in range(3):
+        moving = await dunning.due(
+            session, to, settings, MAX_STEPS, tenant_id=ctx.tenant_id, test_clock_id=clock_id
+        )
+        for row in moving:
+            await dunning.move(session, clocks.at(ctx, to), catalog, row, settings)
+        if not moving:
+            break
     await clocks.move(session, ctx, clock_id, to)
     return Advanced(await clocks.get(session, ctx.tenant_id, clock_id), closed, made, finalized)

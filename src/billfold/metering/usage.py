@@ -471,4 +471,3 @@ async def ai_usage(
         for record in records
     )
     return AiUsage(customer, start, end, catalog.ai.currency, ai.report(catalog.ai, rows))
-
