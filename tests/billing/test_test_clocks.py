@@ -46,6 +46,14 @@ async def test_a_year_of_billing_in_one_request(harness: Harness) -> None:
     assert renewed["current_period_ends_at"] == "2027-02-28T10:00:00Z"
     # A year unpaid: past due, and suspended once past due for 14 days, as a run does.
     assert renewed["status"] == "suspended"
+    # Paid at the clock's time, not the real one; the next advance makes it active again.
+    for invoice in made:
+        paid = await harness.post(f"/v1/invoices/{invoice['id']}/payments")
+        assert paid.status_code == 201, paid.text
+        assert paid.json()["payments"][0]["paid_at"] == "2027-01-31T12:00:00Z"
+    await advance(harness, rehearsal["id"], "2027-02-01T00:00:00Z")
+    paid_up = (await harness.get(f"/v1/subscriptions/{sub['id']}")).json()
+    assert paid_up["status"] == "active"
 
     # The real period close never touches a test clock's customers.
     harness.clock.travel_to(harness.clock.now().replace(year=2028))

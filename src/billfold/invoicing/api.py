@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 
+from billfold.customers import clocks
 from billfold.customers import service as customers
 from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
@@ -18,6 +19,7 @@ from billfold.invoicing.credit_notes import CreditNote
 from billfold.invoicing.document import InvoiceStatus
 from billfold.invoicing.records import Invoice, Invoicing
 from billfold.invoicing.render import Document, render_html, render_pdf
+from billfold.kit.context import Context
 from billfold.kit.errors import FieldError, InvalidInput
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Out, Storable, decode_cursor, encode_cursor
@@ -323,7 +325,7 @@ async def record_payment(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
     body = await read_optional_json(call.request, PaymentIn) or PaymentIn()
     invoice = await service.record_payment(
         call.session,
-        call.ctx,
+        await _their_time(call, invoice_id),
         invoice_id,
         amount_minor=body.amount_minor,
         method=body.method,
@@ -350,9 +352,8 @@ async def issue_credit_note(invoice_id: InvoiceId, call: AdminCall) -> CreditNot
     due and never edits the invoice. Send an `Idempotency-Key`."""
     body = await read_json(call.request, CreditNoteIn)
     lines = [(line.position, line.amount_minor) for line in body.lines] if body.lines else None
-    note = await credit_notes.issue(
-        call.session, call.ctx, invoice_id, reason=body.reason, lines=lines
-    )
+    ctx = await _their_time(call, invoice_id)
+    note = await credit_notes.issue(call.session, ctx, invoice_id, reason=body.reason, lines=lines)
     return CreditNoteOut.of(note)
 
 
@@ -375,7 +376,8 @@ async def list_credit_notes(invoice_id: InvoiceId, call: ReadCall) -> CreditNote
 async def void_invoice(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
     """Void an invoice that has no payment: nothing is due any more."""
     body = await read_json(call.request, VoidIn)
-    return InvoiceOut.of(await service.void(call.session, call.ctx, invoice_id, reason=body.reason))
+    ctx = await _their_time(call, invoice_id)
+    return InvoiceOut.of(await service.void(call.session, ctx, invoice_id, reason=body.reason))
 
 
 @router.post(
@@ -385,4 +387,12 @@ async def void_invoice(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
 )
 async def mark_uncollectible(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
     """Write an open invoice off as uncollectible; a later payment still settles it."""
-    return InvoiceOut.of(await service.mark_uncollectible(call.session, call.ctx, invoice_id))
+    ctx = await _their_time(call, invoice_id)
+    return InvoiceOut.of(await service.mark_uncollectible(call.session, ctx, invoice_id))
+
+
+async def _their_time(call: AdminCall, invoice_id: str) -> Context:
+    """The call's context at the invoice's customer's time: a test clock's, for a
+    test-mode customer (their payments and credit notes happen in simulated time)."""
+    invoice = await service.get(call.session, call.ctx.tenant_id, invoice_id)
+    return await clocks.context_for(call.session, call.ctx, invoice.customer)
