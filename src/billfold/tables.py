@@ -27,6 +27,7 @@ from billfold.kit.tables import (
     outbox,
     rate_limit_counters,
 )
+from billfold.ledger.tables import ledger_accounts, ledger_transfers
 from billfold.metering.tables import ingest_dead_letters, quota_accounts, usage_events
 from billfold.subscriptions.tables import subscriptions
 from billfold.tenants.tables import api_keys, tenants
@@ -51,6 +52,8 @@ __all__ = [
     "invoice_numbers",
     "invoice_payments",
     "invoices",
+    "ledger_accounts",
+    "ledger_transfers",
     "meters",
     "outbox",
     "pending_lines",

@@ -1,6 +1,7 @@
 """The `billfold` command: serve, migrate, init, tenants, keys, plans, grants,
-subscriptions, invoices, claims, audit and workers. One module per command group; operators act
-directly on the database, recorded in the event log as actor kind `operator`."""
+subscriptions, invoices, claims, audit, the ledger and workers. One module per command
+group; operators act directly on the database, recorded in the event log as actor kind
+`operator`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from billfold.cli import (
     claims,
     grants,
     invoices,
+    ledger,
     plans,
     serve,
     subscriptions,
@@ -37,6 +39,7 @@ for group, name in (
     (invoices.app, "invoices"),
     (claims.app, "claims"),
     (audit.app, "audit"),
+    (ledger.app, "ledger"),
     (workers.app, "worker"),
 ):
     app.add_typer(group, name=name)

@@ -1,0 +1,201 @@
+"""All of the ledger's SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, literal, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from billfold.kit.db import Record
+from billfold.kit.sql import dialect_insert, update_rows
+from billfold.ledger.tables import ledger_accounts, ledger_transfers
+
+
+async def insert_account(session: AsyncSession, row: Mapping[str, Any]) -> None:
+    """Insert the account unless the tenant has one with its code already."""
+    statement = (
+        dialect_insert(session, ledger_accounts)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "code"])
+    )
+    await session.execute(statement)
+
+
+async def account_by_code(session: AsyncSession, tenant_id: str, code: str) -> Record | None:
+    statement = select(ledger_accounts).where(
+        ledger_accounts.c.tenant_id == tenant_id, ledger_accounts.c.code == code
+    )
+    return (await session.execute(statement)).first()
+
+
+async def account_by_id(session: AsyncSession, tenant_id: str, account_id: str) -> Record | None:
+    statement = select(ledger_accounts).where(
+        ledger_accounts.c.tenant_id == tenant_id, ledger_accounts.c.id == account_id
+    )
+    return (await session.execute(statement)).first()
+
+
+async def lock_accounts(
+    session: AsyncSession, tenant_id: str, account_ids: Collection[str]
+) -> list[Record]:
+    """The tenant's accounts among `account_ids`, locked for update in id order: every
+    writer takes its locks in that one order, so two never wait on each other in a
+    circle (decision 0039). SQLite has no row locks; its writers queue on the database
+    lock (`BEGIN IMMEDIATE`) instead."""
+    statement = (
+        select(ledger_accounts)
+        .where(
+            ledger_accounts.c.tenant_id == tenant_id,
+            ledger_accounts.c.id.in_(sorted(account_ids)),
+        )
+        .order_by(ledger_accounts.c.id)
+        .with_for_update()
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def save_balances(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write accounts' four balances (the caller holds their locks)."""
+    await update_rows(session, ledger_accounts, rows)
+
+
+async def transfers_by_ids(
+    session: AsyncSession, tenant_id: str, ids: Collection[str]
+) -> list[Record]:
+    if not ids:
+        return []
+    statement = select(ledger_transfers).where(
+        ledger_transfers.c.tenant_id == tenant_id, ledger_transfers.c.id.in_(sorted(ids))
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def resolved(session: AsyncSession, tenant_id: str, pending_ids: Collection[str]) -> set[str]:
+    """Which of these pending transfers have been posted, voided or expired."""
+    if not pending_ids:
+        return set()
+    statement = select(ledger_transfers.c.pending_id).where(
+        ledger_transfers.c.tenant_id == tenant_id,
+        ledger_transfers.c.pending_id.in_(sorted(pending_ids)),
+    )
+    return set((await session.execute(statement)).scalars())
+
+
+async def insert_transfers(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Insert the transfers in id order, skipping any whose id (or whose pending
+    transfer's resolution) another transaction wrote first; returns the ids inserted.
+    In id order, so that two batches waiting on each other's uncommitted ids never wait
+    in a circle."""
+    ordered = sorted(rows, key=lambda row: str(row["id"]))
+    statement = (
+        dialect_insert(session, ledger_transfers)
+        .values(ordered)
+        .on_conflict_do_nothing()
+        .returning(ledger_transfers.c.id)
+    )
+    return set((await session.execute(statement)).scalars())
+
+
+async def expired_pending(
+    session: AsyncSession, tenant_id: str, now: datetime, limit: int
+) -> list[Record]:
+    """Pending transfers of the tenant whose timeout has passed and that nothing has
+    resolved yet, oldest timeout first."""
+    resolution = ledger_transfers.alias("resolution")
+    statement = (
+        select(ledger_transfers)
+        .outerjoin(
+            resolution,
+            and_(
+                resolution.c.tenant_id == ledger_transfers.c.tenant_id,
+                resolution.c.pending_id == ledger_transfers.c.id,
+            ),
+        )
+        .where(
+            ledger_transfers.c.tenant_id == tenant_id,
+            ledger_transfers.c.kind == "pending",
+            ledger_transfers.c.expires_at <= now,
+            resolution.c.id.is_(None),
+        )
+        .order_by(ledger_transfers.c.expires_at, ledger_transfers.c.id)
+        .limit(limit)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def accounts(session: AsyncSession, tenant_id: str | None) -> list[Record]:
+    statement = select(ledger_accounts).order_by(ledger_accounts.c.id)
+    if tenant_id is not None:
+        statement = statement.where(ledger_accounts.c.tenant_id == tenant_id)
+    return list((await session.execute(statement)).all())
+
+
+async def count_transfers(session: AsyncSession, tenant_id: str | None) -> int:
+    statement = select(func.count()).select_from(ledger_transfers)
+    if tenant_id is not None:
+        statement = statement.where(ledger_transfers.c.tenant_id == tenant_id)
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def recomputed_balances(
+    session: AsyncSession, tenant_id: str | None
+) -> dict[str, tuple[int, int, int, int]]:
+    """Each account's (debits_posted, credits_posted, debits_pending, credits_pending) as
+    the transfers add up, by account id. Posted: plain transfers and posts. Pending: the
+    pending transfers that nothing has resolved."""
+    t = ledger_transfers
+    resolution = t.alias("resolution")
+    open_pending = and_(t.c.kind == "pending", resolution.c.id.is_(None))
+    posted = t.c.kind.in_(("posted", "post"))
+    base = select(t).outerjoin(
+        resolution, and_(resolution.c.tenant_id == t.c.tenant_id, resolution.c.pending_id == t.c.id)
+    )
+    if tenant_id is not None:
+        base = base.where(t.c.tenant_id == tenant_id)
+    zero = literal(0)
+
+    def side(account: Any, debit: bool) -> Any:
+        amount_posted = case((posted, t.c.amount), else_=0)
+        amount_pending = case((open_pending, t.c.amount), else_=0)
+        return base.with_only_columns(
+            account.label("account_id"),
+            (amount_posted if debit else zero).label("dp"),
+            (zero if debit else amount_posted).label("cp"),
+            (amount_pending if debit else zero).label("dn"),
+            (zero if debit else amount_pending).label("cn"),
+        )
+
+    moves = union_all(
+        side(t.c.debit_account_id, True), side(t.c.credit_account_id, False)
+    ).subquery()
+    statement = select(
+        moves.c.account_id,
+        func.sum(moves.c.dp),
+        func.sum(moves.c.cp),
+        func.sum(moves.c.dn),
+        func.sum(moves.c.cn),
+    ).group_by(moves.c.account_id)
+    return {
+        row[0]: (int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+        for row in (await session.execute(statement)).all()
+    }
+
+
+async def transfers_across_units(session: AsyncSession, tenant_id: str | None) -> list[Record]:
+    """Transfers whose unit is not both of their accounts' unit (none, normally)."""
+    t = ledger_transfers
+    debit = ledger_accounts.alias("debit")
+    credit = ledger_accounts.alias("credit")
+    statement = (
+        select(t.c.tenant_id, t.c.id, t.c.unit, debit.c.unit, credit.c.unit)
+        .join(debit, debit.c.id == t.c.debit_account_id)
+        .join(credit, credit.c.id == t.c.credit_account_id)
+        .where((debit.c.unit != t.c.unit) | (credit.c.unit != t.c.unit))
+        .order_by(t.c.tenant_id, t.c.id)
+    )
+    if tenant_id is not None:
+        statement = statement.where(t.c.tenant_id == tenant_id)
+    return list((await session.execute(statement)).all())
