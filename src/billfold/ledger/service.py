@@ -214,6 +214,13 @@ async def _apply(
         stored=await _stored(session, tenant_id, set(ids) | pending_ids),
         resolved=await repository.resolved(session, tenant_id, pending_ids),
     )
+    for request in requests:
+        pending = batch.stored.get(_pending_of(request) or "")
+        needed = {pending.debit_account_id, pending.credit_account_id} if pending else set()
+        if request.id not in batch.stored and not needed <= locked.keys():
+            # The pending transfer committed between the first read and the locks: its
+            # accounts are not locked yet. Work the batch out again, reading it first.
+            raise _Raced
     results: list[Transfer] = []
     new: list[Transfer] = []
     for index, request in enumerate(requests):
