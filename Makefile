@@ -58,6 +58,7 @@ bench: install
 	$(BIN)/python bench/metering.py
 	$(BIN)/python bench/access_log.py
 	$(BIN)/python bench/period_close.py
+	$(BIN)/python bench/ledger.py
 
 # The browser tests of /docs and /redoc (tests/http/test_docs.py) drive the system's
 # Chromium; without it `make test` skips them, and .ci/run installs it and requires it.
