@@ -27,8 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.catalog.catalog import Catalog, PlanVersion
 from billfold.catalog.prices import PlanPrice
+from billfold.invoicing import issuing as invoicing
 from billfold.invoicing import pending
-from billfold.invoicing import service as invoicing
 from billfold.invoicing.records import Charge, Invoicing, Numbering
 from billfold.kit import eventlog
 from billfold.kit.context import Context

@@ -25,7 +25,7 @@ from billfold.customers import service as customers
 from billfold.customers.service import Customer
 from billfold.grants import service as grants
 from billfold.grants.service import Window
-from billfold.invoicing import service as invoicing
+from billfold.invoicing import issuing as invoicing
 from billfold.kit import eventlog
 from billfold.kit.context import Context
 from billfold.kit.db import Record
