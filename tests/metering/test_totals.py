@@ -16,7 +16,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from billfold.catalog import catalog as catalog_reader
 from billfold.catalog.catalog import Catalog
 from billfold.kit.db import UTCDateTime
-from billfold.metering import repository, usage
+from billfold.metering import spans as spans_sql
+from billfold.metering import usage
 from billfold.metering.tables import usage_events
 from billfold.metering.usage import MeterNotFound, MeterValueNotANumber, Span
 from tests.conftest import Harness, new_harness, postgresql_only
@@ -286,7 +287,7 @@ async def test_spans_beyond_one_statement_are_totalled_in_order(metered: Harness
     customers = [f"c{n:02d}" for n in range(20)]
     await store(metered, random_events(rng, customers, 300, start, days=2))
     spans = random_spans(rng, customers, 100, start, days=2)
-    repeats = repository.SPANS_PER_QUERY // len(spans) + 2
+    repeats = spans_sql.SPANS_PER_QUERY // len(spans) + 2
     for meter in ("storage", "spaces"):
         once = await totals(metered, meter, spans)
         assert digits(await totals(metered, meter, spans * repeats)) == digits(once * repeats)
@@ -299,7 +300,7 @@ async def test_spans_beyond_one_statement_are_totalled_in_order(metered: Harness
 async def test_one_pass_over_many_customers_totals_what_lookups_total(metered: Harness) -> None:
     rng = random.Random(11)
     start = metered.clock.now() - timedelta(days=2)
-    customers = [f"m{n:05d}" for n in range(repository.SCAN_FROM + 300)]
+    customers = [f"m{n:05d}" for n in range(spans_sql.SCAN_FROM + 300)]
     await store(metered, random_events(rng, customers, 3 * len(customers), start, days=2))
     shuffled = rng.sample(customers[1:], len(customers) - 1)
     # Every customer but one, each over a period of its own, some twice...
@@ -311,7 +312,7 @@ async def test_one_pass_over_many_customers_totals_what_lookups_total(metered: H
     shared = [Span(customer, *day) for customer in [*shuffled, *shuffled[:100], "nobody"]]
     shared += random_spans(rng, customers, 100, start, days=2)
     for spans in (apart, shared):
-        assert len({span.customer for span in spans}) >= repository.SCAN_FROM
+        assert len({span.customer for span in spans}) >= spans_sql.SCAN_FROM
         half = len(spans) // 2
         for meter in ("storage", "spaces", "sized", "tokens"):
             looked_up = await totals(metered, meter, spans[:half])

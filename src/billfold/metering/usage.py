@@ -20,6 +20,7 @@ from billfold.customers import service as customers
 from billfold.kit.errors import FieldError, InvalidInput, NotFound
 from billfold.kit.periods import Reset, period
 from billfold.metering import ai, repository
+from billfold.metering import spans as span_rows
 from billfold.metering.aggregation import (
     Accumulator,
     NotANumber,
@@ -261,7 +262,7 @@ async def totals(
     found: list[Decimal | None] = [None] * len(spans)
     adding = _in_sql(meter) if repository.is_postgres(session) else None
     if adding is not None and spans:
-        read = await repository.span_sums(
+        read = await span_rows.span_sums(
             session,
             tenant_id,
             adding,
@@ -279,7 +280,7 @@ async def totals(
     return out
 
 
-def _in_sql(meter: Meter) -> repository.Adding | None:
+def _in_sql(meter: Meter) -> span_rows.Adding | None:
     """How SQL adds the meter up, or None when only Python's aggregation can say."""
     if meter.aggregation not in (Aggregation.COUNT, Aggregation.SUM):
         return None
@@ -291,7 +292,7 @@ def _in_sql(meter: Meter) -> repository.Adding | None:
     # that property is applied to JSON numbers only, in SQL; anything else there is left
     # to Python.
     own = meter.property if meter.aggregation is Aggregation.SUM else None
-    return repository.Adding(
+    return span_rows.Adding(
         event_types=(meter.event_type, *([meter.subtract] if meter.subtract else [])),
         subtract=meter.subtract,
         property=own,
@@ -317,7 +318,7 @@ def _jsonb_candidate(value: Any) -> bool:
     return isinstance(value, int)  # bool included
 
 
-def _exact(meter: Meter, read: repository.SpanSum) -> Decimal | None:
+def _exact(meter: Meter, read: span_rows.SpanSum) -> Decimal | None:
     """The span's total as usage() computes it, or None when only usage() can say."""
     if meter.aggregation is Aggregation.COUNT:
         return Decimal(int(read.total))
@@ -347,7 +348,7 @@ async def event_counts(
     types = _event_types(catalog, meter_keys)
     if not types or not spans:
         return [0] * len(spans)
-    return await repository.count_events_of_spans(
+    return await span_rows.count_events_of_spans(
         session, tenant_id, types, [(span.customer, span.start, span.end) for span in spans]
     )
 
