@@ -368,6 +368,21 @@ async def _admin_execute(url: str, statement: str) -> Any:
         await engine.dispose()
 
 
+# The columns a bench COPYs usage events into, in the order its records give them.
+USAGE_EVENT_COLUMNS = [
+    "id",
+    "tenant_id",
+    "idempotency_key",
+    "customer",
+    "type",
+    "service",
+    "correlation_id",
+    "occurred_at",
+    "received_at",
+    "properties",
+]
+
+
 @contextlib.contextmanager
 def scratch_postgres(admin_url: str) -> Iterator[tuple[str, str, Postgres]]:
     """A new, empty database for this run; dropped on the way out whatever happened."""

@@ -139,18 +139,7 @@ async def ingest_copy(dsn: str, tenant_id: str, count: int, salt: str) -> float:
         await connection.copy_records_to_table(
             "usage_events",
             records=records,
-            columns=[
-                "id",
-                "tenant_id",
-                "idempotency_key",
-                "customer",
-                "type",
-                "service",
-                "correlation_id",
-                "occurred_at",
-                "received_at",
-                "properties",
-            ],
+            columns=common.USAGE_EVENT_COLUMNS,
         )
         return time.perf_counter() - started
     finally:

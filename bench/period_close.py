@@ -223,18 +223,7 @@ async def copy_events(
     rng = random.Random(20_260_601)
     span = (end - start).total_seconds()
     salt = secrets.token_hex(3)
-    columns = [
-        "id",
-        "tenant_id",
-        "idempotency_key",
-        "customer",
-        "type",
-        "service",
-        "correlation_id",
-        "occurred_at",
-        "received_at",
-        "properties",
-    ]
+    columns = common.USAGE_EVENT_COLUMNS
 
     def records() -> Iterator[tuple[Any, ...]]:
         for number in range(count):

@@ -376,30 +376,22 @@ def _resolved_amount(request: NewTransfer, pending: Transfer) -> int:
 def _move(batch: _Batch, account_id: str, **deltas: int) -> None:
     balances = batch.balances[account_id].moved(**deltas)
     account = batch.accounts[account_id]
-    takes_debits = deltas.get("debits_posted", 0) > 0 or deltas.get("debits_pending", 0) > 0
-    takes_credits = deltas.get("credits_posted", 0) > 0 or deltas.get("credits_pending", 0) > 0
-    if (
-        takes_debits
-        and account.rule == "debits_must_not_exceed_credits"
-        and balances.breaks(account.rule)
-    ):
-        raise ExceedsCredits(
-            f"account {account.code!r} would have debits (posted and pending) of "
-            f"{balances.debits_posted + balances.debits_pending} against credits of "
-            f"{balances.credits_posted}",
-            extra={"account_id": account.id},
+    if account.rule is not None and balances.breaks(account.rule):
+        # A rule stops only what adds to the side it limits: a release or a posting on
+        # the other side is always let through.
+        side, other = (
+            ("debits", "credits")
+            if account.rule == "debits_must_not_exceed_credits"
+            else ("credits", "debits")
         )
-    if (
-        takes_credits
-        and account.rule == "credits_must_not_exceed_debits"
-        and balances.breaks(account.rule)
-    ):
-        raise ExceedsDebits(
-            f"account {account.code!r} would have credits (posted and pending) of "
-            f"{balances.credits_posted + balances.credits_pending} against debits of "
-            f"{balances.debits_posted}",
-            extra={"account_id": account.id},
-        )
+        if deltas.get(f"{side}_posted", 0) > 0 or deltas.get(f"{side}_pending", 0) > 0:
+            refusal = ExceedsCredits if side == "debits" else ExceedsDebits
+            taken = getattr(balances, f"{side}_posted") + getattr(balances, f"{side}_pending")
+            raise refusal(
+                f"account {account.code!r} would have {side} (posted and pending) of "
+                f"{taken} against {other} of {getattr(balances, f'{other}_posted')}",
+                extra={"account_id": account.id},
+            )
     batch.balances[account_id] = balances
 
 
