@@ -530,3 +530,8 @@ async def after_change(
         await eventlog.record(session, ctx, "WalletExhausted", data, customer_id=found.customer_id)
     await repository.set_alert(session, found.id, alert, found.low_balance, ctx.now)
     return now
+
+
+async def customer_external_id(session: AsyncSession, ctx: Context, found: Wallet) -> str:
+    """The product's id of the wallet's customer."""
+    return await customers.external_id_of(session, ctx.tenant_id, found.customer_id)
