@@ -249,3 +249,58 @@ class Hold:
     @property
     def transfer_ids(self) -> list[str]:
         return [leg.transfer_id for leg in self.legs]
+
+
+@dataclass(frozen=True)
+class TopUp:
+    """A top-up: a grant or promotion is credited at once (`paid`); a payment waits
+    `pending` until the payment succeeds (`paid`, its lot credited) or fails."""
+
+    id: str
+    wallet_id: str
+    unit: str
+    source: str
+    reference: str
+    amount: int
+    priority: int
+    expires_at: datetime | None
+    status: TopUpStatus
+    lot_id: str | None
+    payment_reference: str | None
+    failure: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Record, unit: str) -> TopUp:
+        return cls(
+            id=row.id,
+            wallet_id=row.wallet_id,
+            unit=unit,
+            source=row.source,
+            reference=row.reference,
+            amount=int(row.amount),
+            priority=int(row.priority),
+            expires_at=row.expires_at,
+            status=row.status,
+            lot_id=row.lot_id,
+            payment_reference=row.payment_reference,
+            failure=row.failure,
+            created_at=row.created_at,
+            resolved_at=row.resolved_at,
+        )
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One ledger transfer into or out of one of a wallet's lots, as its history shows
+    it (`service.transactions`)."""
+
+    transfer_id: str
+    lot_id: str
+    kind: str
+    code: str
+    direction: Literal["in", "out"]
+    amount: int
+    pending_id: str | None
+    created_at: datetime

@@ -38,6 +38,7 @@ from billfold.wallets.records import (
     Leg,
     Lot,
     LotExistsWithDifferentFields,
+    Movement,
     SpendExistsWithDifferentFields,
     Spent,
     Wallet,
@@ -535,3 +536,34 @@ async def after_change(
 async def customer_external_id(session: AsyncSession, ctx: Context, found: Wallet) -> str:
     """The product's id of the wallet's customer."""
     return await customers.external_id_of(session, ctx.tenant_id, found.customer_id)
+
+
+async def transactions(
+    session: AsyncSession,
+    ctx: Context,
+    wallet_id: str,
+    *,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Movement]:
+    """The wallet's history from its lots' ledger transfers, newest first, each with its
+    `direction` (`in`: credited to a lot; `out`: debited from one) and its ledger `kind`:
+    `posted` moves money, `pending` reserves it (a hold), and a `post`, `void` or
+    `expire` resolves that reservation (taking `amount`, or releasing it)."""
+    await wallet(session, ctx, wallet_id)
+    rows = await repository.transactions(
+        session, ctx.tenant_id, wallet_id, before=before, limit=limit
+    )
+    return [
+        Movement(
+            transfer_id=row.id,
+            lot_id=row.lot_id,
+            kind=row.kind,
+            code=row.code,
+            direction="out" if row.outgoing else "in",
+            amount=int(row.amount),
+            pending_id=row.pending_id,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]

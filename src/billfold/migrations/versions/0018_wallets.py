@@ -145,6 +145,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
         sa.Column("wallet_id", sa.String(length=40), nullable=False),
+        sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("reference", sa.String(length=100), nullable=False),
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
