@@ -44,6 +44,11 @@ class WalletNotFound(NotFound):
     title = "No such wallet"
 
 
+class LotNotFound(NotFound):
+    code = "lot_not_found"
+    title = "No such wallet lot"
+
+
 class HoldNotFound(NotFound):
     code = "hold_not_found"
     title = "No such hold"

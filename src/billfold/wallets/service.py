@@ -38,6 +38,7 @@ from billfold.wallets.records import (
     Leg,
     Lot,
     LotExistsWithDifferentFields,
+    LotNotFound,
     Movement,
     SpendExistsWithDifferentFields,
     Spent,
@@ -567,3 +568,12 @@ async def transactions(
         )
         for row in rows
     ]
+
+
+async def lot(session: AsyncSession, ctx: Context, lot_id: str) -> Lot:
+    """A lot by its id, in the tenant."""
+    row = await repository.lot_by_id(session, ctx.tenant_id, lot_id)
+    if row is None:
+        raise LotNotFound(f"no wallet lot {lot_id!r}")
+    found = await wallet(session, ctx, row.wallet_id)
+    return Lot.of(row, found.unit)
