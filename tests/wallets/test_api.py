@@ -218,3 +218,12 @@ async def test_bad_input_gets_stable_problem_codes(harness: Harness) -> None:
     assert_problem(
         await harness.get(f"/v1/wallets/wal_{'a' * 26}/transactions"), 404, "wallet_not_found"
     )
+
+
+async def test_a_cursor_we_did_not_issue_is_refused(harness: Harness) -> None:
+    lot = await credit(harness, 5, reference="top")
+    path = f"/v1/wallets/{lot.wallet_id}/transactions"
+
+    for cursor in ("!!", "bm90IGEgY3Vyc29y", "MjAyNi0wNi0wMVQxMjowMDowMHx4"):
+        # garbage, "not a cursor", and an instant without a time zone
+        assert_problem(await harness.get(path, params={"cursor": cursor}), 422, "invalid_input")

@@ -97,13 +97,17 @@ def _position(cursor: str | None) -> tuple[datetime, str] | None:
     if decoded is None:
         return None
     at, _, transfer_id = decoded.partition("|")
+    refusal = InvalidInput(
+        "the cursor is not valid",
+        errors=[FieldError("not a cursor we issued", parameter="cursor")],
+    )
     try:
-        return datetime.fromisoformat(at), transfer_id
+        instant = datetime.fromisoformat(at)
     except ValueError:
-        raise InvalidInput(
-            "the cursor is not valid",
-            errors=[FieldError("not a cursor we issued", parameter="cursor")],
-        ) from None
+        raise refusal from None
+    if instant.tzinfo is None or not transfer_id:
+        raise refusal
+    return instant, transfer_id
 
 
 @router.post(
