@@ -211,7 +211,7 @@ async def set_low_balance(
 
 def default_funding(source: str, unit: str) -> str:
     """The account a credit of `source` debits unless the caller names one: a payment
-    brings cash in (in a currency) , a credit note or refund gives revenue back, anything
+    brings cash in (in a currency), a credit note or refund gives revenue back, anything
     else (grant, claim, promotion, a payment in a credit unit) is funded by
     `wallet_funding:{unit}`."""
     if source == "payment" and CURRENCY.match(unit):
