@@ -6,12 +6,52 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, select, union_all
+from sqlalchemy import and_, bindparam, case, func, literal, or_, select, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.kit.db import Record
-from billfold.kit.sql import dialect_insert, update_rows
+from billfold.kit.sql import dialect_insert
 from billfold.ledger.tables import ledger_accounts, ledger_transfers
+
+# The statements every transfer sends, built once so that each call is a hit in
+# SQLAlchemy's compiled cache (a statement built per call costs its cache key again).
+_LOCK = (
+    select(ledger_accounts)
+    .where(
+        ledger_accounts.c.tenant_id == bindparam("tenant_id"),
+        ledger_accounts.c.id.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(ledger_accounts.c.id)
+    .with_for_update()
+)
+_BY_IDS = select(ledger_transfers).where(
+    ledger_transfers.c.tenant_id == bindparam("tenant_id"),
+    ledger_transfers.c.id.in_(bindparam("ids", expanding=True)),
+)
+_RESOLVED = select(ledger_transfers.c.pending_id).where(
+    ledger_transfers.c.tenant_id == bindparam("tenant_id"),
+    ledger_transfers.c.pending_id.in_(bindparam("ids", expanding=True)),
+)
+# One row per execution (executemany: "insertmanyvalues" sends them as one statement).
+_INSERT = {
+    "postgresql": postgresql.insert(ledger_transfers)
+    .on_conflict_do_nothing()
+    .returning(ledger_transfers.c.id),
+    "sqlite": sqlite.insert(ledger_transfers)
+    .on_conflict_do_nothing()
+    .returning(ledger_transfers.c.id),
+}
+_BALANCES = (
+    update(ledger_accounts)
+    .where(ledger_accounts.c.id == bindparam("_id"))
+    .values(
+        debits_posted=bindparam("_debits_posted"),
+        credits_posted=bindparam("_credits_posted"),
+        debits_pending=bindparam("_debits_pending"),
+        credits_pending=bindparam("_credits_pending"),
+    )
+)
 
 
 async def insert_account(session: AsyncSession, row: Mapping[str, Any]) -> None:
@@ -45,21 +85,17 @@ async def lock_accounts(
     writer takes its locks in that one order, so two never wait on each other in a
     circle (decision 0039). SQLite has no row locks; its writers queue on the database
     lock (`BEGIN IMMEDIATE`) instead."""
-    statement = (
-        select(ledger_accounts)
-        .where(
-            ledger_accounts.c.tenant_id == tenant_id,
-            ledger_accounts.c.id.in_(sorted(account_ids)),
-        )
-        .order_by(ledger_accounts.c.id)
-        .with_for_update()
-    )
-    return list((await session.execute(statement)).all())
+    if not account_ids:
+        return []
+    parameters = {"tenant_id": tenant_id, "ids": sorted(account_ids)}
+    return list((await session.execute(_LOCK, parameters)).all())
 
 
 async def save_balances(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Write accounts' four balances (the caller holds their locks)."""
-    await update_rows(session, ledger_accounts, rows)
+    """Write accounts' four balances (the caller holds their locks), in id order."""
+    if rows:
+        ordered = sorted(rows, key=lambda row: str(row["id"]))
+        await session.execute(_BALANCES, [{f"_{k}": v for k, v in row.items()} for row in ordered])
 
 
 async def transfers_by_ids(
@@ -67,21 +103,16 @@ async def transfers_by_ids(
 ) -> list[Record]:
     if not ids:
         return []
-    statement = select(ledger_transfers).where(
-        ledger_transfers.c.tenant_id == tenant_id, ledger_transfers.c.id.in_(sorted(ids))
-    )
-    return list((await session.execute(statement)).all())
+    parameters = {"tenant_id": tenant_id, "ids": sorted(ids)}
+    return list((await session.execute(_BY_IDS, parameters)).all())
 
 
 async def resolved(session: AsyncSession, tenant_id: str, pending_ids: Collection[str]) -> set[str]:
     """Which of these pending transfers have been posted, voided or expired."""
     if not pending_ids:
         return set()
-    statement = select(ledger_transfers.c.pending_id).where(
-        ledger_transfers.c.tenant_id == tenant_id,
-        ledger_transfers.c.pending_id.in_(sorted(pending_ids)),
-    )
-    return set((await session.execute(statement)).scalars())
+    parameters = {"tenant_id": tenant_id, "ids": sorted(pending_ids)}
+    return set((await session.execute(_RESOLVED, parameters)).scalars())
 
 
 async def insert_transfers(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> set[str]:
@@ -89,14 +120,53 @@ async def insert_transfers(session: AsyncSession, rows: Sequence[Mapping[str, An
     transfer's resolution) another transaction wrote first; returns the ids inserted.
     In id order, so that two batches waiting on each other's uncommitted ids never wait
     in a circle."""
+    if not rows:
+        return set()
     ordered = sorted(rows, key=lambda row: str(row["id"]))
-    statement = (
-        dialect_insert(session, ledger_transfers)
-        .values(ordered)
-        .on_conflict_do_nothing()
-        .returning(ledger_transfers.c.id)
+    statement = _INSERT[session.get_bind().dialect.name]
+    return set((await session.execute(statement, ordered)).scalars())
+
+
+async def transfer_by_id(session: AsyncSession, tenant_id: str, transfer_id: str) -> Record | None:
+    rows = await transfers_by_ids(session, tenant_id, [transfer_id])
+    return rows[0] if rows else None
+
+
+async def accounts_page(
+    session: AsyncSession, tenant_id: str, *, code: str | None, after: str | None, limit: int
+) -> list[Record]:
+    """The tenant's accounts in id order, after the id `after`, up to `limit`."""
+    statement = select(ledger_accounts).where(ledger_accounts.c.tenant_id == tenant_id)
+    if code is not None:
+        statement = statement.where(ledger_accounts.c.code == code)
+    if after is not None:
+        statement = statement.where(ledger_accounts.c.id > after)
+    statement = statement.order_by(ledger_accounts.c.id).limit(limit)
+    return list((await session.execute(statement)).all())
+
+
+async def transfers_of_account(
+    session: AsyncSession,
+    tenant_id: str,
+    account_id: str,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Record]:
+    """The transfers that debit or credit the account, oldest first (by `created_at`,
+    then id), after the (created_at, id) `after`, up to `limit`."""
+    t = ledger_transfers
+    statement = select(t).where(
+        t.c.tenant_id == tenant_id,
+        or_(t.c.debit_account_id == account_id, t.c.credit_account_id == account_id),
     )
-    return set((await session.execute(statement)).scalars())
+    if after is not None:
+        at, after_id = after
+        statement = statement.where(
+            or_(t.c.created_at > at, and_(t.c.created_at == at, t.c.id > after_id))
+        )
+    statement = statement.order_by(t.c.created_at, t.c.id).limit(limit)
+    return list((await session.execute(statement)).all())
 
 
 async def expired_pending(
