@@ -42,6 +42,8 @@ from billfold.kit.clock import Clock, SystemClock
 from billfold.kit.db import Database
 from billfold.kit.invariants import InvariantViolation
 from billfold.kit.schemas import Out
+from billfold.ledger import deps as ledger_deps
+from billfold.ledger.api import router as ledger_router
 from billfold.metering import deps as metering_deps
 from billfold.metering.api import EVENTS_PATH
 from billfold.metering.api import router as metering_router
@@ -78,6 +80,7 @@ def create_app(
         snapshots=lambda: snapshots if changes.live else None,
     )
     close_settings = billing_deps.wire(settings)  # the invoicing file, read once
+    ledger = ledger_deps.wire(database, metrics.registry)
     runtime = Runtime(
         settings=settings,
         database=database,
@@ -91,6 +94,7 @@ def create_app(
             claims_deps.Claims: claims_deps.wire(settings),
             CloseSettings: close_settings,
             Invoicing: close_settings.invoicing,
+            ledger_deps.Ledger: ledger,
         },
     )
 
@@ -100,6 +104,7 @@ def create_app(
         yield
         await changes.stop()
         await metering.close()
+        await ledger.close()
         await database.dispose()
 
     app = _Billfold(
@@ -170,6 +175,7 @@ def create_app(
         claims_router,
         metering_router,
         audit_router,
+        ledger_router,
     )
     for router in routers:
         _publish_permissions(router.routes)
