@@ -35,8 +35,12 @@ OPERATOR = Actor(kind="operator", id="test", scope="admin")
 RULE: Any = "debits_must_not_exceed_credits"
 
 
-def batcher_of(harness: Harness, sizes: list[int], alone: list[int]) -> TransferBatcher:
-    return TransferBatcher(harness.database, on_group=sizes.append, on_alone=alone.append)
+def batcher_of(
+    harness: Harness, sizes: list[int], alone: list[int], in_flight: int | None = None
+) -> TransferBatcher:
+    return TransferBatcher(
+        harness.database, in_flight=in_flight, on_group=sizes.append, on_alone=alone.append
+    )
 
 
 async def stored_ids(harness: Harness) -> list[str]:
@@ -56,7 +60,7 @@ async def test_each_request_of_a_group_keeps_its_own_answer(harness: Harness) ->
     await move(harness, "fund", equity.id, wallet.id, 100)
     sizes: list[int] = []
     alone: list[int] = []
-    batcher = batcher_of(harness, sizes, alone)
+    batcher = batcher_of(harness, sizes, alone, in_flight=1)  # all ten in one group
     ctx = harness.operator()
 
     def plain(id: str, amount: int, debit: str = wallet.id, credit: str = dest.id) -> Any:
@@ -132,7 +136,7 @@ async def test_a_group_that_fails_as_a_whole_is_applied_request_by_request(
     revenue = await account(harness, "revenue", type="revenue")
     sizes: list[int] = []
     alone: list[int] = []
-    batcher = batcher_of(harness, sizes, alone)
+    batcher = batcher_of(harness, sizes, alone, in_flight=1)
     ctx = harness.operator()
     answers = await asyncio.gather(
         batcher.transfer(ctx, NewTransfer("ok-1", cash.id, revenue.id, 5)),

@@ -64,7 +64,8 @@ class TransferBatcher:
         self._on_group = on_group
         self._on_alone = on_alone
         self._queues: dict[str, list[_Pending]] = {}
-        self._running: dict[str, int] = {}  # tenant -> groups in flight
+        self._running: dict[str, int] = {}  # tenant -> runners (groups in flight)
+        self._fresh: dict[str, int] = {}  # tenant -> runners that have not taken a group yet
         self._runners: set[asyncio.Task[None]] = set()
 
     async def transfer(self, ctx: Context, request: NewTransfer) -> Transfer:
@@ -81,10 +82,7 @@ class TransferBatcher:
         tenant_id = ctx.tenant_id
         self._queues.setdefault(tenant_id, []).append(_Pending(Linked(ctx, list(requests)), future))
         if self._running.get(tenant_id, 0) < self._in_flight:
-            self._running[tenant_id] = self._running.get(tenant_id, 0) + 1
-            runner = asyncio.create_task(self._drain(tenant_id))
-            self._runners.add(runner)
-            runner.add_done_callback(self._runners.discard)
+            self._start(tenant_id)
         # A client that leaves does not cancel the group: what it holds still commits, and
         # a retry with the same ids is answered with the stored transfers.
         return await asyncio.shield(future)
@@ -94,25 +92,41 @@ class TransferBatcher:
         while self._runners:
             await asyncio.gather(*self._runners)
 
+    def _start(self, tenant_id: str) -> None:
+        self._running[tenant_id] = self._running.get(tenant_id, 0) + 1
+        self._fresh[tenant_id] = self._fresh.get(tenant_id, 0) + 1
+        runner = asyncio.create_task(self._drain(tenant_id))
+        self._runners.add(runner)
+        runner.add_done_callback(self._runners.discard)
+
     async def _drain(self, tenant_id: str) -> None:
+        first = True
         try:
-            while group := self._take(tenant_id):
+            while group := self._take(tenant_id, first=first):
+                first = False
                 await self._settle(group)
         finally:
             self._running[tenant_id] -= 1
             if not self._running[tenant_id]:
                 del self._running[tenant_id]
+                self._fresh.pop(tenant_id, None)
                 if not self._queues.get(tenant_id):
                     self._queues.pop(tenant_id, None)
 
-    def _take(self, tenant_id: str) -> list[_Pending]:
+    def _take(self, tenant_id: str, *, first: bool) -> list[_Pending]:
         """The next group: the tenant's queued requests in arrival order, up to MAX_GROUP
-        transfers (a longer linked batch alone)."""
+        transfers (a longer linked batch alone), shared evenly with the runners started
+        for the same arrivals that have not taken theirs yet. Two groups in flight
+        overlap one's round trips to the database with the other's work (and, on a
+        shared hot account, one's BEGIN and lock request with the other's commit)."""
+        if first:
+            self._fresh[tenant_id] -= 1
         queue = self._queues.get(tenant_id)
         if not queue:
             return []
+        share = -(-len(queue) // (self._fresh.get(tenant_id, 0) + 1))
         size, count = 0, 0
-        for pending in queue:
+        for pending in queue[:share]:
             if count and size + len(pending.request.transfers) > MAX_GROUP:
                 break
             size += len(pending.request.transfers)

@@ -147,7 +147,7 @@ async def transfer_group(session: AsyncSession, requests: Sequence[Linked]) -> l
         return []
     tenants = {request.ctx.tenant_id for request in requests}
     invariant(len(tenants) == 1, "a group holds one tenant's requests")
-    return await _apply(session, requests, expiring=False)
+    return await _apply(session, requests, expiring=False, grouped=True)
 
 
 async def expire(session: AsyncSession, ctx: Context, *, limit: int = EXPIRE_BATCH) -> list[str]:
@@ -190,8 +190,10 @@ async def _apply_with_retries(
 
 
 async def _apply(
-    session: AsyncSession, requests: Sequence[Linked], *, expiring: bool
+    session: AsyncSession, requests: Sequence[Linked], *, expiring: bool, grouped: bool = False
 ) -> list[Answer]:
+    """`grouped`: the caller rolls the transaction back on `GroupRaced`, so the group
+    may write before it knows that every insert went through."""
     tenant_id = requests[0].ctx.tenant_id
     every = [each for request in requests for each in request.transfers]
     ids = {each.id for each in every}
@@ -210,15 +212,25 @@ async def _apply(
         pending = first.get(pending_of(each) or "")
         if pending is not None:
             account_ids.update((pending.debit_account_id, pending.credit_account_id))
-    locked = {
-        row.id: Account.of(row)
-        for row in await repository.lock_accounts(session, tenant_id, account_ids)
-    }
-    # Under the locks: what committed while we waited is visible now.
+    # A group without posts or voids locks its accounts and finds which of its ids are
+    # stored in one round trip (PostgreSQL), and reads the stored ones only if any are.
+    lock_found = (
+        None
+        if pending_ids or not grouped
+        else await repository.lock_and_find(session, tenant_id, account_ids, ids)
+    )
+    if lock_found is not None:
+        rows, stored_ids = lock_found
+        stored = await _stored(session, tenant_id, stored_ids) if stored_ids else {}
+    else:
+        rows = await repository.lock_accounts(session, tenant_id, account_ids)
+        # Under the locks: what committed while we waited is visible now.
+        stored = await _stored(session, tenant_id, ids | pending_ids)
+    locked = {row.id: Account.of(row) for row in rows}
     batch = Batch(
         accounts=locked,
         balances={account_id: found.balances for account_id, found in locked.items()},
-        stored=await _stored(session, tenant_id, ids | pending_ids),
+        stored=stored,
         resolved=await repository.resolved(session, tenant_id, pending_ids),
     )
     for each in every:
@@ -234,18 +246,22 @@ async def _apply(
         answer, made = _work_out_request(request, batch, expiring=expiring)
         new.extend(made)
         answers.append(answer)
-    if new:
-        inserted = await repository.insert_transfers(session, [made.row() for made in new])
-        if len(inserted) != len(new):
-            raise GroupRaced
-        await repository.save_balances(
-            session,
-            [
-                {"id": account_id, **vars(balances)}
-                for account_id, balances in batch.balances.items()
-                if balances != batch.accounts[account_id].balances
-            ],
-        )
+    if not new:
+        return answers
+    new_rows = [made.row() for made in new]
+    balances = [
+        {"id": account_id, **vars(balances)}
+        for account_id, balances in batch.balances.items()
+        if balances != batch.accounts[account_id].balances
+    ]
+    if grouped:  # the caller rolls the whole transaction back on a race
+        inserted = await repository.write_group(session, new_rows, balances)
+    else:
+        inserted = await repository.insert_transfers(session, new_rows)
+    if len(inserted) != len(new):
+        raise GroupRaced
+    if not grouped:
+        await repository.save_balances(session, balances)
     return answers
 
 
