@@ -11,10 +11,13 @@ spread over 1,000 accounts, with `verify` finding 0 violations after each phase.
    Accounts in USD: `equity` (no rule), `hot` and 1,000 `spread-NNNN` wallets (liability,
    `debits_must_not_exceed_credits`), 4 `dest-N` accounts (liability, no rule). `hot` is
    funded by one transfer from `equity`, the 1,000 wallets by one linked batch.
-2. Hot: 32 asyncio tasks, each transfer in a transaction of its own
-   (`Database.transaction()` + `ledger.transfer`), from `hot` to one of the 4 `dest-N`,
-   1..100 minor units, unique ids, until `--transfers` are done or `--seconds` pass.
-   Meanwhile a separate connection reads `hot`'s stored balances every 20 ms.
+2. Hot: 32 asyncio tasks, each sending one transfer at a time through the group commit
+   (`TransferBatcher.transfer`, the path `POST /v1/ledger/transfers` takes; decision 0040)
+   and awaiting its own answer, from `hot` to one of the 4 `dest-N`, 1..100 minor units,
+   unique ids, until `--transfers` are done or `--seconds` pass. `--alone` sends each
+   transfer in a transaction of its own instead (`Database.transaction()` +
+   `ledger.transfer`, the in-process path). Meanwhile a separate connection reads `hot`'s
+   stored balances every 20 ms.
 3. Spread: the same, each transfer between a random pair of the 1,000 wallets.
 4. Baseline: the same 32 clients, through the same `Database`, one `INSERT` of one
    transfer-shaped row per transaction into `bench_transfers`, a table made
@@ -35,6 +38,8 @@ when a check of step 5 fails or a transfer was refused; a missed goal does not c
     .venv/bin/python bench/ledger.py               # 20,000 transfers a phase (cap 30 s)
     .venv/bin/python bench/ledger.py --quick       # 2,000 a phase
     .venv/bin/python bench/ledger.py --profile     # + statements per transfer, lock waits
+    .venv/bin/python bench/ledger.py --alone       # one transaction per transfer
+    .venv/bin/python bench/ledger.py --in-flight 1 # groups in flight per tenant
 
 `--profile` counts the SQL statements each transfer sends (by kind), times them, and samples
 `pg_stat_activity` for backends waiting on locks; its figures are a little slower.
