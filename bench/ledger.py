@@ -427,8 +427,13 @@ def kind_of(statement: str) -> str:
         return " ".join(words[:3])
     if words and words[0].upper() in ("UPDATE", "SAVEPOINT", "RELEASE", "ROLLBACK"):
         return " ".join(words[:2]) if words[0].upper() == "UPDATE" else words[0].upper()
-    match = re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
+    if head.startswith("WITH INSERTED"):
+        return "WITH (INSERT INTO ledger_transfers, UPDATE ledger_accounts)"
     lock = " FOR UPDATE" if re.search(r"FOR UPDATE", statement, re.IGNORECASE) else ""
+    if lock and "FROM ledger_accounts" in statement:
+        found = " (+ stored ids)" if "array_agg" in statement else ""
+        return f"SELECT ... FROM ledger_accounts FOR UPDATE{found}"
+    match = re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
     where = " (pending_id)" if "pending_id IN" in statement else ""
     return f"SELECT ... FROM {match.group(1)}{where}{lock}" if match else " ".join(words[:2])
 
