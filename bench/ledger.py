@@ -11,10 +11,13 @@ spread over 1,000 accounts, with `verify` finding 0 violations after each phase.
    Accounts in USD: `equity` (no rule), `hot` and 1,000 `spread-NNNN` wallets (liability,
    `debits_must_not_exceed_credits`), 4 `dest-N` accounts (liability, no rule). `hot` is
    funded by one transfer from `equity`, the 1,000 wallets by one linked batch.
-2. Hot: 32 asyncio tasks, each transfer in a transaction of its own
-   (`Database.transaction()` + `ledger.transfer`), from `hot` to one of the 4 `dest-N`,
-   1..100 minor units, unique ids, until `--transfers` are done or `--seconds` pass.
-   Meanwhile a separate connection reads `hot`'s stored balances every 20 ms.
+2. Hot: 32 asyncio tasks, each sending one transfer at a time through the group commit
+   (`TransferBatcher.transfer`, the path `POST /v1/ledger/transfers` takes; decision 0040)
+   and awaiting its own answer, from `hot` to one of the 4 `dest-N`, 1..100 minor units,
+   unique ids, until `--transfers` are done or `--seconds` pass. `--alone` sends each
+   transfer in a transaction of its own instead (`Database.transaction()` +
+   `ledger.transfer`, the in-process path). Meanwhile a separate connection reads `hot`'s
+   stored balances every 20 ms.
 3. Spread: the same, each transfer between a random pair of the 1,000 wallets.
 4. Baseline: the same 32 clients, through the same `Database`, one `INSERT` of one
    transfer-shaped row per transaction into `bench_transfers`, a table made
@@ -35,6 +38,8 @@ when a check of step 5 fails or a transfer was refused; a missed goal does not c
     .venv/bin/python bench/ledger.py               # 20,000 transfers a phase (cap 30 s)
     .venv/bin/python bench/ledger.py --quick       # 2,000 a phase
     .venv/bin/python bench/ledger.py --profile     # + statements per transfer, lock waits
+    .venv/bin/python bench/ledger.py --alone       # one transaction per transfer
+    .venv/bin/python bench/ledger.py --in-flight 1 # groups in flight per tenant
 
 `--profile` counts the SQL statements each transfer sends (by kind), times them, and samples
 `pg_stat_activity` for backends waiting on locks; its figures are a little slower.
@@ -70,6 +75,7 @@ from billfold.kit.db import Database
 from billfold.kit.errors import BillfoldError
 from billfold.kit.migrate import upgrade
 from billfold.ledger import service as ledger
+from billfold.ledger.batcher import TransferBatcher
 from billfold.ledger.records import Account, NewTransfer
 from billfold.ledger.verify import Verification, verify
 from billfold.tenants import service as tenants
@@ -249,6 +255,7 @@ async def drive(
 
 async def transfers_phase(
     database: Database,
+    batcher: TransferBatcher | None,
     setup: Setup,
     name: str,
     count: int,
@@ -256,6 +263,8 @@ async def transfers_phase(
     database_name: str,
     pick: Callable[[random.Random], tuple[Account, Account]],
 ) -> Phase:
+    """Through the group commit (`batcher`), as the API sends them; without one, each
+    transfer in a transaction of its own (`--alone`)."""
     phase = Phase(name)
     salt = secrets.token_hex(3)
 
@@ -263,8 +272,12 @@ async def transfers_phase(
         debit, credit = pick(rng)
         amount = rng.randint(1, 100)
         request = NewTransfer(f"{name}-{salt}-{number}", debit.id, credit.id, amount, code=name)
-        async with database.transaction() as session:
-            await ledger.transfer(session, context(setup.tenant_id, request.id), request)
+        ctx = context(setup.tenant_id, request.id)
+        if batcher is not None:
+            await batcher.transfer(ctx, request)
+        else:
+            async with database.transaction() as session:
+                await ledger.transfer(session, ctx, request)
         return debit.id, amount
 
     await drive(phase, count, seconds, database_name, one)
@@ -414,8 +427,13 @@ def kind_of(statement: str) -> str:
         return " ".join(words[:3])
     if words and words[0].upper() in ("UPDATE", "SAVEPOINT", "RELEASE", "ROLLBACK"):
         return " ".join(words[:2]) if words[0].upper() == "UPDATE" else words[0].upper()
-    match = re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
+    if head.startswith("WITH INSERTED"):
+        return "WITH (INSERT INTO ledger_transfers, UPDATE ledger_accounts)"
     lock = " FOR UPDATE" if re.search(r"FOR UPDATE", statement, re.IGNORECASE) else ""
+    if lock and "FROM ledger_accounts" in statement:
+        found = " (+ stored ids)" if "array_agg" in statement else ""
+        return f"SELECT ... FROM ledger_accounts FOR UPDATE{found}"
+    match = re.search(r"\bFROM\s+(\w+)", statement, re.IGNORECASE)
     where = " (pending_id)" if "pending_id IN" in statement else ""
     return f"SELECT ... FROM {match.group(1)}{where}{lock}" if match else " ".join(words[:2])
 
@@ -487,6 +505,12 @@ async def run(url: str, database_name: str, args: argparse.Namespace) -> bool:
     chain_key = eventlog.chain_key(secrets.token_bytes(32))
     database = Database(url, pool_size=CLIENTS)
     database.key_event_log(chain_key)
+    groups: list[int] = []
+    batcher = (
+        None
+        if args.alone
+        else TransferBatcher(database, in_flight=args.in_flight, on_group=groups.append)
+    )
     statements = Statements()
     if args.profile:
         statements.attach(database)
@@ -511,6 +535,7 @@ async def run(url: str, database_name: str, args: argparse.Namespace) -> bool:
         for name in ("hot", "spread"):
             await checkpoint(dsn)
             statements.reset()
+            groups.clear()
             sampler = Sampler(dsn, setup.hot.id)
             waits = LockWaits(dsn, database_name)
             watchers = [asyncio.create_task(sampler.run())]
@@ -519,7 +544,14 @@ async def run(url: str, database_name: str, args: argparse.Namespace) -> bool:
             pick = picks[name]
             try:
                 phase = await transfers_phase(
-                    database, setup, name, args.transfers, args.seconds, database_name, pick
+                    database,
+                    batcher,
+                    setup,
+                    name,
+                    args.transfers,
+                    args.seconds,
+                    database_name,
+                    pick,
                 )
             finally:
                 sampler.stop()
@@ -535,6 +567,12 @@ async def run(url: str, database_name: str, args: argparse.Namespace) -> bool:
                 sampler.lowest,
             )
             print_phase(phase, args)
+            if groups:
+                print(
+                    f"      group commit: {len(groups):,} transactions, "
+                    f"{sum(groups) / len(groups):.1f} requests each on average, "
+                    f"at most {max(groups)}"
+                )
             if phase.refused:
                 print(f"      refused: {dict(phase.refused)} (none expected: funds are ample)")
             print(
@@ -601,7 +639,8 @@ def print_phase(phase: Phase, args: argparse.Namespace, label: str | None = None
     p99 = 1e3 * lat[min(int(len(lat) * 0.99), len(lat) - 1)]
     unit = "rows" if phase.name in ("baseline", "raw asyncpg") else "transfers"
     goal = {"hot": GOAL_HOT, "spread": GOAL_SPREAD}.get(phase.name)
-    title = label or f"{phase.name}: 32 clients, one transfer per transaction"
+    how = "one transfer per transaction" if args.alone else "through the group commit"
+    title = label or f"{phase.name}: 32 clients, one transfer per request, {how}"
     print(f"== {title}")
     mark = f"  [goal >= {goal:,}/s: {verdict(phase.rate >= goal)}]" if goal else ""
     print(f"   {phase.done:,} {unit} in {phase.seconds:.1f}s = {phase.rate:,.0f} {unit}/s{mark}")
@@ -619,6 +658,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="cap per phase")
     parser.add_argument("--quick", action="store_true", help="2,000 transfers a phase")
     parser.add_argument("--profile", action="store_true", help="statements and lock waits")
+    parser.add_argument(
+        "--alone",
+        action="store_true",
+        help="each transfer in a transaction of its own, not through the group commit",
+    )
+    parser.add_argument(
+        "--in-flight", type=int, default=None, help="groups in flight (default: the batcher's)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.transfers = min(args.transfers, 2_000)

@@ -42,6 +42,8 @@ from billfold.kit.clock import Clock, SystemClock
 from billfold.kit.db import Database
 from billfold.kit.invariants import InvariantViolation
 from billfold.kit.schemas import Out
+from billfold.ledger import deps as ledger_deps
+from billfold.ledger.api import router as ledger_router
 from billfold.metering import deps as metering_deps
 from billfold.metering.api import EVENTS_PATH
 from billfold.metering.api import router as metering_router
@@ -79,6 +81,7 @@ def create_app(
         snapshots=lambda: snapshots if changes.live else None,
     )
     close_settings = billing_deps.wire(settings)  # the invoicing file, read once
+    ledger = ledger_deps.wire(database, metrics.registry)
     runtime = Runtime(
         settings=settings,
         database=database,
@@ -92,6 +95,7 @@ def create_app(
             claims_deps.Claims: claims_deps.wire(settings),
             CloseSettings: close_settings,
             Invoicing: close_settings.invoicing,
+            ledger_deps.Ledger: ledger,
         },
     )
 
@@ -101,6 +105,7 @@ def create_app(
         yield
         await changes.stop()
         await metering.close()
+        await ledger.close()
         await database.dispose()
 
     app = _Billfold(
@@ -172,6 +177,7 @@ def create_app(
         metering_router,
         audit_router,
         wallets_router,
+        ledger_router,
     )
     for router in routers:
         _publish_permissions(router.routes)

@@ -46,6 +46,11 @@ class AccountNotFound(NotFound):
     title = "No such ledger account"
 
 
+class TransferNotFound(NotFound):
+    code = "transfer_not_found"
+    title = "No such ledger transfer"
+
+
 class PendingTransferNotFound(NotFound):
     code = "pending_transfer_not_found"
     title = "No such pending transfer"
