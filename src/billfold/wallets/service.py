@@ -23,8 +23,8 @@ from billfold.kit.ids import new_id
 from billfold.kit.invariants import InvariantViolation, invariant
 from billfold.kit.money import CURRENCY, MAX_MINOR, UnknownCurrency, minor_units
 from billfold.ledger import service as ledger
+from billfold.ledger.checks import CREDIT_UNIT
 from billfold.ledger.records import AmountNotPositive, NewTransfer
-from billfold.ledger.service import CREDIT_UNIT
 from billfold.wallets import accounts, repository
 from billfold.wallets.records import (
     DEFAULT_PRIORITY,
