@@ -66,6 +66,9 @@ EventType = Literal[
     "ApiKeyRevoked",
     "CustomerUpdated",
     "QuotaExceeded",
+    "SplitTableChanged",
+    "SettlementSettled",
+    "PayoutBatchCreated",
 ]
 
 
