@@ -101,7 +101,9 @@ async def test_the_csv_per_payee_and_the_batch_through_the_api(platform: Harness
         await platform.get(f"/v1/payouts/{batch.id}/payees/zed.csv"), 404, "payout_payee_not_found"
     )
     assert_problem(
-        await platform.get("/v1/payouts/pob_nope/payees/bo.csv"), 404, "payout_batch_not_found"
+        await platform.get(f"/v1/payouts/pob_{'a' * 26}/payees/bo.csv"),
+        404,
+        "payout_batch_not_found",
     )
 
 

@@ -68,7 +68,8 @@ async def test_bad_split_tables_are_refused_with_stable_codes(harness: Harness) 
     for shares, code in cases:
         body = assert_problem(await put_split(harness, "chess", shares), 422, code)
         assert body["errors"], body
-    assert_problem(await put_split(harness, "chess:x"), 422, "invalid_settlement")
+    assert_problem(await put_split(harness, "chess:x"), 422, "invalid_input")
+    assert_problem(await harness.get("/v1/apps/chess%00/splits"), 422, "invalid_input")
     assert_problem(await harness.get("/v1/apps/chess/splits"), 404, "split_table_not_found")
     assert_problem(
         await harness.get("/v1/apps/chess/splits/versions"), 404, "split_table_not_found"

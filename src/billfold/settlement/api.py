@@ -9,9 +9,10 @@ from fastapi import APIRouter, Path, Query, Response
 
 from billfold.http.bodies import json_body_schema, read_json
 from billfold.http.calls import AdminCall
+from billfold.kit.ids import ID_PATTERN
 from billfold.settlement import payouts, service
 from billfold.settlement.payouts import CSV_MEDIA_TYPE
-from billfold.settlement.records import Policy, SettlementRequest
+from billfold.settlement.records import CLIENT_ID, Policy, SettlementRequest
 from billfold.settlement.schemas import (
     PayoutBatchOut,
     SettlementIn,
@@ -23,13 +24,15 @@ from billfold.settlement.schemas import (
 from billfold.settlement.splits import Share
 
 router = APIRouter(tags=["settlement"])
-AppId = Annotated[str, Path(min_length=1, max_length=200)]
-ClientId = Annotated[str, Path(min_length=1, max_length=200)]
+AppId = Annotated[str, Path(pattern=CLIENT_ID.pattern, description="1 to 48 of A-Z a-z 0-9 _ . -")]
+SettlementId = Annotated[str, Path(pattern=CLIENT_ID.pattern)]
+BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
+PayeeId = Annotated[str, Path(min_length=1, max_length=200)]
 MAX_PAGE_SIZE = 100
 SPLIT_REFUSALS = (
     "`split_shares_not_100`, `split_share_not_positive`, `split_share_too_precise`, "
     "`invalid_payee`, `split_payee_duplicate`, `split_needs_one_creator`, `split_too_large`, "
-    "`invalid_settlement` (the app id), `invalid_input`"
+    "`invalid_input`"
 )
 
 
@@ -122,7 +125,7 @@ async def settle(call: AdminCall, response: Response) -> SettlementOut:
     response_model=SettlementOut,
     responses={404: {"description": "`settlement_not_found`"}},
 )
-async def get_settlement(settlement_id: ClientId, call: AdminCall) -> SettlementOut:
+async def get_settlement(settlement_id: SettlementId, call: AdminCall) -> SettlementOut:
     return SettlementOut.of(await service.get(call.session, call.ctx, settlement_id))
 
 
@@ -132,7 +135,7 @@ async def get_settlement(settlement_id: ClientId, call: AdminCall) -> Settlement
     response_model=PayoutBatchOut,
     responses={404: {"description": "`payout_batch_not_found`"}},
 )
-async def get_payout_batch(batch_id: ClientId, call: AdminCall) -> PayoutBatchOut:
+async def get_payout_batch(batch_id: BatchId, call: AdminCall) -> PayoutBatchOut:
     return PayoutBatchOut.of(await payouts.batch(call.session, call.ctx, batch_id))
 
 
@@ -145,7 +148,7 @@ async def get_payout_batch(batch_id: ClientId, call: AdminCall) -> PayoutBatchOu
         404: {"description": "`payout_batch_not_found` or `payout_payee_not_found`"},
     },
 )
-async def payout_csv(batch_id: ClientId, payee_id: ClientId, call: AdminCall) -> Response:
+async def payout_csv(batch_id: BatchId, payee_id: PayeeId, call: AdminCall) -> Response:
     """What the batch pays one payee, one line per currency, as CSV."""
     batch = await payouts.batch(call.session, call.ctx, batch_id)
     return Response(payouts.payee_csv(batch, payee_id), media_type=CSV_MEDIA_TYPE)
