@@ -168,8 +168,8 @@ def plan(
     if policy.mode == "self-hosted" or request.type == "platform_subscription":
         parts = [Part("revenue", f"revenue:{currency}", amount)]
     else:
-        invariant(table is not None, "an app's settlement in platform mode has a split table")
-        assert table is not None  # for mypy: the invariant above
+        if table is None:
+            raise InvariantViolation("an app's settlement in platform mode has a split table")
         fee_percent = policy.fee_percent
         split_version = table.version
         fee = fee_of(amount, fee_percent)
