@@ -132,9 +132,18 @@ async def test_the_commands_run_a_batch_and_export_a_csv_per_payee(platform: Har
 async def test_the_scheduled_run_pays_each_tenant_for_the_day(platform: Harness) -> None:
     await sell(platform)
     now = SystemClock().now()
-    report = await payouts.run_every_tenant(platform.database, now)
-    assert report.failed == []
+    # Every tenant of the test database is run; some other tests leave a tenant whose
+    # event-log head was tampered with: its run fails, is counted, and the rest go on.
+    failures: list[int] = []
+    report = await payouts.run_every_tenant(
+        platform.database, now, on_failure=lambda: failures.append(1)
+    )
+    assert platform.tenant_id not in {tenant for tenant, _error in report.failed}
+    assert len(failures) == len(report.failed)
     assert report.batches >= 1
+    assert report.lines >= 5
     assert await net(platform, "payable:ada:USD") == 0
     again = await payouts.run_every_tenant(platform.database, now)
     assert (again.batches, again.lines) == (0, 0)
+    assert await net(platform, "cash:USD") == -12_000 + 4825 + 1930 + 2895 + 1930
+    await assert_ledger_verifies(platform)
