@@ -48,6 +48,9 @@ from billfold.metering import deps as metering_deps
 from billfold.metering.api import EVENTS_PATH
 from billfold.metering.api import router as metering_router
 from billfold.settings import Settings
+from billfold.settlement import deps as settlement_deps
+from billfold.settlement.api import router as settlement_router
+from billfold.settlement.records import Policy
 from billfold.subscriptions.api import router as subscriptions_router
 from billfold.tenants.api import router as tenants_router
 from billfold.tenants.cache import PrincipalCache
@@ -96,6 +99,7 @@ def create_app(
             CloseSettings: close_settings,
             Invoicing: close_settings.invoicing,
             ledger_deps.Ledger: ledger,
+            Policy: settlement_deps.wire(settings),
         },
     )
 
@@ -172,6 +176,7 @@ def create_app(
         customers_router,
         subscriptions_router,
         invoices_router,
+        settlement_router,
         test_clocks_router,
         claims_router,
         metering_router,

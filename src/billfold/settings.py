@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -79,6 +80,11 @@ class Settings(BaseSettings):
     # The seller, the documents' locale and the taxes (docs/invoices.md); empty: the
     # tenant's name as the seller, en_US, and no tax.
     invoicing_file: str = ""
+    # Settlement in platform mode (docs/settlement.md): the platform's fee, a percentage
+    # of each settled payment (0 <= fee < 100; never applied in self-hosted mode), and how
+    # often `billfold worker payouts` runs a payout batch.
+    platform_fee_percent: Decimal = Decimal("3.5")
+    payout_interval_s: Positive = 86_400
     # Logs go to stderr (docs/operating.md#logs, decision 0027).
     log_format: LogFormat = "auto"
     log_level: LogLevel = "INFO"
@@ -132,6 +138,20 @@ class Settings(BaseSettings):
         if url and not url.startswith(("nats://", "tls://")):
             raise ValueError("must be a nats:// URL or empty")
         return url
+
+    @field_validator("platform_fee_percent", mode="before")
+    @classmethod
+    def _fee_exact(cls, fee: Any) -> Any:
+        return fee if not isinstance(fee, float) else Decimal(repr(fee))
+
+    @field_validator("platform_fee_percent")
+    @classmethod
+    def _fee(cls, fee: Decimal) -> Decimal:
+        if not fee.is_finite() or not Decimal(0) <= fee < Decimal(100):
+            raise ValueError("must be a percentage from 0 up to (not including) 100")
+        if fee.as_tuple().exponent < -4:  # type: ignore[operator]
+            raise ValueError("at most 4 decimal places")
+        return fee
 
     @model_validator(mode="after")
     def _platform_enforces(self) -> Settings:

@@ -29,6 +29,13 @@ from billfold.kit.tables import (
 )
 from billfold.ledger.tables import ledger_accounts, ledger_transfers
 from billfold.metering.tables import ingest_dead_letters, quota_accounts, usage_events
+from billfold.settlement.tables import (
+    payout_batches,
+    payout_heads,
+    payout_lines,
+    settlements,
+    split_tables,
+)
 from billfold.subscriptions.tables import subscriptions
 from billfold.tenants.tables import api_keys, tenants
 from billfold.wallets.tables import (
@@ -63,11 +70,16 @@ __all__ = [
     "ledger_transfers",
     "meters",
     "outbox",
+    "payout_batches",
+    "payout_heads",
+    "payout_lines",
     "pending_lines",
     "plan_versions",
     "plans",
     "quota_accounts",
     "rate_limit_counters",
+    "settlements",
+    "split_tables",
     "subscriptions",
     "tenants",
     "test_clocks",

@@ -1,6 +1,6 @@
 """The `billfold` command: serve, migrate, init, tenants, keys, plans, grants,
-subscriptions, invoices, claims, audit, the ledger, wallets and workers. One module per command
-group; operators act directly on the database, recorded in the event log as actor kind
+subscriptions, invoices, claims, audit, the ledger, wallets, payouts and workers. One module
+per command group; operators act directly on the database, recorded in the event log as actor kind
 `operator`."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from billfold.cli import (
     grants,
     invoices,
     ledger,
+    payouts,
     plans,
     serve,
     subscriptions,
@@ -42,6 +43,7 @@ for group, name in (
     (audit.app, "audit"),
     (ledger.app, "ledger"),
     (wallets.app, "wallets"),
+    (payouts.app, "payouts"),
     (workers.app, "worker"),
 ):
     app.add_typer(group, name=name)

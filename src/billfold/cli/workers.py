@@ -190,6 +190,50 @@ def worker_wallets(
     typer.echo(f"wallets worker: stopped after {run(work)}")
 
 
+@app.command("payouts")
+def worker_payouts(
+    metrics_port: Annotated[
+        int | None, typer.Option(help="serve Prometheus /metrics on this port")
+    ] = None,
+) -> None:
+    """Payout batches on a schedule: every BILLFOLD_PAYOUT_INTERVAL_S, make each tenant's
+    batch for the day (UTC). Run one or several: a day is never paid twice."""
+    from billfold.settlement.payouts import run_every_tenant
+
+    settings = load_settings()
+    logs.configure(settings.log_format, settings.log_level)
+    registry = CollectorRegistry()
+    failures = Counter(
+        "billfold_payout_failures",
+        "Tenants whose payout run failed and was rolled back, to be tried at the next run",
+        registry=registry,
+    )
+    runs = Counter("billfold_payout_runs", "Payout runs", registry=registry)
+    if metrics_port is not None:
+        start_http_server(metrics_port, registry=registry)
+
+    async def work(database: Database) -> int:
+        stop = _stop_on_signals()
+        clock = SystemClock()
+        made = 0
+        typer.echo(f"payouts worker: running every {settings.payout_interval_s}s")
+        while not stop.is_set():
+            report = await run_every_tenant(database, clock.now(), on_failure=failures.inc)
+            runs.inc()
+            made += report.batches
+            if report.batches or report.failed:
+                typer.echo(
+                    f"payouts worker: made {report.batches} batch(es) of {report.lines} "
+                    f"line(s), {len(report.failed)} failed"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.payout_interval_s)
+        return made
+
+    made = run(work)
+    typer.echo(f"payouts worker: stopped after making {made} batch(es)")
+
+
 letters_app = typer.Typer(
     help="What the ingest worker could not store: read, replay, drop.", no_args_is_help=True
 )

@@ -78,6 +78,9 @@ EventType = Literal[
     "WalletCreditExpired",
     "WalletTopUpCreated",
     "WalletTopUpFailed",
+    "SplitTableChanged",
+    "SettlementSettled",
+    "PayoutBatchCreated",
 ]
 
 
