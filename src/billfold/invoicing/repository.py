@@ -232,3 +232,19 @@ async def credit_notes_of(session: AsyncSession, invoice_ids: Sequence[str]) -> 
 
 async def insert_credit_note(session: AsyncSession, **values: Any) -> None:
     await session.execute(insert(credit_notes).values(**values))
+
+
+async def credit_note_by_id(
+    session: AsyncSession, tenant_id: str, invoice_id: str, credit_note_id: str
+) -> Record | None:
+    statement = select(credit_notes).where(
+        credit_notes.c.tenant_id == tenant_id,
+        credit_notes.c.invoice_id == invoice_id,
+        credit_notes.c.id == credit_note_id,
+    )
+    return (await session.execute(statement)).one_or_none()
+
+
+async def update_credit_note(session: AsyncSession, credit_note_id: str, **values: Any) -> None:
+    statement = update(credit_notes).where(credit_notes.c.id == credit_note_id).values(**values)
+    await session.execute(statement)
