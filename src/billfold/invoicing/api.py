@@ -4,7 +4,7 @@ credit notes and mark their refunds paid (admin)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Path, Query
@@ -15,7 +15,7 @@ from billfold.customers import clocks
 from billfold.customers import service as customers
 from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
-from billfold.invoicing import credit_notes, refunds, service
+from billfold.invoicing import credit_notes, refunds, service, wallet
 from billfold.invoicing.credit_notes import CreditNote, RefundTo
 from billfold.invoicing.document import InvoiceStatus
 from billfold.invoicing.records import Invoice, Invoicing
@@ -126,12 +126,22 @@ class InvoicesOut(Out):
 
 
 class PaymentIn(Body):
+    source: Literal["external", "wallet"] = Field(
+        default="external",
+        description="`external`: money received outside Billfold (manual); `wallet`: "
+        "drawn from the customer's wallet in the invoice's currency",
+    )
     amount_minor: Annotated[int, Field(gt=0, le=2**63 - 1)] | None = Field(
         default=None, description="default: the whole amount due"
     )
+    allow_partial: bool = Field(
+        default=False,
+        description="`wallet` only: pay as much of the amount as the wallet holds "
+        "instead of refusing with `insufficient_balance`",
+    )
     method: Annotated[str, Field(min_length=1, max_length=40), Storable] = "manual"
     reference: Annotated[str, Field(max_length=255), Storable] | None = None
-    paid_at: Instant | None = None
+    paid_at: Instant | None = Field(default=None, description="`external` only")
 
 
 class CreditLineIn(Body):
@@ -336,18 +346,45 @@ async def get_invoice(invoice_id: InvoiceId, call: ReadCall) -> InvoiceOut:
     status_code=201,
     responses={
         404: {"description": "`invoice_not_found`"},
+        402: {"description": "`insufficient_balance` (from the wallet)"},
         409: {"description": f"{STATUS_CONFLICT} or `payment_exceeds_amount_due`"},
     },
     openapi_extra=json_body_schema(PaymentIn, required=False),
 )
 @idempotent
 async def record_payment(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
-    """Record a payment made outside Billfold (manual): the whole amount due unless
-    `amount_minor` says less. Send an `Idempotency-Key`: a retry records it once."""
+    """Record a payment made outside Billfold (manual), or pay from the customer's
+    wallet (`source: wallet`): the whole amount due unless `amount_minor` says less.
+    Send an `Idempotency-Key`: a retry records it once."""
     body = await read_optional_json(call.request, PaymentIn) or PaymentIn()
+    ctx = await _their_time(call, invoice_id)
+    if body.source == "wallet":
+        if body.paid_at is not None or body.reference is not None:
+            raise InvalidInput(
+                "a payment from the wallet is made now, referenced by the wallet",
+                errors=[
+                    FieldError(
+                        "only for an external payment",
+                        pointer="#/paid_at" if body.paid_at is not None else "#/reference",
+                    )
+                ],
+            )
+        invoice = await wallet.pay(
+            call.session,
+            ctx,
+            invoice_id,
+            amount_minor=body.amount_minor,
+            allow_partial=body.allow_partial,
+        )
+        return InvoiceOut.of(invoice)
+    if body.allow_partial:
+        raise InvalidInput(
+            "allow_partial is for a payment from the wallet",
+            errors=[FieldError("only with source wallet", pointer="#/allow_partial")],
+        )
     invoice = await service.record_payment(
         call.session,
-        await _their_time(call, invoice_id),
+        ctx,
         invoice_id,
         amount_minor=body.amount_minor,
         method=body.method,

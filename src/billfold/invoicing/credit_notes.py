@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers import service as customers
-from billfold.invoicing import postings, repository
+from billfold.invoicing import postings, repository, wallet
 from billfold.invoicing.document import InvoiceStatus
 from billfold.invoicing.records import Line
 from billfold.invoicing.service import (
@@ -166,7 +166,7 @@ async def issue(
         ),
     )
     if note.refund_to == "wallet":
-        transfer_ids += await _to_wallet(session, ctx, row, note)
+        transfer_ids += await wallet.give_back(session, ctx, row, note.id, refund)
     await repository.insert_credit_note(
         session,
         id=note.id,
@@ -252,9 +252,3 @@ def note_of(row: Any) -> CreditNote:
         refund_paid_at=row.refund_paid_at,
         refund_reference=row.refund_reference,
     )
-
-
-async def _to_wallet(session: AsyncSession, ctx: Context, row: Any, note: CreditNote) -> list[str]:
-    """The paid money a credit note gives back, credited to the customer's wallet in the
-    invoice's currency, from the receivable (the credit note's reversal credited it)."""
-    raise NotImplementedError  # the wallet's credit comes with billfold.wallets

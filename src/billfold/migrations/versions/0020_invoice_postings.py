@@ -2,7 +2,7 @@
 payments was given back, and each credit note's refund (docs/invoices.md, decision 0043).
 
 Revision ID: 0020
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07 14:40:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from billfold.kit.db import UTCDateTime
 
 revision: str = "0020"
-down_revision: str | None = "0017"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
