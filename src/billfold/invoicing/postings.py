@@ -25,8 +25,9 @@ from typing import Any, Final
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.kit.context import Context
+from billfold.kit.invariants import invariant
 from billfold.ledger import service as ledger
-from billfold.ledger.records import MAX_BATCH, AccountType, NewTransfer
+from billfold.ledger.records import MAX_BATCH, AccountNotFound, AccountType, NewTransfer
 
 # code prefix -> the account's type (the shared chart of accounts, issue 11)
 _TYPES: Final[Mapping[str, AccountType]] = {
@@ -70,8 +71,15 @@ class Chart:
         if found is None:
             kind, _, rest = code.partition(":")
             unit = rest.rsplit(":", 1)[-1]
-            account = await ledger.create_account(
-                self._session, self._ctx, code=code, type=_TYPES[kind], unit=unit
+            try:  # one read for an account that exists (most do: customers pay again)
+                account = await ledger.account_by_code(self._session, self._ctx, code)
+            except AccountNotFound:
+                account = await ledger.create_account(
+                    self._session, self._ctx, code=code, type=_TYPES[kind], unit=unit
+                )
+            invariant(
+                (account.type, account.unit, account.rule) == (_TYPES[kind], unit, None),
+                "a chart account is what the chart says it is",
             )
             found = self._ids[code] = account.id
         return found
