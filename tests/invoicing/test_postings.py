@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from billfold.invoicing import issuing
+from billfold.invoicing import issuing, repository
 from billfold.invoicing.records import Charge
 from billfold.invoicing.tables import invoices
 from tests.conftest import Harness, assert_problem
@@ -251,4 +251,50 @@ async def test_an_invoice_finalized_before_postings_is_posted_when_first_paid(
     ]
     found = await balances(harness)
     assert (found[owed], found["revenue:USD"], found["cash:USD"]) == (0, -1234, 1234)
+    await verified(harness)
+
+
+async def test_an_old_invoice_is_posted_with_the_payments_and_credits_it_had(
+    harness: Harness,
+) -> None:
+    invoice_id = await legacy_invoice(harness, "pia", "20.00")
+    owed = f"receivable:{await customer_id(harness, 'pia')}:USD"
+    async with harness.database.transaction() as session:  # recorded before postings
+        await repository.insert_payment(
+            session,
+            id="pay_old",
+            tenant_id=harness.tenant_id,
+            invoice_id=invoice_id,
+            amount_minor=500,
+            method="manual",
+            reference=None,
+            paid_at=MAY_1,
+            created_at=MAY_1,
+        )
+        await repository.insert_credit_note(
+            session,
+            id="cn_old",
+            tenant_id=harness.tenant_id,
+            invoice_id=invoice_id,
+            number="CN-OLD-1",
+            reason="old",
+            lines=[{"position": 1, "description": "x", "amount_minor": 300, "tax_minor": 0}],
+            total_minor=300,
+            tax_minor=0,
+            created_at=MAY_1,
+        )
+        await repository.update_invoice(session, invoice_id, paid_minor=500, credited_minor=300)
+    paid = await harness.post(f"/v1/invoices/{invoice_id}/payments")
+    assert (paid.json()["status"], paid.json()["paid_minor"]) == ("paid", 1700)
+    (recorded,) = [
+        e for e in await entries(harness, "PaymentRecorded") if e["invoice_id"] == invoice_id
+    ]
+    assert recorded["transfer_ids"] == [
+        f"{invoice_id}:revenue",
+        "pay_old:cash",
+        "cn_old:revenue",
+        f"{recorded['payment_id']}:cash",
+    ]
+    found = await balances(harness)
+    assert (found[owed], found["revenue:USD"], found["cash:USD"]) == (0, -1700, 1700)
     await verified(harness)

@@ -320,14 +320,30 @@ async def due_drafts(
 
 
 async def post_finalization(session: AsyncSession, ctx: Context, row: Record) -> list[str]:
-    """Post a finalized invoice's finalization if it never was (it was finalized before
-    invoices posted, decision 0043), by the ids it would have had, now; the ids of its
-    transfers, or none when it was posted. The caller holds the invoice's lock."""
+    """Post a finalized invoice's history if it never was (it was finalized before
+    invoices posted, decision 0043): its finalization, and the payments and credit notes
+    recorded since, by the ids they would have had, now, in one linked batch, so its
+    receivable nets to what is due. The ids of the transfers, or none when it was
+    posted. The caller holds the invoice's lock."""
     if row.posted_at is not None or row.status == InvoiceStatus.DRAFT:
         return []
     legs = postings.finalized(
         row.id, row.customer_id, row.currency, row.subtotal_minor, row.tax_minor
     )
+    for payment in await repository.payments_of(session, [row.id]):
+        legs += postings.paid(
+            payment.id, row.id, row.customer_id, row.currency, payment.amount_minor
+        )
+    for note in await repository.credit_notes_of(session, [row.id]):
+        legs += postings.credited(
+            note.id,
+            row.id,
+            row.customer_id,
+            row.currency,
+            net_minor=note.total_minor - note.tax_minor,
+            tax_minor=note.tax_minor,
+            refund_minor=note.refund_minor,  # none before: refunds came with postings
+        )
     transfer_ids = await postings.post(session, ctx, legs)
     await repository.update_invoice(session, row.id, posted_at=ctx.now)
     return transfer_ids
