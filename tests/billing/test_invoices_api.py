@@ -150,12 +150,13 @@ async def test_credit_notes_lower_what_is_due_and_never_edit_the_invoice(
     assert (settled["status"], settled["due_minor"], settled["paid_minor"]) == ("paid", 0, 0)
     listed = (await harness.get(url)).json()["credit_notes"]
     assert [n["number"] for n in listed] == ["CN-2026-000001", "CN-2026-000002"]
-    again = await harness.post(url, {"reason": "once more"})
-    assert_problem(again, 409, "invoice_status_conflict")
+    again = await harness.post(url, {"reason": "once more"})  # credited in full
+    assert_problem(again, 422, "invalid_input")
 
 
-async def test_a_paid_invoice_is_not_credited_before_refunds_exist(harness: Harness) -> None:
+async def test_crediting_what_was_paid_needs_refund_to(harness: Harness) -> None:
     invoice = await open_invoice(harness, "pat")
     await harness.post(f"/v1/invoices/{invoice['id']}/payments", {"amount_minor": 2000})
     refused = await harness.post(f"/v1/invoices/{invoice['id']}/credit-notes", {"reason": "x"})
-    assert assert_problem(refused, 409, "credit_exceeds_amount_due")["due_minor"] == 900
+    body = assert_problem(refused, 409, "credit_exceeds_amount_due")
+    assert (body["due_minor"], body["refund_minor"]) == (900, 2000)

@@ -1,9 +1,10 @@
-"""Routes: read invoices; void, mark uncollectible, record a manual payment (admin)."""
+"""Routes: read invoices; void, mark uncollectible, record a manual payment, issue
+credit notes and mark their refunds paid (admin)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, Path, Query
@@ -14,8 +15,8 @@ from billfold.customers import clocks
 from billfold.customers import service as customers
 from billfold.http.bodies import json_body_schema, read_json, read_optional_json
 from billfold.http.calls import AdminCall, ReadCall, idempotent
-from billfold.invoicing import credit_notes, service
-from billfold.invoicing.credit_notes import CreditNote
+from billfold.invoicing import credit_notes, refunds, service, wallet
+from billfold.invoicing.credit_notes import CreditNote, RefundTo
 from billfold.invoicing.document import InvoiceStatus
 from billfold.invoicing.records import Invoice, Invoicing
 from billfold.invoicing.render import Document, render_html, render_pdf
@@ -26,6 +27,7 @@ from billfold.kit.schemas import Body, Instant, Out, Storable, decode_cursor, en
 
 router = APIRouter(tags=["invoices"])
 InvoiceId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
+CreditNoteId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
 ExternalId = Annotated[str, Path(min_length=1, max_length=255)]
 MAX_PAGE_SIZE = 100
 STATUS_CONFLICT = "`invoice_status_conflict` (with the `current_status`)"
@@ -70,10 +72,15 @@ class InvoiceOut(Out):
     tax_minor: int
     total_minor: int
     paid_minor: int
-    credited_minor: int
+    credited_minor: int = Field(description="all its credit notes credited")
+    refunded_minor: int = Field(
+        description="of what was paid, what credit notes gave back (a refund or credit to "
+        "the wallet); due = total - paid - credited + refunded"
+    )
     due_minor: int
     finalize_at: datetime
     finalized_at: datetime | None
+    posted_at: datetime | None = Field(description="its finalization, on the ledger")
     due_at: datetime | None
     paid_at: datetime | None
     voided_at: datetime | None
@@ -119,12 +126,22 @@ class InvoicesOut(Out):
 
 
 class PaymentIn(Body):
+    source: Literal["external", "wallet"] = Field(
+        default="external",
+        description="`external`: money received outside Billfold (manual); `wallet`: "
+        "drawn from the customer's wallet in the invoice's currency",
+    )
     amount_minor: Annotated[int, Field(gt=0, le=2**63 - 1)] | None = Field(
         default=None, description="default: the whole amount due"
     )
+    allow_partial: bool = Field(
+        default=False,
+        description="`wallet` only: pay as much of the amount as the wallet holds "
+        "instead of refusing with `insufficient_balance`",
+    )
     method: Annotated[str, Field(min_length=1, max_length=40), Storable] = "manual"
     reference: Annotated[str, Field(max_length=255), Storable] | None = None
-    paid_at: Instant | None = None
+    paid_at: Instant | None = Field(default=None, description="`external` only")
 
 
 class CreditLineIn(Body):
@@ -139,6 +156,17 @@ class CreditNoteIn(Body):
     lines: Annotated[list[CreditLineIn], Field(min_length=1, max_length=1000)] | None = Field(
         default=None, description="default: every line, all that is left of it"
     )
+    refund_to: RefundTo | None = Field(
+        default=None,
+        description="where what it credits beyond what is due (money paid) goes: `refund` "
+        "(owed until marked paid) or `wallet` (the customer's wallet in the invoice's "
+        "currency); without it, crediting more than is due is refused",
+    )
+
+
+class RefundPaidIn(Body):
+    reference: Annotated[str, Field(max_length=255), Storable] | None = None
+    paid_at: Instant | None = None
 
 
 class CreditLineOut(Out):
@@ -157,6 +185,10 @@ class CreditNoteOut(Out):
     total_minor: int
     tax_minor: int
     created_at: datetime
+    refund_minor: int = Field(description="beyond what was due: money paid, given back")
+    refund_to: RefundTo | None
+    refund_paid_at: datetime | None
+    refund_reference: str | None
 
     @classmethod
     def of(cls, note: CreditNote) -> CreditNoteOut:
@@ -314,18 +346,45 @@ async def get_invoice(invoice_id: InvoiceId, call: ReadCall) -> InvoiceOut:
     status_code=201,
     responses={
         404: {"description": "`invoice_not_found`"},
+        402: {"description": "`insufficient_balance` (from the wallet)"},
         409: {"description": f"{STATUS_CONFLICT} or `payment_exceeds_amount_due`"},
     },
     openapi_extra=json_body_schema(PaymentIn, required=False),
 )
 @idempotent
 async def record_payment(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
-    """Record a payment made outside Billfold (manual): the whole amount due unless
-    `amount_minor` says less. Send an `Idempotency-Key`: a retry records it once."""
+    """Record a payment made outside Billfold (manual), or pay from the customer's
+    wallet (`source: wallet`): the whole amount due unless `amount_minor` says less.
+    Send an `Idempotency-Key`: a retry records it once."""
     body = await read_optional_json(call.request, PaymentIn) or PaymentIn()
+    ctx = await _their_time(call, invoice_id)
+    if body.source == "wallet":
+        if body.paid_at is not None or body.reference is not None:
+            raise InvalidInput(
+                "a payment from the wallet is made now, referenced by the wallet",
+                errors=[
+                    FieldError(
+                        "only for an external payment",
+                        pointer="#/paid_at" if body.paid_at is not None else "#/reference",
+                    )
+                ],
+            )
+        invoice = await wallet.pay(
+            call.session,
+            ctx,
+            invoice_id,
+            amount_minor=body.amount_minor,
+            allow_partial=body.allow_partial,
+        )
+        return InvoiceOut.of(invoice)
+    if body.allow_partial:
+        raise InvalidInput(
+            "allow_partial is for a payment from the wallet",
+            errors=[FieldError("only with source wallet", pointer="#/allow_partial")],
+        )
     invoice = await service.record_payment(
         call.session,
-        await _their_time(call, invoice_id),
+        ctx,
         invoice_id,
         amount_minor=body.amount_minor,
         method=body.method,
@@ -341,19 +400,53 @@ async def record_payment(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
     status_code=201,
     responses={
         404: {"description": "`invoice_not_found`"},
-        409: {"description": f"{STATUS_CONFLICT} or `credit_exceeds_amount_due`"},
+        409: {
+            "description": f"{STATUS_CONFLICT} or `credit_exceeds_amount_due` (more than is "
+            "due, without `refund_to`)"
+        },
         422: {"description": "`credit_exceeds_line`, `invalid_input`"},
     },
     openapi_extra=json_body_schema(CreditNoteIn),
 )
 @idempotent
 async def issue_credit_note(invoice_id: InvoiceId, call: AdminCall) -> CreditNoteOut:
-    """Credit an open invoice, in full or line by line, with a reason: it lowers what is
-    due and never edits the invoice. Send an `Idempotency-Key`."""
+    """Credit a finalized invoice, in full or line by line, with a reason: it lowers what
+    is due and never edits the invoice; beyond what is due, it gives money paid back as
+    `refund_to` says. Send an `Idempotency-Key`."""
     body = await read_json(call.request, CreditNoteIn)
     lines = [(line.position, line.amount_minor) for line in body.lines] if body.lines else None
     ctx = await _their_time(call, invoice_id)
-    note = await credit_notes.issue(call.session, ctx, invoice_id, reason=body.reason, lines=lines)
+    note = await credit_notes.issue(
+        call.session, ctx, invoice_id, reason=body.reason, lines=lines, refund_to=body.refund_to
+    )
+    return CreditNoteOut.of(note)
+
+
+@router.post(
+    "/v1/invoices/{invoice_id}/credit-notes/{credit_note_id}/refund-paid",
+    operation_id="markRefundPaid",
+    responses={
+        404: {"description": "`invoice_not_found`, `credit_note_not_found`"},
+        409: {"description": "`no_refund_owed` (the credit note gave nothing back as a refund)"},
+    },
+    openapi_extra=json_body_schema(RefundPaidIn, required=False),
+)
+async def mark_refund_paid(
+    invoice_id: InvoiceId, credit_note_id: CreditNoteId, call: AdminCall
+) -> CreditNoteOut:
+    """Mark a credit note's refund paid out by hand (until the payment connector pays
+    refunds): it moves from refunds payable to cash, once; marking it again changes
+    nothing."""
+    body = await read_optional_json(call.request, RefundPaidIn) or RefundPaidIn()
+    ctx = await _their_time(call, invoice_id)
+    note = await refunds.mark_paid(
+        call.session,
+        ctx,
+        invoice_id,
+        credit_note_id,
+        reference=body.reference,
+        paid_at=body.paid_at,
+    )
     return CreditNoteOut.of(note)
 
 

@@ -1,7 +1,9 @@
 """Credit notes: credit against a finalized invoice, in full or line by line, with a
 reason. A credit note reduces what is due and never edits the invoice; like Stripe's, one
-that brings what is due to zero settles the invoice (`paid`). Crediting more than is due
-(a refund of what was paid) comes with the ledger: until then it is refused.
+that brings what is due to zero settles the invoice (`paid`). What it credits beyond what
+is due is money paid, given back as the admin chooses (`refund_to`): a refund (owed on
+`refunds_payable` until it is marked paid, `refunds`) or credit to the customer's wallet.
+Each posts to the ledger (`postings`, decision 0043).
 """
 
 from __future__ import annotations
@@ -10,15 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers import service as customers
-from billfold.invoicing import repository
+from billfold.invoicing import postings, repository, wallet
 from billfold.invoicing.document import InvoiceStatus
 from billfold.invoicing.records import Line
-from billfold.invoicing.service import InvoiceStateConflict, get, locked
+from billfold.invoicing.service import (
+    InvoiceStateConflict,
+    due_of,
+    get,
+    locked,
+    post_finalization,
+)
 from billfold.kit import eventlog
 from billfold.kit.context import Context
 from billfold.kit.errors import FieldError, InvalidInput
@@ -30,6 +38,9 @@ class CreditExceedsDue(InvalidInput):
     status = 409
     code = "credit_exceeds_amount_due"
     title = "A credit note larger than what is due"
+
+
+RefundTo = Literal["refund", "wallet"]
 
 
 class CreditExceedsLine(InvalidInput):
@@ -55,6 +66,10 @@ class CreditNote:
     total_minor: int
     tax_minor: int
     created_at: datetime
+    refund_minor: int = 0  # beyond what was due: paid money given back
+    refund_to: RefundTo | None = None
+    refund_paid_at: datetime | None = None
+    refund_reference: str | None = None
 
 
 async def issue(
@@ -64,15 +79,18 @@ async def issue(
     *,
     reason: str,
     lines: Sequence[tuple[int, int | None]] | None,
+    refund_to: RefundTo | None = None,
 ) -> CreditNote:
     """Credit `lines` of the invoice ((position, amount in minor units, tax included; None
     for all that is left of the line)), or all of it. Each line's tax is credited in
-    proportion, rounded half up; a whole line credits its whole tax."""
+    proportion, rounded half up; a whole line credits its whole tax. What is due is
+    credited first; the rest (money paid) goes back as `refund_to` says, and without it
+    is refused."""
     row = await locked(session, ctx.tenant_id, invoice_id)
-    if row.status not in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
+    if row.status not in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE, InvoiceStatus.PAID):
         raise InvoiceStateConflict(
-            f"invoice {invoice_id} is {row.status}; credit notes are issued against open "
-            "or uncollectible invoices (a draft is changed or voided, a paid one refunded)",
+            f"invoice {invoice_id} is {row.status}; credit notes are issued against "
+            "finalized invoices that are not void (a draft is changed or voided)",
             extra={"current_status": row.status},
         )
     invoice = await get(session, ctx.tenant_id, invoice_id)
@@ -101,17 +119,18 @@ async def issue(
         tax = _tax_share(line, take)
         made.append(CreditLine(position, line.description, take, tax))
     total = sum(line.amount_minor for line in made)
-    due = invoice.due_minor
+    due = due_of(row)
     if total == 0:
         raise InvalidInput(
             "nothing is left to credit", errors=[FieldError("nothing to credit", pointer="#/lines")]
         )
-    if total > due:
+    refund = max(0, total - due)  # what was paid, given back
+    if refund and refund_to is None:
         raise CreditExceedsDue(
-            f"a credit of {total} is more than the {due} due; crediting what was paid is a "
-            "refund, which comes with the ledger",
-            errors=[FieldError(f"at most {due} in all", pointer="#/lines")],
-            extra={"due_minor": due},
+            f"a credit of {total} is more than the {due} due; to give back the {refund} "
+            "paid, say where it goes: refund_to `refund` or `wallet`",
+            errors=[FieldError(f"at most {due} in all without refund_to", pointer="#/lines")],
+            extra={"due_minor": due, "refund_minor": refund},
         )
     customer = await customers.get(session, ctx.tenant_id, invoice.customer)
     test = customer.test_clock_id is not None
@@ -129,7 +148,25 @@ async def issue(
         total_minor=total,
         tax_minor=sum(line.tax_minor for line in made),
         created_at=ctx.now,
+        refund_minor=refund,
+        refund_to=refund_to if refund else None,
     )
+    transfer_ids = await post_finalization(session, ctx, row)
+    transfer_ids += await postings.post(
+        session,
+        ctx,
+        postings.credited(
+            note.id,
+            invoice_id,
+            row.customer_id,
+            row.currency,
+            net_minor=total - note.tax_minor,
+            tax_minor=note.tax_minor,
+            refund_minor=refund if note.refund_to == "refund" else 0,
+        ),
+    )
+    if note.refund_to == "wallet":
+        transfer_ids += await wallet.give_back(session, ctx, row, note.id, refund)
     await repository.insert_credit_note(
         session,
         id=note.id,
@@ -140,15 +177,18 @@ async def issue(
         lines=[line.__dict__ for line in made],
         total_minor=total,
         tax_minor=note.tax_minor,
+        refund_minor=refund,
+        refund_to=note.refund_to,
         created_at=ctx.now,
     )
-    settled = total == due
+    settled = row.status != InvoiceStatus.PAID and total >= due
     await repository.update_invoice(
         session,
         invoice_id,
-        credited_minor=invoice.credited_minor + total,
+        credited_minor=row.credited_minor + total,
+        refunded_minor=row.refunded_minor + refund,
         status=InvoiceStatus.PAID if settled else row.status,
-        paid_at=ctx.now if settled else None,
+        paid_at=ctx.now if settled else row.paid_at,
         updated_at=ctx.now,
     )
     await eventlog.record(
@@ -162,6 +202,9 @@ async def issue(
             "total_minor": total,
             "currency": invoice.currency,
             "reason": reason,
+            "refund_minor": refund,
+            "refund_to": note.refund_to,
+            "transfer_ids": transfer_ids,
         },
         customer_id=row.customer_id,
     )
@@ -171,7 +214,7 @@ async def issue(
 
 async def of_invoice(session: AsyncSession, tenant_id: str, invoice_id: str) -> list[CreditNote]:
     await get(session, tenant_id, invoice_id)  # invoice_not_found for another tenant's
-    return [_note(row) for row in await repository.credit_notes_of(session, [invoice_id])]
+    return [note_of(row) for row in await repository.credit_notes_of(session, [invoice_id])]
 
 
 def _gross(line: Line) -> int:
@@ -194,7 +237,7 @@ async def _credited_by_line(session: AsyncSession, invoice_id: str) -> dict[int,
     return credited
 
 
-def _note(row: Any) -> CreditNote:
+def note_of(row: Any) -> CreditNote:
     return CreditNote(
         id=row.id,
         number=row.number,
@@ -204,4 +247,8 @@ def _note(row: Any) -> CreditNote:
         total_minor=row.total_minor,
         tax_minor=row.tax_minor,
         created_at=row.created_at,
+        refund_minor=row.refund_minor,
+        refund_to=row.refund_to,
+        refund_paid_at=row.refund_paid_at,
+        refund_reference=row.refund_reference,
     )

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers import service as customers
-from billfold.invoicing import document, repository
+from billfold.invoicing import document, postings, repository
 from billfold.invoicing.document import InvoiceStatus, LineKind, Party, new_line
 from billfold.invoicing.records import (
     Charge,
@@ -194,8 +194,22 @@ async def create_many(
     entries += await _number(session, ctx, numbering, numbered)
     await repository.insert_invoices(session, invoice_rows)
     await repository.insert_lines(session, line_rows)
+    await postings.post_many(
+        session, ctx, [_posted(invoice) for invoice in invoice_rows if invoice["posted_at"]]
+    )
     await eventlog.record_many(session, entries)
     return [invoice["id"] for invoice in invoice_rows]
+
+
+def _posted(invoice: Mapping[str, Any]) -> list[postings.Leg]:
+    """What an invoice's finalization posts (in its transaction, with its batch's)."""
+    return postings.finalized(
+        invoice["id"],
+        invoice["customer_id"],
+        invoice["currency"],
+        invoice["subtotal_minor"],
+        invoice["tax_minor"],
+    )
 
 
 # What a draft holds until it is finalized.
@@ -207,6 +221,7 @@ _DRAFT: Final[Mapping[str, Any]] = {
     "locale": None,
     "tax_note": None,
     "finalized_at": None,
+    "posted_at": None,
     "due_at": None,
     "paid_at": None,
 }
@@ -248,6 +263,7 @@ def _finalized(
     return taxes, {
         "status": InvoiceStatus.PAID if settled else InvoiceStatus.OPEN,
         "finalized_at": now,
+        "posted_at": now,  # with the finalization, in its transaction
         "due_at": now + timedelta(days=numbering.due_days),
         "paid_at": now if settled else None,
         "seller": party_json(seller),
@@ -285,6 +301,8 @@ def _finalized_entry(ctx: Context, invoice: Mapping[str, Any]) -> eventlog.Entry
             "number": invoice["number"],
             "total_minor": invoice["total_minor"],
             "tax_minor": invoice["tax_minor"],
+            "currency": invoice["currency"],
+            "transfer_ids": postings.moved(_posted(invoice)),
         },
         invoice["customer_id"],
     )
@@ -358,15 +376,19 @@ async def finalize_many(
             stored_tax = (stored.tax_rate, stored.tax_minor, stored.tax_name, stored.tax_included)
             if stored_tax != tuple(tax.values()):  # untaxed lines stay as they were made
                 line_updates.append({"invoice_id": row.id, "position": stored.position, **tax})
-        values = {"id": row.id, "customer_id": row.customer_id, **values}
+        values = {"id": row.id, "customer_id": row.customer_id, "currency": row.currency, **values}
         numbered.setdefault(_series_of(buyer), []).append(values)
         invoice_updates.append(values)
     entries = await _number(session, ctx, numbering, numbered)
     await repository.update_lines(session, line_updates)
     await repository.update_invoices(
         session,
-        [{k: v for k, v in values.items() if k != "customer_id"} for values in invoice_updates],
+        [
+            {k: v for k, v in values.items() if k not in ("customer_id", "currency")}
+            for values in invoice_updates
+        ],
     )
+    await postings.post_many(session, ctx, [_posted(values) for values in invoice_updates])
     await eventlog.record_many(session, entries)
 
 

@@ -114,12 +114,20 @@ class Invoice:
     buyer: Mapping[str, Any] | None = None
     locale: str | None = None
     tax_note: str | None = None
+    refunded_minor: int = 0  # of what was paid, given back by credit notes
+    posted_at: datetime | None = None  # its finalization, on the ledger
 
     @property
     def due_minor(self) -> int:
         if self.status in (InvoiceStatus.VOID, InvoiceStatus.DRAFT):
             return 0
-        return self.total_minor - self.paid_minor - self.credited_minor
+        return self.total_minor - self.paid_minor - self.net_credited_minor
+
+    @property
+    def net_credited_minor(self) -> int:
+        """What credit notes took off what is due: all they credited less what they gave
+        back of what was paid."""
+        return self.credited_minor - self.refunded_minor
 
 
 def buyer_of(customer: Customer) -> Party:
@@ -172,7 +180,7 @@ def as_document(
             for p in invoice.payments
         ],
         tax_note=invoice.tax_note,
-        credited_minor=invoice.credited_minor,
+        credited_minor=invoice.net_credited_minor,
     )
 
 
@@ -274,6 +282,8 @@ async def with_lines(session: AsyncSession, rows: Sequence[Record]) -> list[Invo
             buyer=row.buyer,
             locale=row.locale,
             tax_note=row.tax_note,
+            refunded_minor=row.refunded_minor,
+            posted_at=row.posted_at,
         )
         for row in rows
     ]

@@ -22,6 +22,7 @@ from billfold.invoicing.tables import (
 )
 from billfold.kit.db import Record
 from billfold.kit.sql import update_rows
+from billfold.ledger.tables import ledger_accounts
 
 
 def _with_customer() -> Any:
@@ -232,3 +233,35 @@ async def credit_notes_of(session: AsyncSession, invoice_ids: Sequence[str]) -> 
 
 async def insert_credit_note(session: AsyncSession, **values: Any) -> None:
     await session.execute(insert(credit_notes).values(**values))
+
+
+async def credit_note_by_id(
+    session: AsyncSession, tenant_id: str, invoice_id: str, credit_note_id: str
+) -> Record | None:
+    statement = select(credit_notes).where(
+        credit_notes.c.tenant_id == tenant_id,
+        credit_notes.c.invoice_id == invoice_id,
+        credit_notes.c.id == credit_note_id,
+    )
+    return (await session.execute(statement)).one_or_none()
+
+
+async def update_credit_note(session: AsyncSession, credit_note_id: str, **values: Any) -> None:
+    statement = update(credit_notes).where(credit_notes.c.id == credit_note_id).values(**values)
+    await session.execute(statement)
+
+
+async def chart_accounts(
+    session: AsyncSession, tenant_id: str, codes: Sequence[str]
+) -> list[Record]:
+    """The tenant's ledger accounts among `codes` (id, code, type, unit, rule), by one
+    read: what invoices post to is found for a batch at once (the ledger's service
+    finds one code a statement). Creating and moving money stay the ledger's."""
+    statement = select(
+        ledger_accounts.c.id,
+        ledger_accounts.c.code,
+        ledger_accounts.c.type,
+        ledger_accounts.c.unit,
+        ledger_accounts.c.rule,
+    ).where(ledger_accounts.c.tenant_id == tenant_id, ledger_accounts.c.code.in_(list(codes)))
+    return list((await session.execute(statement)).all())

@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers import service as customers
-from billfold.invoicing import document, repository
+from billfold.invoicing import document, postings, repository
 from billfold.invoicing.document import InvoiceStatus, Party
 from billfold.invoicing.records import (
     Invoice,
@@ -84,7 +84,30 @@ async def record_payment(
     paid_at: datetime | None,
 ) -> Invoice:
     """A payment against an open (or uncollectible) invoice: the amount due when
-    `amount_minor` is None, never more than is due. Paid in full, it is paid."""
+    `amount_minor` is None, never more than is due. Paid in full, it is paid. The cash
+    is posted against the receivable (after the invoice's finalization, if that was
+    never posted)."""
+    row = await payable(session, ctx, invoice_id)
+    amount = amount_to_pay(row, amount_minor)
+    payment_id = new_id("pay")
+    legs = postings.paid(payment_id, invoice_id, row.customer_id, row.currency, amount)
+    transfer_ids = await post_finalization(session, ctx, row)
+    transfer_ids += await postings.post(session, ctx, legs)
+    return await add_payment(
+        session,
+        ctx,
+        row,
+        payment_id=payment_id,
+        amount_minor=amount,
+        method=method,
+        reference=reference,
+        paid_at=paid_at,
+        transfer_ids=transfer_ids,
+    )
+
+
+async def payable(session: AsyncSession, ctx: Context, invoice_id: str) -> Record:
+    """The invoice, locked, if payments may be recorded against it."""
     row = await locked(session, ctx.tenant_id, invoice_id)
     if row.status not in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
         raise InvoiceStateConflict(
@@ -92,7 +115,16 @@ async def record_payment(
             "or uncollectible invoices",
             extra={"current_status": row.status},
         )
-    due = row.total_minor - row.paid_minor - row.credited_minor
+    return row
+
+
+def due_of(row: Record) -> int:
+    return int(row.total_minor - row.paid_minor - row.credited_minor + row.refunded_minor)
+
+
+def amount_to_pay(row: Record, amount_minor: int | None) -> int:
+    """`amount_minor`, or all that is due; refused unless between 1 and what is due."""
+    due = due_of(row)
     amount = due if amount_minor is None else amount_minor
     if amount <= 0 or amount > due:
         raise PaymentExceedsDue(
@@ -100,8 +132,25 @@ async def record_payment(
             errors=[FieldError(f"at most {due}", pointer="#/amount_minor")],
             extra={"due_minor": due},
         )
+    return amount
+
+
+async def add_payment(
+    session: AsyncSession,
+    ctx: Context,
+    row: Record,
+    *,
+    payment_id: str,
+    amount_minor: int,
+    method: str,
+    reference: str | None,
+    paid_at: datetime | None,
+    transfer_ids: list[str],
+) -> Invoice:
+    """Record a payment whose transfers are posted, and settle the invoice when nothing
+    is left due."""
+    invoice_id, amount = row.id, amount_minor
     when = paid_at or ctx.now
-    payment_id = new_id("pay")
     await repository.insert_payment(
         session,
         id=payment_id,
@@ -114,7 +163,7 @@ async def record_payment(
         created_at=ctx.now,
     )
     paid = row.paid_minor + amount
-    settled = paid + row.credited_minor >= row.total_minor
+    settled = due_of(row) == amount
     await repository.update_invoice(
         session,
         invoice_id,
@@ -133,6 +182,7 @@ async def record_payment(
             "amount_minor": amount,
             "currency": row.currency,
             "method": method,
+            "transfer_ids": transfer_ids,
         },
         customer_id=row.customer_id,
     )
@@ -158,6 +208,19 @@ async def void(session: AsyncSession, ctx: Context, invoice_id: str, *, reason: 
             f"invoice {invoice_id} has payments; correct it with a credit note",
             extra={"current_status": row.status},
         )
+    transfer_ids: list[str] = []
+    if row.posted_at is not None:  # what is left of its revenue and tax, reversed
+        notes = await repository.credit_notes_of(session, [invoice_id])
+        credited_tax = sum(note.tax_minor for note in notes)
+        credited_net = sum(note.total_minor for note in notes) - credited_tax
+        legs = postings.voided(
+            invoice_id,
+            row.customer_id,
+            row.currency,
+            row.subtotal_minor - credited_net,
+            row.tax_minor - credited_tax,
+        )
+        transfer_ids = await postings.post(session, ctx, legs)
     await repository.update_invoice(
         session,
         invoice_id,
@@ -170,7 +233,12 @@ async def void(session: AsyncSession, ctx: Context, invoice_id: str, *, reason: 
         session,
         ctx,
         "InvoiceVoided",
-        {"invoice_id": invoice_id, "number": row.number, "reason": reason},
+        {
+            "invoice_id": invoice_id,
+            "number": row.number,
+            "reason": reason,
+            "transfer_ids": transfer_ids,
+        },
         customer_id=row.customer_id,
     )
     return await get(session, ctx.tenant_id, invoice_id)
@@ -249,6 +317,36 @@ async def due_drafts(
     """(tenant_id, id, finalize_at) of the drafts whose grace has ended by `now`, oldest
     first: of live customers, or of the customers on `test_clock_id`."""
     return await repository.due_drafts(session, now, limit, tenant_id, test_clock_id)
+
+
+async def post_finalization(session: AsyncSession, ctx: Context, row: Record) -> list[str]:
+    """Post a finalized invoice's history if it never was (it was finalized before
+    invoices posted, decision 0043): its finalization, and the payments and credit notes
+    recorded since, by the ids they would have had, now, in one linked batch, so its
+    receivable nets to what is due. The ids of the transfers, or none when it was
+    posted. The caller holds the invoice's lock."""
+    if row.posted_at is not None or row.status == InvoiceStatus.DRAFT:
+        return []
+    legs = postings.finalized(
+        row.id, row.customer_id, row.currency, row.subtotal_minor, row.tax_minor
+    )
+    for payment in await repository.payments_of(session, [row.id]):
+        legs += postings.paid(
+            payment.id, row.id, row.customer_id, row.currency, payment.amount_minor
+        )
+    for note in await repository.credit_notes_of(session, [row.id]):
+        legs += postings.credited(
+            note.id,
+            row.id,
+            row.customer_id,
+            row.currency,
+            net_minor=note.total_minor - note.tax_minor,
+            tax_minor=note.tax_minor,
+            refund_minor=note.refund_minor,  # none before: refunds came with postings
+        )
+    transfer_ids = await postings.post(session, ctx, legs)
+    await repository.update_invoice(session, row.id, posted_at=ctx.now)
+    return transfer_ids
 
 
 async def locked(session: AsyncSession, tenant_id: str, invoice_id: str) -> Record:

@@ -38,6 +38,9 @@ invoices = Table(
     Column("total_minor", BigInteger, nullable=False),
     Column("paid_minor", BigInteger, nullable=False, server_default=text("0")),
     Column("credited_minor", BigInteger, nullable=False, server_default=text("0")),
+    # What credit notes gave back of what was paid (a refund, or credit to the wallet):
+    # what is due is total - paid - credited + refunded.
+    Column("refunded_minor", BigInteger, nullable=False, server_default=text("0")),
     Column("tax_note", String(500), nullable=True),
     Column("locale", String(35), nullable=True),  # how its documents are written
     # How the draft's usage was rated (plan version, price, quantity, the period's
@@ -49,6 +52,10 @@ invoices = Table(
     Column("buyer", JSONDocument, nullable=True),
     Column("finalize_at", UTCDateTime, nullable=False),  # the end of the draft's grace
     Column("finalized_at", UTCDateTime, nullable=True),
+    # When its finalization was posted to the ledger (receivable, revenue, tax payable);
+    # none for a draft, or for an invoice finalized before invoices posted (posted the
+    # first time it is paid, credited or voided: decision 0043).
+    Column("posted_at", UTCDateTime, nullable=True),
     Column("due_at", UTCDateTime, nullable=True),
     Column("paid_at", UTCDateTime, nullable=True),
     Column("voided_at", UTCDateTime, nullable=True),
@@ -153,6 +160,12 @@ credit_notes = Table(
     Column("lines", JSONDocument, nullable=False),
     Column("total_minor", BigInteger, nullable=False),
     Column("tax_minor", BigInteger, nullable=False),
+    # The part of the credit beyond what was due (money paid, given back) and where it
+    # went: `refund` (owed until a refund is marked paid) or `wallet`.
+    Column("refund_minor", BigInteger, nullable=False, server_default=text("0")),
+    Column("refund_to", String(16), nullable=True),
+    Column("refund_paid_at", UTCDateTime, nullable=True),
+    Column("refund_reference", String(255), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("tenant_id", "number", name="uq_credit_notes_number"),
     Index("ix_credit_notes_invoice", "invoice_id"),

@@ -56,6 +56,7 @@ EventType = Literal[
     "InvoiceMarkedUncollectible",
     "PaymentRecorded",
     "CreditNoteIssued",
+    "RefundPaid",
     "EntitlementGranted",
     "EntitlementRevoked",
     "ClaimBatchCreated",
