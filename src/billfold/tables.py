@@ -31,6 +31,13 @@ from billfold.ledger.tables import ledger_accounts, ledger_transfers
 from billfold.metering.tables import ingest_dead_letters, quota_accounts, usage_events
 from billfold.subscriptions.tables import subscriptions
 from billfold.tenants.tables import api_keys, tenants
+from billfold.wallets.tables import (
+    wallet_holds,
+    wallet_lots,
+    wallet_spends,
+    wallet_top_ups,
+    wallets,
+)
 
 __all__ = [
     "api_keys",
@@ -65,4 +72,9 @@ __all__ = [
     "tenants",
     "test_clocks",
     "usage_events",
+    "wallet_holds",
+    "wallet_lots",
+    "wallet_spends",
+    "wallet_top_ups",
+    "wallets",
 ]

@@ -66,6 +66,18 @@ EventType = Literal[
     "ApiKeyRevoked",
     "CustomerUpdated",
     "QuotaExceeded",
+    "WalletCredited",
+    "WalletSpent",
+    "WalletUpdated",
+    "WalletBalanceLow",
+    "WalletExhausted",
+    "WalletHoldCreated",
+    "WalletHoldSettled",
+    "WalletHoldReleased",
+    "WalletHoldExpired",
+    "WalletCreditExpired",
+    "WalletTopUpCreated",
+    "WalletTopUpFailed",
 ]
 
 

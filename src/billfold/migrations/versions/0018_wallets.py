@@ -1,0 +1,181 @@
+"""Wallets: wallets per (customer, unit), their lots (each a ledger account), spends,
+holds and payment top-ups (docs/wallets.md, decision 0041).
+
+Revision ID: 0018
+Revises: 0017
+Create Date: 2026-12-07 14:21:31.688513
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+from billfold.kit.db import UTCDateTime
+
+revision: str = "0018"
+down_revision: str | None = "0017"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "wallets",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("customer_id", sa.String(length=40), nullable=False),
+        sa.Column("unit", sa.String(length=32), nullable=False),
+        sa.Column("low_balance", sa.BigInteger(), nullable=True),
+        sa.Column("alert", sa.String(length=16), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["customer_id"], ["customers.id"], name=op.f("fk_wallets_customer_id_customers")
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_wallets_tenant_id_tenants")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_wallets")),
+        sa.UniqueConstraint("tenant_id", "customer_id", "unit", name="uq_wallets_customer_unit"),
+    )
+    op.create_table(
+        "wallet_holds",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("wallet_id", sa.String(length=40), nullable=False),
+        sa.Column("hold_id", sa.String(length=80), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("to_account", sa.String(length=100), nullable=False),
+        sa.Column("timeout_s", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column(
+            "legs",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("settled_amount", sa.BigInteger(), nullable=True),
+        sa.Column(
+            "resolution",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=True,
+        ),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("resolved_at", UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_wallet_holds_tenant_id_tenants")
+        ),
+        sa.ForeignKeyConstraint(
+            ["wallet_id"], ["wallets.id"], name=op.f("fk_wallet_holds_wallet_id_wallets")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_wallet_holds")),
+        sa.UniqueConstraint("tenant_id", "hold_id", name="uq_wallet_holds_hold_id"),
+    )
+    with op.batch_alter_table("wallet_holds", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_wallet_holds_open", ["tenant_id", "status", "expires_at"], unique=False
+        )
+
+    op.create_table(
+        "wallet_lots",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("wallet_id", sa.String(length=40), nullable=False),
+        sa.Column("account_id", sa.String(length=40), nullable=False),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("reference", sa.String(length=100), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=True),
+        sa.Column("funded_by", sa.String(length=100), nullable=False),
+        sa.Column("transfer_id", sa.String(length=128), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["ledger_accounts.id"],
+            name=op.f("fk_wallet_lots_account_id_ledger_accounts"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_wallet_lots_tenant_id_tenants")
+        ),
+        sa.ForeignKeyConstraint(
+            ["wallet_id"], ["wallets.id"], name=op.f("fk_wallet_lots_wallet_id_wallets")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_wallet_lots")),
+        sa.UniqueConstraint("tenant_id", "source", "reference", name="uq_wallet_lots_reference"),
+    )
+    with op.batch_alter_table("wallet_lots", schema=None) as batch_op:
+        batch_op.create_index("ix_wallet_lots_expiry", ["tenant_id", "expires_at"], unique=False)
+        batch_op.create_index(
+            "ix_wallet_lots_order",
+            ["wallet_id", "priority", "expires_at", "created_at"],
+            unique=False,
+        )
+
+    op.create_table(
+        "wallet_spends",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("wallet_id", sa.String(length=40), nullable=False),
+        sa.Column("reference", sa.String(length=100), nullable=False),
+        sa.Column("requested", sa.BigInteger(), nullable=False),
+        sa.Column("drawn", sa.BigInteger(), nullable=False),
+        sa.Column("to_account", sa.String(length=100), nullable=False),
+        sa.Column("allow_partial", sa.Integer(), nullable=False),
+        sa.Column(
+            "legs",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column("balance_after", sa.BigInteger(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_wallet_spends_tenant_id_tenants")
+        ),
+        sa.ForeignKeyConstraint(
+            ["wallet_id"], ["wallets.id"], name=op.f("fk_wallet_spends_wallet_id_wallets")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_wallet_spends")),
+        sa.UniqueConstraint("tenant_id", "reference", name="uq_wallet_spends_reference"),
+    )
+    op.create_table(
+        "wallet_top_ups",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("tenant_id", sa.String(length=40), nullable=False),
+        sa.Column("wallet_id", sa.String(length=40), nullable=False),
+        sa.Column("reference", sa.String(length=100), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("priority", sa.Integer(), nullable=False),
+        sa.Column("expires_at", UTCDateTime(), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("lot_id", sa.String(length=40), nullable=True),
+        sa.Column("payment_reference", sa.String(length=100), nullable=True),
+        sa.Column("failure", sa.String(length=200), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("resolved_at", UTCDateTime(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"], ["tenants.id"], name=op.f("fk_wallet_top_ups_tenant_id_tenants")
+        ),
+        sa.ForeignKeyConstraint(
+            ["wallet_id"], ["wallets.id"], name=op.f("fk_wallet_top_ups_wallet_id_wallets")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_wallet_top_ups")),
+        sa.UniqueConstraint("tenant_id", "reference", name="uq_wallet_top_ups_reference"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("wallet_top_ups")
+    op.drop_table("wallet_spends")
+    with op.batch_alter_table("wallet_lots", schema=None) as batch_op:
+        batch_op.drop_index("ix_wallet_lots_order")
+        batch_op.drop_index("ix_wallet_lots_expiry")
+
+    op.drop_table("wallet_lots")
+    with op.batch_alter_table("wallet_holds", schema=None) as batch_op:
+        batch_op.drop_index("ix_wallet_holds_open")
+
+    op.drop_table("wallet_holds")
+    op.drop_table("wallets")
