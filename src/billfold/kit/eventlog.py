@@ -78,6 +78,7 @@ EventType = Literal[
     "WalletCreditExpired",
     "WalletTopUpCreated",
     "WalletTopUpFailed",
+    "UsagePaidFromWallet",
 ]
 
 
