@@ -14,6 +14,8 @@ from billfold.catalog.ai import AiSettings
 from billfold.catalog.plansfile import PlansFileError
 from billfold.catalog.quotas import CREDIT_UNIT, QuotaPolicy, Rounding, WalletOverage
 from billfold.ledger import service as ledger
+from tests.conftest import Harness
+from tests.metering.test_wallet_overage import wallet_plans
 
 DOCUMENT = """
 version: 1
@@ -111,3 +113,13 @@ def test_the_credit_unit_is_the_ledgers() -> None:
     when money moves: the two must agree on what a credit unit is."""
     assert CREDIT_UNIT.pattern == ledger.CREDIT_UNIT.pattern
     assert re.fullmatch(CREDIT_UNIT, "credits")
+
+
+@pytest.mark.anyio
+async def test_the_catalog_shows_how_a_feature_is_paid_from_a_wallet(harness: Harness) -> None:
+    await harness.apply_plans(wallet_plans())
+    response = await harness.get("/v1/catalog")
+    assert response.status_code == 200, response.text
+    features = {feature["key"]: feature for feature in response.json()["features"]}
+    assert features["ai.tokens"]["wallet"] == {"unit": "credits", "rate": "2", "rounding": "up"}
+    assert features["spaces.max"]["wallet"] is None
