@@ -49,6 +49,7 @@ from billfold.settings import Settings
 from billfold.subscriptions.api import router as subscriptions_router
 from billfold.tenants.api import router as tenants_router
 from billfold.tenants.cache import PrincipalCache
+from billfold.wallets.api import router as wallets_router
 
 PERMISSION_EXTENSION = "x-billfold-permission"
 SECURITY_SCHEME = "apiKey"
@@ -170,6 +171,7 @@ def create_app(
         claims_router,
         metering_router,
         audit_router,
+        wallets_router,
     )
     for router in routers:
         _publish_permissions(router.routes)

@@ -19,7 +19,7 @@ PROBLEM = "application/problem+json"
 PUBLIC_OPERATIONS = {("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
 PUBLIC_UNDOCUMENTED = ("/openapi.json", "/docs", "/redoc")
 # Non-GET operations that change nothing and so may carry a non-state-changing permission.
-READ_ONLY_NON_GET = {("post", "/v1/entitlements/check")}
+READ_ONLY_NON_GET = {("post", "/v1/entitlements/check"), ("post", "/v1/wallets/check")}
 HTTP_METHODS = {"get", "put", "post", "delete", "patch"}
 WELL_FORMED_BODY = "abcdefghijklmnopqrstuvwxyz"  # 26 characters of [a-z2-7]
 ID_PREFIXES = {"grant_id": "grt", "subscription_id": "sub", "key_id": "key", "batch_id": "bat"}

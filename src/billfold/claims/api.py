@@ -12,7 +12,7 @@ from pydantic import Field
 from billfold.claims import service
 from billfold.claims.deps import Claims
 from billfold.claims.export import CSV_MEDIA_TYPE, batch_metadata, csv_of, duration_label
-from billfold.claims.service import BatchRequest
+from billfold.claims.service import BatchRequest, WalletCredit
 from billfold.grants.schemas import FeatureValueIn, FeatureValueOut, GrantOut
 from billfold.http.bodies import json_body_schema, read_json
 from billfold.http.calls import AdminCall, RedeemCall
@@ -20,6 +20,7 @@ from billfold.http.problems import problem_for
 from billfold.kit.errors import BillfoldError
 from billfold.kit.ids import ID_PATTERN
 from billfold.kit.schemas import Body, Instant, Out, Storable, StorableJSON
+from billfold.wallets.records import Lot
 
 router = APIRouter(tags=["claims"])
 BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
@@ -28,9 +29,36 @@ BatchId = Annotated[str, Path(pattern=ID_PATTERN.pattern, max_length=40)]
 ClaimMetadata = Annotated[dict[str, Any], Field(max_length=service.MAX_METADATA_KEYS), StorableJSON]
 
 
+class WalletCreditIn(Body):
+    """Wallet credit each redemption adds (a lot of source `claim`, docs/wallets.md)."""
+
+    unit: Annotated[str, Field(min_length=1, max_length=32, examples=["credits"])]
+    amount: int
+    expires_in_days: Annotated[int, Field(ge=1, le=service.MAX_CREDIT_DAYS)] | None = None
+    priority: Annotated[int, Field(ge=0, le=1_000_000)] = 100
+
+
+class WalletCreditOut(Out):
+    unit: str
+    amount: int
+    expires_in_days: int | None
+    priority: int
+
+
+class LotOut(Out):
+    lot_id: str
+    wallet_id: str
+    unit: str
+    amount: int
+    priority: int
+    expires_at: datetime | None
+    transfer_id: str
+
+
 class BatchIn(Body):
     """Codes that grant a plan (`plan`), or one feature (`feature`, and `value` unless
-    the feature is boolean, whose value is true by default)."""
+    the feature is boolean, whose value is true by default), and/or wallet credit
+    (`wallet_credit`)."""
 
     plan: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     feature: Annotated[str, Field(min_length=1, max_length=100)] | None = None
@@ -47,6 +75,7 @@ class BatchIn(Body):
         description=f"at most {service.MAX_METADATA_KEYS} keys and "
         f"{service.MAX_METADATA_BYTES} bytes as JSON; kept on every grant a code makes",
     )
+    wallet_credit: WalletCreditIn | None = None
 
 
 class BatchOut(Out):
@@ -61,6 +90,7 @@ class BatchOut(Out):
     source: str
     metadata: dict[str, Any]
     created_at: datetime
+    wallet_credit: WalletCreditOut | None = None
     codes: list[str] = Field(description="shown once; only keyed hashes are stored")
 
 
@@ -76,7 +106,8 @@ class RedemptionOut(Out):
     batch_id: str
     redeemed_at: datetime
     replayed: bool = Field(description="true when this customer had redeemed this code before")
-    grant: GrantOut
+    grant: GrantOut | None = Field(description="null for a code of wallet credit alone")
+    wallet_credit: LotOut | None = None
 
 
 class RevokeCodeIn(Body):
@@ -115,6 +146,16 @@ async def create_batch(call: AdminCall, request: Request) -> Any:
             expires_at=body.expires_at,
             source=body.source,
             metadata=batch_metadata(body.campaign, body.tier, body.metadata),
+            wallet_credit=(
+                None
+                if body.wallet_credit is None
+                else WalletCredit(
+                    unit=body.wallet_credit.unit,
+                    amount=body.wallet_credit.amount,
+                    expires_in_days=body.wallet_credit.expires_in_days,
+                    priority=body.wallet_credit.priority,
+                )
+            ),
         ),
         secret_key=call.collaborator(Claims).secret_key,
     )
@@ -132,6 +173,9 @@ async def create_batch(call: AdminCall, request: Request) -> Any:
         source=batch.source,
         metadata=batch.metadata,
         created_at=batch.created_at,
+        wallet_credit=(
+            None if batch.wallet_credit is None else WalletCreditOut(**vars(batch.wallet_credit))
+        ),
         codes=issued,
     )
 
@@ -175,7 +219,24 @@ async def redeem(call: RedeemCall, request: Request) -> Any:
         batch_id=redemption.batch_id,
         redeemed_at=redemption.redeemed_at,
         replayed=redemption.replayed,
-        grant=GrantOut.of(catalog, redemption.customer, redemption.grant, call.ctx.now),
+        grant=(
+            None
+            if redemption.grant is None
+            else GrantOut.of(catalog, redemption.customer, redemption.grant, call.ctx.now)
+        ),
+        wallet_credit=None if redemption.lot is None else _lot_out(redemption.lot),
+    )
+
+
+def _lot_out(lot: Lot) -> LotOut:
+    return LotOut(
+        lot_id=lot.id,
+        wallet_id=lot.wallet_id,
+        unit=lot.unit,
+        amount=lot.amount,
+        priority=lot.priority,
+        expires_at=lot.expires_at,
+        transfer_id=lot.transfer_id,
     )
 
 

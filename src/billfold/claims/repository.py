@@ -35,6 +35,10 @@ async def code_by_hash(session: AsyncSession, tenant_id: str, code_hash: str) ->
             claim_batches.c.metadata,
             claim_batches.c.feature_key,
             claim_batches.c.feature_value,
+            claim_batches.c.wallet_unit,
+            claim_batches.c.wallet_amount,
+            claim_batches.c.wallet_expires_in_days,
+            claim_batches.c.wallet_priority,
             plans.c.key.label("plan_key"),
         )
         .join(claim_batches, claim_batches.c.id == claim_codes.c.batch_id)

@@ -1,7 +1,9 @@
 """Claim codes: issue them in batches, redeem them into grants, revoke them.
 
-A batch grants a plan, or one feature and its value (`devmode.enabled` for 90 days), and
-carries metadata of bounded size (campaign, tier, and whatever the issuer keeps with it).
+A batch grants a plan, or one feature and its value (`devmode.enabled` for 90 days), or
+wallet credit (`500 credits`, expiring 30 days after the redemption), or a plan or
+feature and wallet credit; and it carries metadata of bounded size (campaign, tier, and
+whatever the issuer keeps with it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from billfold.kit.errors import BillfoldError, Conflict, FieldError, Gone, Inval
 from billfold.kit.ids import new_id
 from billfold.kit.invariants import invariant
 from billfold.kit.text import json_faults
+from billfold.wallets import service as wallets
+from billfold.wallets.records import DEFAULT_PRIORITY, Lot
 
 MAX_BATCH_SIZE = 10_000
 MAX_REDEMPTIONS_PER_CODE = 1_000_000
@@ -39,6 +43,7 @@ LIFETIME = "lifetime"
 MAX_METADATA_KEYS = 20
 MAX_METADATA_KEY_LENGTH = 100
 MAX_METADATA_BYTES = 4096  # the metadata as compact UTF-8 JSON
+MAX_CREDIT_DAYS = 36_500
 # What a redemption adds to its grant's metadata; a batch may not set them.
 RESERVED_METADATA = frozenset({"claim_batch_id", "claim_code_id"})
 
@@ -70,9 +75,20 @@ class ClaimBatchNotFound(NotFound):
 
 
 @dataclass(frozen=True)
+class WalletCredit:
+    """Wallet credit a redemption adds: `amount` of `unit`, as a lot of source `claim`
+    with `priority`, expiring `expires_in_days` after the redemption (None: never)."""
+
+    unit: str
+    amount: int
+    expires_in_days: int | None = None
+    priority: int = DEFAULT_PRIORITY
+
+
+@dataclass(frozen=True)
 class BatchRequest:
     """Codes that grant `plan`, or `feature` with `value` (a boolean feature's defaults
-    to true); exactly one of the two."""
+    to true), at most one of the two; and/or `wallet_credit`."""
 
     plan: str | None
     count: int
@@ -83,6 +99,7 @@ class BatchRequest:
     metadata: dict[str, Any]
     feature: str | None = None
     value: Any = None
+    wallet_credit: WalletCredit | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,7 @@ class Batch:
     created_at: datetime
     feature: str | None = None
     value: Any = None  # the feature's value as JSON, as grants store it
+    wallet_credit: WalletCredit | None = None
 
 
 @dataclass(frozen=True)
@@ -107,9 +125,10 @@ class Redemption:
     batch_id: str
     plan: str | None
     feature: str | None
-    grant: Grant
+    grant: Grant | None  # None for a code of wallet credit alone
     redeemed_at: datetime
     replayed: bool
+    lot: Lot | None = None  # the wallet credit it added
 
 
 def parse_duration(text: str, *, pointer: str = "#/duration") -> int | None:
@@ -163,11 +182,24 @@ def check_metadata(metadata: dict[str, Any], *, pointer: str = "#/metadata") -> 
 
 
 def _what_it_grants(catalog: Catalog, request: BatchRequest) -> tuple[str | None, Any]:
-    """The plan's id, or None and the feature's value as JSON, that the batch grants."""
-    if (request.plan is None) == (request.feature is None):
+    """The plan's id, or None and the feature's value as JSON, that the batch grants
+    (None and None: wallet credit alone)."""
+    if request.plan is not None and request.feature is not None:
         raise InvalidInput(
             "a batch grants either a plan or a feature",
-            errors=[FieldError("give exactly one of plan and feature", pointer="#/plan")],
+            errors=[FieldError("give at most one of plan and feature", pointer="#/plan")],
+        )
+    if request.plan is None and request.feature is None:
+        if request.wallet_credit is not None:
+            if request.value is not None:
+                raise InvalidInput(
+                    "a value goes with a feature",
+                    errors=[FieldError("only with feature", pointer="#/value")],
+                )
+            return None, None
+        raise InvalidInput(
+            "a batch grants a plan, a feature or wallet credit",
+            errors=[FieldError("give one of plan, feature and wallet_credit", pointer="#/plan")],
         )
     if request.plan is not None:
         if request.value is not None:
@@ -205,6 +237,9 @@ async def create_batch(
 ) -> tuple[Batch, list[str]]:
     """Issue `count` fresh codes. The codes are returned once; only their keyed hashes stay."""
     plan_id, value = _what_it_grants(catalog, request)
+    credit = request.wallet_credit
+    if credit is not None:
+        _check_wallet_credit(credit)
     check_source(request.source)
     metadata = check_metadata(request.metadata)
     if not 1 <= request.count <= MAX_BATCH_SIZE:
@@ -236,6 +271,7 @@ async def create_batch(
         created_at=ctx.now,
         feature=request.feature,
         value=value,
+        wallet_credit=credit,
     )
     await repository.insert_batch(
         session,
@@ -251,6 +287,10 @@ async def create_batch(
         code_count=batch.count,
         metadata=batch.metadata,
         created_at=ctx.now,
+        wallet_unit=credit.unit if credit else None,
+        wallet_amount=credit.amount if credit else None,
+        wallet_expires_in_days=credit.expires_in_days if credit else None,
+        wallet_priority=credit.priority if credit else None,
     )
     issued = [codes.generate() for _ in range(request.count)]
     await repository.insert_codes(
@@ -283,9 +323,26 @@ async def create_batch(
             "expires_at": batch.expires_at.isoformat() if batch.expires_at else None,
             "source": batch.source,
             "metadata": batch.metadata,
+            "wallet_credit": None if credit is None else vars(credit),
         },
     )
     return batch, issued
+
+
+def _check_wallet_credit(credit: WalletCredit) -> None:
+    wallets.check_unit(credit.unit, pointer="#/wallet_credit/unit")
+    wallets.check_amount(credit.amount, pointer="#/wallet_credit/amount")
+    wallets.check_priority(credit.priority, pointer="#/wallet_credit/priority")
+    days = credit.expires_in_days
+    if days is not None and not 1 <= days <= MAX_CREDIT_DAYS:
+        raise InvalidInput(
+            "expires_in_days is out of range",
+            errors=[
+                FieldError(
+                    f"between 1 and {MAX_CREDIT_DAYS}", pointer="#/wallet_credit/expires_in_days"
+                )
+            ],
+        )
 
 
 @dataclass(frozen=True)
@@ -357,8 +414,10 @@ async def redeem(
     if row.feature_key is not None:
         catalog.require_feature(row.feature_key, pointer="#/code")
         version = None
-    else:
+    elif row.plan_key is not None:
         version = catalog.require_plan(row.plan_key, pointer="#/code")
+    else:
+        version = None  # wallet credit alone
     window = Window(
         ctx.now, None if row.duration_days is None else ctx.now + timedelta(days=row.duration_days)
     )
@@ -367,7 +426,8 @@ async def redeem(
         async with session.begin_nested():
             if not await repository.take_redemption(session, row.id, row.max_redemptions):
                 raise ClaimCodeExhausted("this claim code has been redeemed as often as it may")
-            if version is None:
+            grant: Grant | None = None
+            if row.feature_key is not None:
                 grant = await grants.grant_feature(
                     session,
                     ctx,
@@ -379,17 +439,19 @@ async def redeem(
                     source=row.source,
                     metadata=metadata,
                 )
-            else:
+            elif version is not None:
                 grant = await grants.grant_plan(
                     session, ctx, customer, version, window, source=row.source, metadata=metadata
                 )
+            lot = await _credit_wallet(session, ctx, row, customer.id, external_id)
             await repository.insert_redemption(
                 session,
                 id=new_id("red"),
                 tenant_id=ctx.tenant_id,
                 code_id=row.id,
                 customer_id=customer.id,
-                grant_id=grant.id,
+                grant_id=None if grant is None else grant.id,
+                lot_id=None if lot is None else lot.id,
                 created_at=ctx.now,
             )
     except IntegrityError:
@@ -413,7 +475,13 @@ async def redeem(
         session,
         ctx,
         "ClaimCodeRedeemed",
-        {"claim_code_id": row.id, "batch_id": row.batch_id, "grant_id": grant.id},
+        {
+            "claim_code_id": row.id,
+            "batch_id": row.batch_id,
+            "grant_id": None if grant is None else grant.id,
+            "lot_id": None if lot is None else lot.id,
+            "transfer_ids": [] if lot is None else [lot.transfer_id],
+        },
         customer_id=customer.id,
     )
     return Redemption(
@@ -425,6 +493,28 @@ async def redeem(
         grant=grant,
         redeemed_at=ctx.now,
         replayed=False,
+        lot=lot,
+    )
+
+
+async def _credit_wallet(
+    session: AsyncSession, ctx: Context, row: Any, customer_id: str, external_id: str
+) -> Lot | None:
+    """The wallet credit of the code's batch, as a lot of source `claim` whose reference
+    is the (code, customer) pair: one lot per redemption, however it is retried."""
+    if row.wallet_unit is None:
+        return None
+    days = row.wallet_expires_in_days
+    return await wallets.credit(
+        session,
+        ctx,
+        customer_id=external_id,
+        unit=row.wallet_unit,
+        amount=int(row.wallet_amount),
+        source="claim",
+        reference=f"claim:{row.id}:{customer_id}",
+        expires_at=None if days is None else ctx.now + timedelta(days=days),
+        priority=int(row.wallet_priority),
     )
 
 
@@ -436,18 +526,25 @@ async def _replay(
     redemption: Any,
     external_id: str,
 ) -> Redemption:
-    grant_row = await grants_repository.by_id(session, ctx.tenant_id, redemption.grant_id)
-    invariant(grant_row is not None, "a redemption's grant exists")
-    assert grant_row is not None  # for the type checker
+    grant = None
+    if redemption.grant_id is not None:
+        grant_row = await grants_repository.by_id(session, ctx.tenant_id, redemption.grant_id)
+        invariant(grant_row is not None, "a redemption's grant exists")
+        assert grant_row is not None  # for the type checker
+        grant = grant_from_row(catalog, grant_row)
+    lot = None
+    if redemption.lot_id is not None:
+        lot = await wallets.lot(session, ctx, redemption.lot_id)
     return Redemption(
         customer=external_id,
         code_id=code_row.id,
         batch_id=code_row.batch_id,
         plan=code_row.plan_key,
         feature=code_row.feature_key,
-        grant=grant_from_row(catalog, grant_row),
+        grant=grant,
         redeemed_at=redemption.created_at,
         replayed=True,
+        lot=lot,
     )
 
 

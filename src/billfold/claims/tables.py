@@ -1,4 +1,5 @@
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Column,
     ForeignKey,
@@ -28,7 +29,18 @@ claim_batches = Table(
     Column("code_count", Integer, nullable=False),
     Column("metadata", JSONDocument, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    CheckConstraint("(plan_id IS NULL) <> (feature_key IS NULL)", name="plan_or_feature"),
+    # Wallet credit a redemption adds (docs/wallets.md): unit and amount, or neither.
+    Column("wallet_unit", String(32), nullable=True),
+    Column("wallet_amount", BigInteger, nullable=True),
+    Column("wallet_expires_in_days", Integer, nullable=True),
+    Column("wallet_priority", Integer, nullable=True),
+    # A plan or a feature (not both), or wallet credit, or one of those and wallet credit.
+    CheckConstraint(
+        "(plan_id IS NULL OR feature_key IS NULL) AND "
+        "(plan_id IS NOT NULL OR feature_key IS NOT NULL OR wallet_unit IS NOT NULL)",
+        name="grants_something",
+    ),
+    CheckConstraint("(wallet_unit IS NULL) = (wallet_amount IS NULL)", name="wallet_credit"),
 )
 
 claim_codes = Table(
@@ -52,7 +64,8 @@ claim_redemptions = Table(
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
     Column("code_id", String(40), ForeignKey("claim_codes.id"), nullable=False),
     Column("customer_id", String(40), ForeignKey("customers.id"), nullable=False),
-    Column("grant_id", String(40), ForeignKey("grants.id"), nullable=False),
+    Column("grant_id", String(40), ForeignKey("grants.id"), nullable=True),
+    Column("lot_id", String(40), ForeignKey("wallet_lots.id"), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("code_id", "customer_id"),
 )

@@ -1,5 +1,5 @@
 """The `billfold` command: serve, migrate, init, tenants, keys, plans, grants,
-subscriptions, invoices, claims, audit, the ledger and workers. One module per command
+subscriptions, invoices, claims, audit, the ledger, wallets and workers. One module per command
 group; operators act directly on the database, recorded in the event log as actor kind
 `operator`."""
 
@@ -17,6 +17,7 @@ from billfold.cli import (
     serve,
     subscriptions,
     tenants,
+    wallets,
     workers,
 )
 
@@ -40,6 +41,7 @@ for group, name in (
     (claims.app, "claims"),
     (audit.app, "audit"),
     (ledger.app, "ledger"),
+    (wallets.app, "wallets"),
     (workers.app, "worker"),
 ):
     app.add_typer(group, name=name)

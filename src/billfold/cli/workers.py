@@ -165,6 +165,31 @@ def worker_billing(
     typer.echo(f"billing worker: stopped after making {invoiced} invoices")
 
 
+@app.command("wallets")
+def worker_wallets(
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="tenants taken at once")] = 10,
+    idle_s: Annotated[
+        float, typer.Option(min=0.1, max=3600, help="seconds to wait when nothing is due")
+    ] = 5.0,
+) -> None:
+    """The wallet expiry job, continuously: for each tenant with something due, release
+    holds whose timeout passed (and any other timed-out pending ledger transfer) and move
+    expired wallet credit to breakage. Run one or several: each thing is done once."""
+    from billfold.wallets.expiry import ExpirySource
+
+    settings = load_settings()
+    logs.configure(settings.log_format, settings.log_level)
+
+    async def work(database: Database) -> str:
+        stop = _stop_on_signals()
+        source = ExpirySource(database, SystemClock(), idle_s=idle_s)
+        typer.echo("wallets worker: expiring holds and wallet credit")
+        await Runner("wallets", source, batch=batch).run(stop)
+        return source.report.describe()
+
+    typer.echo(f"wallets worker: stopped after {run(work)}")
+
+
 letters_app = typer.Typer(
     help="What the ingest worker could not store: read, replay, drop.", no_args_is_help=True
 )

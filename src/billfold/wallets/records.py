@@ -44,6 +44,11 @@ class WalletNotFound(NotFound):
     title = "No such wallet"
 
 
+class LotNotFound(NotFound):
+    code = "lot_not_found"
+    title = "No such wallet lot"
+
+
 class HoldNotFound(NotFound):
     code = "hold_not_found"
     title = "No such hold"
@@ -199,3 +204,108 @@ class Wallet:
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
+
+
+class HoldExpired(Conflict):
+    code = "hold_expired"
+    title = "The hold's timeout has passed: it can no longer be settled"
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A reservation on a wallet: pending ledger transfers from its lots (`legs`, in
+    consumption order) to `to_account`, until it is settled, released or times out."""
+
+    id: str
+    hold_id: str
+    wallet_id: str
+    unit: str
+    amount: int
+    to_account: str
+    timeout_s: int
+    expires_at: datetime
+    status: HoldStatus
+    legs: tuple[Leg, ...]
+    settled_amount: int | None
+    resolution_transfer_ids: tuple[str, ...]
+    created_at: datetime
+    resolved_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Record, unit: str) -> Hold:
+        resolution = row.resolution or {}
+        return cls(
+            id=row.id,
+            hold_id=row.hold_id,
+            wallet_id=row.wallet_id,
+            unit=unit,
+            amount=int(row.amount),
+            to_account=row.to_account,
+            timeout_s=int(row.timeout_s),
+            expires_at=row.expires_at,
+            status=row.status,
+            legs=tuple(Leg.of(leg) for leg in row.legs),
+            settled_amount=None if row.settled_amount is None else int(row.settled_amount),
+            resolution_transfer_ids=tuple(resolution.get("transfer_ids", ())),
+            created_at=row.created_at,
+            resolved_at=row.resolved_at,
+        )
+
+    @property
+    def transfer_ids(self) -> list[str]:
+        return [leg.transfer_id for leg in self.legs]
+
+
+@dataclass(frozen=True)
+class TopUp:
+    """A top-up: a grant or promotion is credited at once (`paid`); a payment waits
+    `pending` until the payment succeeds (`paid`, its lot credited) or fails."""
+
+    id: str
+    wallet_id: str
+    unit: str
+    source: str
+    reference: str
+    amount: int
+    priority: int
+    expires_at: datetime | None
+    status: TopUpStatus
+    lot_id: str | None
+    payment_reference: str | None
+    failure: str | None
+    created_at: datetime
+    resolved_at: datetime | None
+
+    @classmethod
+    def of(cls, row: Record, unit: str) -> TopUp:
+        return cls(
+            id=row.id,
+            wallet_id=row.wallet_id,
+            unit=unit,
+            source=row.source,
+            reference=row.reference,
+            amount=int(row.amount),
+            priority=int(row.priority),
+            expires_at=row.expires_at,
+            status=row.status,
+            lot_id=row.lot_id,
+            payment_reference=row.payment_reference,
+            failure=row.failure,
+            created_at=row.created_at,
+            resolved_at=row.resolved_at,
+        )
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One ledger transfer into or out of one of a wallet's lots, as its history shows
+    it (`service.transactions`)."""
+
+    transfer_id: str
+    lot_id: str
+    kind: str
+    code: str
+    direction: Literal["in", "out"]
+    amount: int
+    pending_id: str | None
+    created_at: datetime

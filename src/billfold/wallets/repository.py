@@ -308,3 +308,37 @@ async def transactions(
             or_(t.c.created_at < at, (t.c.created_at == at) & (t.c.id < transfer_id))
         )
     return list((await session.execute(statement)).all())
+
+
+async def transfer_ids_stored(session: AsyncSession, tenant_id: str, ids: list[str]) -> set[str]:
+    """Which of these ledger transfer ids are stored."""
+    if not ids:
+        return set()
+    t = ledger_transfers
+    statement = select(t.c.id).where(t.c.tenant_id == tenant_id, t.c.id.in_(sorted(ids)))
+    return set((await session.execute(statement)).scalars())
+
+
+async def tenants_with_expiry_due(session: AsyncSession, now: datetime) -> list[str]:
+    """Tenants with a pending ledger transfer past its timeout, a hold past its timeout,
+    or an expired lot that still holds credit."""
+    t = ledger_transfers
+    resolution = t.alias("resolution")
+    pending = (
+        select(t.c.tenant_id)
+        .outerjoin(
+            resolution,
+            (resolution.c.tenant_id == t.c.tenant_id) & (resolution.c.pending_id == t.c.id),
+        )
+        .where(t.c.kind == "pending", t.c.expires_at <= now, resolution.c.id.is_(None))
+    )
+    held = select(wallet_holds.c.tenant_id).where(
+        wallet_holds.c.status == "held", wallet_holds.c.expires_at <= now
+    )
+    expired = (
+        select(lots.c.tenant_id)
+        .join(a, a.c.id == lots.c.account_id)
+        .where(lots.c.expires_at <= now, REMAINING > 0)
+    )
+    statement = pending.union(held, expired)
+    return sorted(str(tenant_id) for tenant_id in (await session.execute(statement)).scalars())

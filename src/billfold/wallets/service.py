@@ -38,6 +38,8 @@ from billfold.wallets.records import (
     Leg,
     Lot,
     LotExistsWithDifferentFields,
+    LotNotFound,
+    Movement,
     SpendExistsWithDifferentFields,
     Spent,
     Wallet,
@@ -209,7 +211,7 @@ async def set_low_balance(
 
 def default_funding(source: str, unit: str) -> str:
     """The account a credit of `source` debits unless the caller names one: a payment
-    brings cash in (in a currency) , a credit note or refund gives revenue back, anything
+    brings cash in (in a currency), a credit note or refund gives revenue back, anything
     else (grant, claim, promotion, a payment in a credit unit) is funded by
     `wallet_funding:{unit}`."""
     if source == "payment" and CURRENCY.match(unit):
@@ -530,3 +532,48 @@ async def after_change(
         await eventlog.record(session, ctx, "WalletExhausted", data, customer_id=found.customer_id)
     await repository.set_alert(session, found.id, alert, found.low_balance, ctx.now)
     return now
+
+
+async def customer_external_id(session: AsyncSession, ctx: Context, found: Wallet) -> str:
+    """The product's id of the wallet's customer."""
+    return await customers.external_id_of(session, ctx.tenant_id, found.customer_id)
+
+
+async def transactions(
+    session: AsyncSession,
+    ctx: Context,
+    wallet_id: str,
+    *,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Movement]:
+    """The wallet's history from its lots' ledger transfers, newest first, each with its
+    `direction` (`in`: credited to a lot; `out`: debited from one) and its ledger `kind`:
+    `posted` moves money, `pending` reserves it (a hold), and a `post`, `void` or
+    `expire` resolves that reservation (taking `amount`, or releasing it)."""
+    await wallet(session, ctx, wallet_id)
+    rows = await repository.transactions(
+        session, ctx.tenant_id, wallet_id, before=before, limit=limit
+    )
+    return [
+        Movement(
+            transfer_id=row.id,
+            lot_id=row.lot_id,
+            kind=row.kind,
+            code=row.code,
+            direction="out" if row.outgoing else "in",
+            amount=int(row.amount),
+            pending_id=row.pending_id,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]
+
+
+async def lot(session: AsyncSession, ctx: Context, lot_id: str) -> Lot:
+    """A lot by its id, in the tenant."""
+    row = await repository.lot_by_id(session, ctx.tenant_id, lot_id)
+    if row is None:
+        raise LotNotFound(f"no wallet lot {lot_id!r}")
+    found = await wallet(session, ctx, row.wallet_id)
+    return Lot.of(row, found.unit)

@@ -106,6 +106,7 @@ wallet_top_ups = Table(
     Column("id", String(40), primary_key=True),
     Column("tenant_id", String(40), ForeignKey("tenants.id"), nullable=False),
     Column("wallet_id", String(40), ForeignKey("wallets.id"), nullable=False),
+    Column("source", String(16), nullable=False),  # payment, grant, promotion
     Column("reference", String(100), nullable=False),  # the client's id
     Column("amount", BigInteger, nullable=False),
     Column("priority", Integer, nullable=False),

@@ -145,6 +145,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=40), nullable=False),
         sa.Column("tenant_id", sa.String(length=40), nullable=False),
         sa.Column("wallet_id", sa.String(length=40), nullable=False),
+        sa.Column("source", sa.String(length=16), nullable=False),
         sa.Column("reference", sa.String(length=100), nullable=False),
         sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("priority", sa.Integer(), nullable=False),
@@ -165,8 +166,58 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "reference", name="uq_wallet_top_ups_reference"),
     )
 
+    # Claim codes can grant wallet credit (decision 0041): a batch grants a plan or a
+    # feature, or wallet credit, or one of those and wallet credit; a redemption names
+    # its grant or its lot or both. Additive: existing batches and redemptions keep
+    # their meaning.
+    with op.batch_alter_table("claim_batches") as batch_op:
+        batch_op.add_column(sa.Column("wallet_unit", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("wallet_amount", sa.BigInteger(), nullable=True))
+        batch_op.add_column(sa.Column("wallet_expires_in_days", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("wallet_priority", sa.Integer(), nullable=True))
+        batch_op.drop_constraint(op.f("ck_claim_batches_plan_or_feature"), type_="check")
+        batch_op.create_check_constraint(
+            op.f("ck_claim_batches_grants_something"),
+            "(plan_id IS NULL OR feature_key IS NULL) AND "
+            "(plan_id IS NOT NULL OR feature_key IS NOT NULL OR wallet_unit IS NOT NULL)",
+        )
+        batch_op.create_check_constraint(
+            op.f("ck_claim_batches_wallet_credit"),
+            "(wallet_unit IS NULL) = (wallet_amount IS NULL)",
+        )
+    with op.batch_alter_table("claim_redemptions") as batch_op:
+        batch_op.alter_column("grant_id", existing_type=sa.String(length=40), nullable=True)
+        batch_op.add_column(sa.Column("lot_id", sa.String(length=40), nullable=True))
+        batch_op.create_foreign_key(
+            op.f("fk_claim_redemptions_lot_id_wallet_lots"), "wallet_lots", ["lot_id"], ["id"]
+        )
+
 
 def downgrade() -> None:
+    # A redemption or batch of wallet credit alone cannot survive the downgrade (the
+    # lots and their ledger transfers stay).
+    op.execute("DELETE FROM claim_redemptions WHERE grant_id IS NULL")
+    op.execute(
+        "DELETE FROM claim_codes WHERE batch_id IN (SELECT id FROM claim_batches "
+        "WHERE plan_id IS NULL AND feature_key IS NULL)"
+    )
+    op.execute("DELETE FROM claim_batches WHERE plan_id IS NULL AND feature_key IS NULL")
+    with op.batch_alter_table("claim_redemptions") as batch_op:
+        batch_op.drop_constraint(
+            op.f("fk_claim_redemptions_lot_id_wallet_lots"), type_="foreignkey"
+        )
+        batch_op.drop_column("lot_id")
+        batch_op.alter_column("grant_id", existing_type=sa.String(length=40), nullable=False)
+    with op.batch_alter_table("claim_batches") as batch_op:
+        batch_op.drop_constraint(op.f("ck_claim_batches_wallet_credit"), type_="check")
+        batch_op.drop_constraint(op.f("ck_claim_batches_grants_something"), type_="check")
+        batch_op.create_check_constraint(
+            op.f("ck_claim_batches_plan_or_feature"), "(plan_id IS NULL) <> (feature_key IS NULL)"
+        )
+        batch_op.drop_column("wallet_priority")
+        batch_op.drop_column("wallet_expires_in_days")
+        batch_op.drop_column("wallet_amount")
+        batch_op.drop_column("wallet_unit")
     op.drop_table("wallet_top_ups")
     op.drop_table("wallet_spends")
     with op.batch_alter_table("wallet_lots", schema=None) as batch_op:
