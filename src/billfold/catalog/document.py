@@ -25,8 +25,16 @@ from billfold.catalog.meters import (
     Aggregation,
     FilterValue,
 )
-from billfold.catalog.quotas import Anchor, Enforcement, LimitKind
-from billfold.kit.money import CURRENCY
+from billfold.catalog.quotas import (
+    CREDIT_UNIT,
+    MAX_RATE_DIGITS,
+    MAX_RATE_PLACES,
+    Anchor,
+    Enforcement,
+    LimitKind,
+    Rounding,
+)
+from billfold.kit.money import CURRENCY, UnknownCurrency, minor_units
 from billfold.kit.periods import Reset
 
 SUPPORTED_VERSION: Final = 1
@@ -85,6 +93,40 @@ def _amount(value: Any) -> Decimal:
     if not amount.is_finite() or amount < 0:
         raise refuse('expected a non-negative amount, e.g. 250 or "7.5"')
     return amount
+
+
+def _rate(value: Any) -> Decimal:
+    """A rate per unit of usage: an integer or a decimal string, never a float; exact
+    enough that usage times rate is computed without rounding."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise refuse('expected minor units per unit of usage, e.g. 2 or "0.015"')
+    try:
+        rate = Decimal(value)
+    except InvalidOperation:
+        rate = Decimal(-1)
+    if not rate.is_finite() or rate < 0:
+        raise refuse('expected a non-negative rate, e.g. 2 or "0.015"')
+    exponent = rate.normalize().as_tuple().exponent
+    places = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    if places > MAX_RATE_PLACES or len(rate.normalize().as_tuple().digits) > MAX_RATE_DIGITS:
+        raise refuse(
+            f"expected at most {MAX_RATE_PLACES} decimal places and {MAX_RATE_DIGITS} digits"
+        )
+    return rate
+
+
+def _unit(value: Any) -> str:
+    """A wallet's unit: an ISO 4217 code with minor units, or a credit unit."""
+    if isinstance(value, str) and CREDIT_UNIT.match(value):
+        return value
+    if isinstance(value, str) and CURRENCY.match(value):
+        try:
+            minor_units(value)
+        except UnknownCurrency:
+            pass
+        else:
+            return value
+    raise refuse("expected an ISO 4217 code (USD) or a credit unit (lowercase, e.g. credits)")
 
 
 def _group_by(value: Any) -> tuple[str, ...]:
@@ -184,6 +226,19 @@ class PatternFeature(_FeatureBase):
     type: Literal["pattern"]
 
 
+WalletUnit = Annotated[str, PlainValidator(_unit)]
+Rate = Annotated[Decimal, PlainValidator(_rate)]
+
+
+class WalletDef(_Section):
+    """`wallet: {unit: credits, rate: "0.5", rounding: up}`: a metered feature's overage
+    is paid from the customer's wallet in `unit`, at `rate` minor units per unit of usage."""
+
+    unit: WalletUnit = Field(None, validate_default=True)
+    rate: Rate = Field(None, validate_default=True)
+    rounding: Annotated[Rounding, _choice(Rounding, unset=Rounding.UP)] = Rounding.UP
+
+
 class MeteredFeature(_FeatureBase):
     """A quota per reset period, drawn from by the usage its meter counts."""
 
@@ -194,6 +249,7 @@ class MeteredFeature(_FeatureBase):
     limit: Annotated[LimitKind, _choice(LimitKind, unset=LimitKind.HARD)] = LimitKind.HARD
     overage: Bool = False
     enforcement: Annotated[Enforcement, _choice(Enforcement)] | None = None
+    wallet: WalletDef | None = None
 
 
 FeatureDef = Annotated[
@@ -235,6 +291,12 @@ class PlanDef(_Section):
 class ModelPrice(_Section):
     prompt: Annotated[Decimal, PlainValidator(_amount)]
     completion: Annotated[Decimal, PlainValidator(_amount)]
+    credits: Rate | None = None  # minor units of `ai.credit_unit` per token
+
+
+CreditUnit = Annotated[
+    str, _value("expected a credit unit (lowercase, e.g. credits)", _matches(CREDIT_UNIT))
+]
 
 
 class AiDef(_Section):
@@ -248,6 +310,7 @@ class AiDef(_Section):
     models: Annotated[dict[Any, Any], _mapping("expected a mapping of model names to prices")] = (
         Field(default_factory=dict)
     )
+    credit_unit: CreditUnit = "credits"  # the unit of the models' `credits` rates
 
 
 class PlansDocument(_Section):

@@ -61,7 +61,7 @@ from billfold.catalog.meters import (
 )
 from billfold.catalog.prices import PlanPrice, read_prices
 from billfold.catalog.problems import Problems
-from billfold.catalog.quotas import QuotaPolicy
+from billfold.catalog.quotas import QuotaPolicy, WalletOverage
 
 MAX_FILE_BYTES: Final = 1_048_576
 
@@ -236,15 +236,17 @@ def _ai(raw: Mapping[Any, Any], found: Problems) -> AiSettings:
         if not isinstance(model, str) or not MODEL.match(model):
             found.add(path, "expected a model name")
             continue
-        if not isinstance(body, Mapping) or set(body) != {"prompt", "completion"}:
+        if not isinstance(body, Mapping) or not {"prompt", "completion"} <= set(body):
             found.add(path, "expected {prompt: <minor units>, completion: <minor units>}")
             continue
         price = found.model(ModelPrice, body, path)
         if price is not None:
-            models[model] = Price(price.prompt, price.completion)
+            models[model] = Price(price.prompt, price.completion, price.credits)
     if ai is None:
         return AiSettings()
-    return AiSettings(event=ai.event, currency=ai.currency, models=models)
+    return AiSettings(
+        event=ai.event, currency=ai.currency, models=models, credit_unit=ai.credit_unit
+    )
 
 
 _FEATURES: Final = TypeAdapter(FeatureDef)
@@ -279,6 +281,11 @@ def _features(
                 limit=feature.limit,
                 overage=feature.overage,
                 enforcement=feature.enforcement,
+                wallet=None
+                if feature.wallet is None
+                else WalletOverage(
+                    feature.wallet.unit, feature.wallet.rate, feature.wallet.rounding
+                ),
             ).as_json()
         features[key] = Feature(
             key=key,

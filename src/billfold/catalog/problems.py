@@ -4,7 +4,7 @@ document lists what they are about."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -60,7 +60,8 @@ class Problems:
             if tagged and loc:  # a union member names itself first: `metered`, ...
                 model = FEATURE_KINDS.get(loc[0])
                 loc = loc[1:]
-            keys: tuple[str, ...] = _keys_of(model) if model else ()
+            block = _block(model, loc[:-1]) if model else None
+            keys: tuple[str, ...] = _keys_of(block) if block else ()
             if item["type"] in ("extra_forbidden", "invalid_key"):  # unknown, or not text
                 message = f"unknown key (expected one of {', '.join(keys)})"
             elif item["type"] == "missing":
@@ -80,6 +81,21 @@ class Problems:
 
         ordered = sorted(self._found, key=position)  # stable: ties keep the finding order
         return [f"{'.'.join(path) or '(top)'}: {message}" for path, message, _ in ordered]
+
+
+def _block(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    """The block a problem at `loc` (its parent's path) is in: a section nested in
+    `model`, such as a metered feature's `wallet`."""
+    for name in loc:
+        field = model.model_fields.get(name)
+        nested = None
+        for candidate in (field.annotation, *get_args(field.annotation)) if field else ():
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                nested = candidate
+        if nested is None:
+            return None
+        model = nested
+    return model
 
 
 def _keys_of(model: type[BaseModel]) -> tuple[str, ...]:

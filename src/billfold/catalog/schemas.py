@@ -24,10 +24,19 @@ class MeterOut(Out):
     allow_negative: bool = False  # a sum meter that takes negative values
 
 
+class WalletOverageOut(Out):
+    """A metered feature's overage, paid from the customer's wallet (docs/quotas.md)."""
+
+    unit: str
+    rate: str = Field(description="minor units of `unit` per unit of usage, a decimal string")
+    rounding: str
+
+
 class FeatureOut(Out):
     key: str
     type: str
     description: str | None
+    wallet: WalletOverageOut | None = None  # metered features whose overage a wallet pays
 
 
 class PriceOut(Out):
@@ -88,7 +97,12 @@ def catalog_out(catalog: Catalog) -> CatalogOut:
         revision=catalog.revision,
         meters=[MeterOut(key=m.key, **m.as_json()) for m in catalog.meters.values()],
         features=[
-            FeatureOut(key=f.key, type=f.type.value, description=f.description)
+            FeatureOut(
+                key=f.key,
+                type=f.type.value,
+                description=f.description,
+                wallet=WalletOverageOut(**f.config["wallet"]) if f.config.get("wallet") else None,
+            )
             for f in catalog.features.values()
         ],
         plans=plans,

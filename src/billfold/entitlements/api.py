@@ -46,9 +46,8 @@ async def check(request: Request, call: CheckCall) -> Response:
     result = await service.check(
         call.unit,
         await call.catalog(),
-        call.ctx.tenant_id,
+        call.ctx,
         body,
-        moment=call.ctx.now,
         snapshots=call.cache(SnapshotCache),
         database=call.runtime.database,
     )

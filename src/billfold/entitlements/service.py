@@ -22,6 +22,7 @@ from billfold.grants import lookup, resolution
 from billfold.grants.lookup import CustomerEntitlements
 from billfold.grants.resolution import Contribution, Entitlement
 from billfold.grants.snapshots import SnapshotCache
+from billfold.kit.context import Context
 from billfold.kit.db import Database, UnitOfWork
 from billfold.kit.errors import FieldError, InvalidInput
 from billfold.kit.invariants import InvariantViolation, invariant
@@ -30,6 +31,8 @@ from billfold.metering.quotas.accounts import position
 from billfold.metering.quotas.buckets import Standing
 from billfold.metering.quotas.format import show
 from billfold.metering.quotas.lookup import Enforcing, quota_of
+from billfold.metering.quotas.wallet import cost_of, rate_of
+from billfold.wallets import service as wallets
 
 PLUGIN_FEATURE = "plugins"
 
@@ -47,10 +50,9 @@ class CheckResult(NamedTuple):  # a tuple: built on every check, cheaper than a 
 async def check(
     unit: UnitOfWork,
     catalog: Catalog,
-    tenant_id: str,
+    ctx: Context,
     body: CheckIn,
     *,
-    moment: datetime,
     snapshots: SnapshotCache | None,
     database: Database | None = None,
 ) -> CheckResult:
@@ -59,9 +61,10 @@ async def check(
     gauge meter from the meter's kept value (`database` stores a customer's first one; without
     it the meter is aggregated). Given a unit of work, a cached answer opens no session."""
     customers.check_external_id(body.customer, pointer="#/customer")
+    tenant_id, moment = ctx.tenant_id, ctx.now
     feature = catalog.require_feature(body.feature)
     if feature.type is FeatureType.METERED:
-        return await _check_quota(unit, catalog, tenant_id, body, moment, snapshots)
+        return await _check_quota(unit, catalog, ctx, body, snapshots)
     current = body.current
     gauge = feature.config.get("meter")
     if current is None and gauge:
@@ -91,12 +94,14 @@ async def _gauge(
 async def _check_quota(
     unit: UnitOfWork,
     catalog: Catalog,
-    tenant_id: str,
+    ctx: Context,
     body: CheckIn,
-    moment: datetime,
     snapshots: SnapshotCache | None,
 ) -> CheckResult:
-    """May the customer use `requested` (default 1) more of a metered feature now?"""
+    """May the customer use `requested` (default 1) more of a metered feature now? Past
+    the quota of a feature paid from a wallet: when the wallet holds the cost of what the
+    quota does not cover, at the feature's rate (`wallet_pays`), not when it does not
+    (`insufficient_balance`). The check records and draws nothing."""
     if body.current is not None or isinstance(body.requested, str):
         raise InvalidInput(
             "a metered feature takes `requested`: the amount to use; Billfold counts the rest",
@@ -104,18 +109,25 @@ async def _check_quota(
         )
     quota = quota_of(catalog, body.feature)
     here = await position(
-        unit.session, catalog, tenant_id, body.customer, quota, moment, snapshots=snapshots
+        unit.session, catalog, ctx.tenant_id, body.customer, quota, ctx.now, snapshots=snapshots
     )
     amount = Decimal(body.requested or 1)
     remaining = here.standing.remaining
     allowed = remaining is None or remaining >= amount
+    reason = "within_quota" if allowed else "quota_exhausted"
+    wallet = quota.policy.wallet
+    if not allowed and remaining is not None and wallet is not None:
+        cost = cost_of(amount - remaining, rate_of(catalog, quota, {}), wallet)
+        held = await wallets.balance(unit.session, ctx, body.customer, wallet.unit)
+        allowed = held.available >= cost
+        reason = "wallet_pays" if allowed else "insufficient_balance"
     return CheckResult(
         body.feature,
         FeatureType.METERED,
         allowed,
         here.entitlement.value,
         show(remaining),
-        "within_quota" if allowed else "quota_exhausted",
+        reason,
         here.entitlement.source,
     )
 

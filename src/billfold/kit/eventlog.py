@@ -82,6 +82,7 @@ EventType = Literal[
     "SplitTableChanged",
     "SettlementSettled",
     "PayoutBatchCreated",
+    "UsagePaidFromWallet",
 ]
 
 

@@ -45,6 +45,7 @@ from billfold.metering.schemas import (
     WorkflowOut,
 )
 from billfold.metering.usage import Window
+from billfold.wallets.records import InsufficientBalance
 
 router = APIRouter(tags=["metering"])
 
@@ -247,8 +248,10 @@ async def customer_usage(
     openapi_extra=json_body_schema(ConsumeIn),
     responses={
         402: {
-            "description": "quota_exceeded (under enforce): what remains, when it "
-            "resets, and the plans that would allow it"
+            "description": "`quota_exceeded` (under enforce): what remains, when it "
+            "resets, and the plans that would allow it; `insufficient_balance` (under "
+            "enforce, a feature paid from a wallet): the overage's `cost`, the wallet's "
+            "`balance` and the `shortfall`, in minor units of `unit`"
         },
         404: {"description": "`feature_not_found`"},
         503: {"description": "`consume_contended`: retry"},
@@ -261,7 +264,10 @@ async def consume(request: Request, call: SelfCommittingReportCall) -> Response:
     Retrying with the same `idempotency_key` answers `replayed: true` and records
     nothing more. Under `enforce`, what a hard quota does not cover is refused with 402
     `quota_exceeded`; under `advisory` it is allowed, and the overage is logged, counted
-    and written to the event log as `QuotaExceeded`."""
+    and written to the event log as `QuotaExceeded`. A feature whose plans-file entry has
+    `wallet` pays its overage from the customer's wallet in the same step (`wallet` in
+    the answer); under `enforce` a wallet that cannot pay it is 402
+    `insufficient_balance`, and nothing is recorded."""
     body = await read_json(request, ConsumeIn)
     metering = call.collaborator(Metering)
     prepared = prepare_consume(
@@ -275,9 +281,15 @@ async def consume(request: Request, call: SelfCommittingReportCall) -> Response:
         properties=body.properties,
     )
     await call.unit.release()  # hold no connection while the batch runs: it needs one
-    done = await metering.consumer.consume(prepared)
+    try:
+        done = await metering.consumer.consume(prepared)
+    except InsufficientBalance:
+        metering.wallet_refused.labels(body.feature).inc()
+        raise
     if done.overage > 0:
         metering.overage.labels(body.feature, done.enforcement.value).inc(float(done.overage))
+    if done.payment is not None and done.payment.paid:
+        metering.wallet_paid.labels(body.feature, done.payment.unit).inc(done.payment.paid)
     return Response(to_json(consumed_payload(done)), media_type=events.JSON_TYPE)
 
 
@@ -297,6 +309,7 @@ def consumed_payload(done: Consumed) -> dict[str, Any]:
         "enforcement": done.enforcement.value,
         "event_id": done.event_id,
         "replayed": done.replayed,
+        "wallet": None if done.payment is None else done.payment.as_json(),
     }
 
 

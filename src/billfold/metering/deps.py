@@ -35,6 +35,8 @@ class Metering:
     consumer: ConsumeBatcher
     publisher: UsagePublisher | None  # BILLFOLD_INGEST: usage goes through NATS
     overage: Counter  # by feature and enforcement ("reported" for reported usage)
+    wallet_paid: Counter  # minor units drawn from wallets for overage, by feature and unit
+    wallet_refused: Counter  # consumes refused for a wallet short of their overage's cost
 
     async def close(self) -> None:
         """Let the consume batches in hand commit, then close the NATS connection."""
@@ -86,6 +88,18 @@ def wire(
             "billfold_quota_overage",
             "Usage beyond every quota bucket, in the meter's units, by feature and enforcement",
             ["feature", "enforcement"],
+            registry=registry,
+        ),
+        wallet_paid=Counter(
+            "billfold_consume_wallet_paid",
+            "Minor units drawn from customers' wallets to pay consumes' overage",
+            ["feature", "unit"],
+            registry=registry,
+        ),
+        wallet_refused=Counter(
+            "billfold_consume_wallet_refused",
+            "Consumes refused (402 insufficient_balance): the wallet could not pay the overage",
+            ["feature"],
             registry=registry,
         ),
     )

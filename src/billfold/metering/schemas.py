@@ -60,6 +60,19 @@ class ConsumeIn(Body):
     )
 
 
+class WalletPaymentOut(Out):
+    """The overage's cost, paid from the customer's wallet (minor units of `unit`)."""
+
+    unit: str
+    rate: str  # minor units per unit of usage, a decimal string
+    cost: int  # overage x rate, rounded once as the plans file says
+    paid: int  # drawn from the wallet
+    shortfall: int  # cost - paid: what the wallet could not pay (advisory, soft)
+    balance: int  # the wallet's available balance after the draw
+    reference: str  # the wallet spend's reference
+    transfer_ids: list[str]  # its ledger transfers
+
+
 class ConsumeOut(Out):
     customer: str
     feature: str
@@ -73,6 +86,7 @@ class ConsumeOut(Out):
     enforcement: str
     event_id: str
     replayed: bool
+    wallet: WalletPaymentOut | None = None  # a feature paid from a wallet, in overage
 
 
 Count = Annotated[int, Field(ge=0, le=10**12)]

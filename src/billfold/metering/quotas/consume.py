@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,6 +42,8 @@ from billfold.metering.quotas.buckets import Standing
 from billfold.metering.quotas.format import as_read, instant, overage_entry, show
 from billfold.metering.quotas.hints import upgrades
 from billfold.metering.quotas.lookup import Enforcing, Quota, quota_of
+from billfold.metering.quotas.wallet import Payment, lock_wallets, paid_entry, pay
+from billfold.wallets.records import InsufficientBalance, SpendExistsWithDifferentFields
 
 log = logging.getLogger("billfold.quotas")
 
@@ -62,6 +64,7 @@ class Consumed:
     overage: Decimal  # the part of this amount that no bucket covered
     event_id: str
     replayed: bool
+    payment: Payment | None = None  # the overage's cost, drawn from the wallet
 
 
 @dataclass(frozen=True)
@@ -153,17 +156,28 @@ async def consume_batch(
 ) -> list[Consumed | BillfoldError]:
     """Check and record one tenant's consumes, in order, in the caller's transaction: an
     answer per request, a refusal being a `QuotaExceeded` (under `enforce`, for what a
-    hard quota does not cover; nothing is recorded for it) or an `IdempotencyKeyReused`.
+    hard quota does not cover; nothing is recorded for it), an `InsufficientBalance`
+    (under `enforce`, for an overage its wallet cannot pay) or an `IdempotencyKeyReused`.
 
     The accounts are locked once for the whole batch and the events stored in one
-    statement, so a batch costs a few round trips however many consumes it holds."""
+    statement, so a batch costs a few round trips however many consumes it holds. The
+    wallets of features paid from one are locked next, and each overage is paid in the
+    same transaction as its usage."""
     if not requests:
         return []
     tenant_id = requests[0].ctx.tenant_id
     keys = [(r.customer, r.quota.feature.key) for r in requests]
     states = await repository.lock_accounts(session, tenant_id, keys, requests[-1].ctx.now)
+    await lock_wallets(session, requests[-1].ctx, _wallets_of(requests))
     batch = await _draw_batch(
-        session, requests, keys, states, late_window, snapshots, look_up_keys=look_up_keys
+        session,
+        requests,
+        keys,
+        states,
+        late_window,
+        snapshots,
+        look_up_keys=look_up_keys,
+        pay_from_wallets=True,
     )
     if batch.rows:
         stored = await repository.record_consumes(
@@ -238,8 +252,8 @@ class _Batch:
     rows: list[dict[str, Any]]  # the new usage events
     features: list[str]  # each new event's feature
     states: dict[tuple[str, str], dict[str, Any]]  # the drawn accounts' new state
-    entries: list[eventlog.Entry]  # QuotaExceeded, for the event log
-    audited: set[tuple[str, str]]  # the accounts those entries are about
+    entries: list[eventlog.Entry]  # QuotaExceeded, UsagePaidFromWallet: the event log
+    audited: set[tuple[str, str]]  # accounts that need a transaction: entries, payments
 
 
 async def _draw_batch(
@@ -251,9 +265,12 @@ async def _draw_batch(
     snapshots: SnapshotCache | None,
     *,
     look_up_keys: bool = False,
+    pay_from_wallets: bool = False,
 ) -> _Batch:
     """Draw one tenant's consumes, in order, from their accounts' `states` (an account
-    missing there has drawn nothing yet)."""
+    missing there has drawn nothing yet). With `pay_from_wallets` (in a transaction, the
+    wallets locked), each overage of a feature paid from a wallet is paid; without it,
+    such an account is only marked `audited`, to be drawn again in a transaction."""
     tenant_id = requests[0].ctx.tenant_id
     invariant(all(r.ctx.tenant_id == tenant_id for r in requests), "one tenant per batch")
     last = requests[-1].ctx.now
@@ -283,6 +300,15 @@ async def _draw_batch(
             batch.answers.append(error)
             continue
         answer, totals = _draw_one(request, here, drawn, known, next(ids))
+        if (
+            totals is not None
+            and isinstance(answer, Consumed)
+            and answer.overage > 0
+            and request.quota.policy.wallet is not None
+        ):
+            batch.audited.add(key)
+            if pay_from_wallets:
+                answer = await _pay(session, request, answer, batch)
         batch.answers.append(answer)
         if totals is None or not isinstance(answer, Consumed):
             continue  # refused, or replayed: nothing drawn
@@ -314,13 +340,68 @@ async def _draw_batch(
         refused = [
             request.idempotency_key
             for request, answer in zip(requests, batch.answers, strict=True)
-            if isinstance(answer, QuotaExceeded)
+            if isinstance(answer, QuotaExceeded | InsufficientBalance)
         ]
         # A refusal stores nothing, so no insert would reveal a retry of a consume that
         # was stored before the quota ran out; it must be answered `replayed`.
         if refused and await repository.events_by_keys(session, tenant_id, refused):
             raise KeyRaced(f"{len(refused)} refused keys, some stored already")
     return batch
+
+
+async def _pay(
+    session: AsyncSession, request: ConsumeRequest, answer: Consumed, batch: _Batch
+) -> Consumed | InsufficientBalance:
+    """Pay a drawn consume's overage from its wallet: the consume with its payment (and
+    its entry for the event log), or the refusal that leaves it undrawn."""
+    try:
+        paid = await pay(
+            session,
+            request.ctx,
+            catalog=request.catalog,
+            quota=request.quota,
+            customer=request.customer,
+            idempotency_key=request.idempotency_key,
+            properties=request.properties,
+            amount=request.amount,
+            overage=answer.overage,
+            mode=request.enforcement,
+        )
+    except SpendExistsWithDifferentFields as error:
+        # The spend's reference comes from the key, and is stored only with its consume:
+        # the key is stored already. Run again with the keys looked up (`KeyRaced`).
+        raise KeyRaced(f"key {request.idempotency_key!r} paid before") from error
+    if isinstance(paid, InsufficientBalance):
+        log.info(
+            "consume refused, wallet short: tenant %s customer %s feature %s",
+            request.ctx.tenant_id,
+            request.customer,
+            answer.feature,
+            extra={"cost": paid.extra["cost"], "balance": paid.extra["balance"]},
+        )
+        return paid
+    if paid.cost > 0:
+        batch.entries.append(
+            paid_entry(
+                request.ctx,
+                customer=request.customer,
+                feature_key=answer.feature,
+                event_id=answer.event_id,
+                overage=answer.overage,
+                mode=request.enforcement,
+                payment=paid,
+            )
+        )
+    return replace(answer, payment=paid)
+
+
+def _wallets_of(requests: Sequence[ConsumeRequest]) -> set[tuple[str, str]]:
+    """The (customer, unit) wallets the batch's consumes may draw."""
+    return {
+        (r.customer, r.quota.policy.wallet.unit)
+        for r in requests
+        if r.quota.policy.wallet is not None
+    }
 
 
 async def _position(
@@ -402,6 +483,7 @@ def _draw_one(
         and mode is Enforcement.ENFORCE
         and policy.limit is LimitKind.HARD
         and not policy.overage
+        and policy.wallet is None  # paid from a wallet: the wallet decides (`_pay`)
     ):
         standing = here.standing
         refusal = QuotaExceeded(

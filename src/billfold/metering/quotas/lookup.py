@@ -24,14 +24,20 @@ class Quota:
 
 def quota_of(catalog: Catalog, feature_key: str, *, pointer: str = "#/feature") -> Quota:
     feature = catalog.require_feature(feature_key, kind=FeatureType.METERED, pointer=pointer)
-    policy = _policy(tuple(sorted(feature.config.items())))
+    policy = _policy(tuple(sorted((k, _hashable(v)) for k, v in feature.config.items())))
     return Quota(feature, policy, catalog.meters[policy.meter])
+
+
+def _hashable(value: Any) -> Any:
+    """A setting as a cache key: a nested block (`wallet`) as its sorted items."""
+    return tuple(sorted(value.items())) if isinstance(value, dict) else value
 
 
 @lru_cache(maxsize=1024)
 def _policy(config: tuple[tuple[str, Any], ...]) -> QuotaPolicy:
-    """A feature's quota policy, parsed once per distinct setting (a consume asks each time)."""
-    return QuotaPolicy.from_json(dict(config))
+    """A feature's quota policy, parsed once per distinct setting (a consume asks each time).
+    A block (`wallet`) comes as its items: no other setting is a tuple."""
+    return QuotaPolicy.from_json({k: dict(v) if isinstance(v, tuple) else v for k, v in config})
 
 
 def quotas_fed_by(catalog: Catalog, event_type: str) -> list[Quota]:
