@@ -13,7 +13,7 @@ from billfold.catalog import plansfile
 from billfold.catalog.ai import AiSettings
 from billfold.catalog.plansfile import PlansFileError
 from billfold.catalog.quotas import CREDIT_UNIT, QuotaPolicy, Rounding, WalletOverage
-from billfold.ledger import service as ledger
+from billfold.ledger import checks as ledger_checks
 from tests.conftest import Harness
 from tests.metering.test_wallet_overage import wallet_plans
 
@@ -111,7 +111,7 @@ def test_a_wallet_needs_its_unit_and_rate() -> None:
 def test_the_credit_unit_is_the_ledgers() -> None:
     """A wallet's unit is checked by the catalog when the file is read, and by the ledger
     when money moves: the two must agree on what a credit unit is."""
-    assert CREDIT_UNIT.pattern == ledger.CREDIT_UNIT.pattern
+    assert CREDIT_UNIT.pattern == ledger_checks.CREDIT_UNIT.pattern
     assert re.fullmatch(CREDIT_UNIT, "credits")
 
 
@@ -123,3 +123,27 @@ async def test_the_catalog_shows_how_a_feature_is_paid_from_a_wallet(harness: Ha
     features = {feature["key"]: feature for feature in response.json()["features"]}
     assert features["ai.tokens"]["wallet"] == {"unit": "credits", "rate": "2", "rounding": "up"}
     assert features["spaces.max"]["wallet"] is None
+
+
+def test_a_plan_may_not_price_a_meter_its_wallet_already_pays() -> None:
+    priced = DOCUMENT.replace(
+        "  free: {default: true, features: {ai.tokens: 100}}",
+        "  free: {default: true, features: {ai.tokens: 100}}\n"
+        "  pro:\n"
+        "    features: {ai.tokens: 100}\n"
+        "    prices:\n"
+        "      - currency: USD\n"
+        "        interval: month\n"
+        "        recurring: {model: flat, amount: '29.00'}\n"
+        "        usage: {ai_tokens: {model: per_unit, unit_amount: '0.01'}}\n",
+    )
+    assert errors_of(priced) == [
+        "plans.pro.prices: meter ai_tokens is priced here and its overage is paid from the "
+        "wallet by ai.tokens: that would charge it twice"
+    ]
+    # The same price on a plan whose features leave the wallet out is fine.
+    plansfile.parse(
+        priced.replace(
+            "features: {ai.tokens: 100}\n    prices", "features: {ai.free: 100}\n    prices"
+        )
+    )

@@ -38,7 +38,24 @@ def wallet_plans(wallet: str = WALLET, *, extra: str = "") -> str:
     head, tail = text.split(marker, 1)
     line_end = tail.index("\n") + 1
     text = head + marker + tail[:line_end] + wallet + extra + tail[line_end:]
-    return text.replace("o3: {prompt: 200, completion: 800}", O3_CREDITS)
+    return _unpriced(text).replace("o3: {prompt: 200, completion: 800}", O3_CREDITS)
+
+
+def _unpriced(text: str) -> str:
+    """The plans without their `usage:` prices: a plan may not also bill in arrears the
+    meter a wallet pays (it would be charged twice), and these tests bill by wallet."""
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines(keepends=True):
+        indent = len(line) - len(line.lstrip())
+        if line.rstrip() == "        usage:":
+            skipping = True
+            continue
+        if skipping and (not line.strip() or indent > 8):
+            continue
+        skipping = False
+        kept.append(line)
+    return "".join(kept)
 
 
 async def paying(database_url: str, enforcement: Enforcement) -> Harness:

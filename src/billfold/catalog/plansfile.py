@@ -360,6 +360,7 @@ def _plans(
             prices, problems = read_prices(plan.prices, meters, (*path, "prices"))
             for problem_path, message in problems:
                 found.add(problem_path, message)
+            _charged_twice(path, values, features, prices, found)
         plans[key] = PlanDefinition(
             key=key,
             name=(plan.name or key).strip(),
@@ -370,3 +371,25 @@ def _plans(
             prices=prices,
         )
     return plans
+
+
+def _charged_twice(
+    path: tuple[str, ...],
+    values: Mapping[str, FeatureValue],
+    features: Mapping[str, Feature],
+    prices: tuple[PlanPrice, ...],
+    found: Problems,
+) -> None:
+    """A plan may not price in arrears a meter whose overage one of its features has paid
+    from the wallet already at consume time: the customer would pay for it twice
+    (decision 0042)."""
+    priced = {meter for price in prices for meter in price.usage}
+    for feature_key in sorted(values):
+        config = features[feature_key].config
+        meter = config.get("meter")
+        if config.get("wallet") and meter in priced:
+            found.add(
+                (*path, "prices"),
+                f"meter {meter} is priced here and its overage is paid from the wallet "
+                f"by {feature_key}: that would charge it twice",
+            )
