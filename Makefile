@@ -46,8 +46,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The suite on every core (TEST_WORKERS=0 runs it in this one process); each worker
+# has its own SQLite file and PostgreSQL database. docs/decisions/0045.
+TEST_WORKERS ?= auto
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test: lint typecheck pytest
 
