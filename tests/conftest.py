@@ -57,6 +57,7 @@ CSV_HEADER = [
     "feature",
     "value",
     "metadata",
+    "wallet_credit",
 ]
 
 

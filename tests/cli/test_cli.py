@@ -491,6 +491,59 @@ def test_claims_create_issues_feature_codes_with_metadata(template: Template, cl
     assert "expected KEY=VALUE" in bad_meta.stderr
 
 
+def test_claims_create_issues_wallet_credit_codes(template: Template, cli: Cli) -> None:
+    result = cli.run(
+        "claims", "create", "--count", "2", "--duration", "lifetime",
+        "--credit-unit", "credits", "--credit-amount", "500",
+        "--credit-expires-in-days", "30", "--credit-priority", "10",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    header, *rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert header == CSV_HEADER
+    records = [dict(zip(header, row, strict=True)) for row in rows]
+    assert len(records) == 2
+    assert {record["plan"] + record["feature"] for record in records} == {""}
+    assert json.loads(records[0]["wallet_credit"]) == {
+        "amount": 500,
+        "expires_in_days": 30,
+        "priority": 10,
+        "unit": "credits",
+    }
+    redeemed = cli.api(
+        "POST",
+        "/v1/claims/redeem",
+        admin_token(template),
+        {"customer": "ada", "code": records[0]["code"]},
+    )
+    assert redeemed.status_code == 200, redeemed.text
+    answer = redeemed.json()
+    assert answer["grant"] is None
+    lot = answer["wallet_credit"]
+    assert (lot["unit"], lot["amount"], lot["priority"]) == ("credits", 500, 10)
+    assert lot["expires_at"] is not None
+    wallets = cli.api("GET", "/v1/customers/ada/wallets", admin_token(template), None)
+    assert wallets.status_code == 200, wallets.text
+    assert [(w["unit"], w["available"]) for w in wallets.json()["wallets"]] == [("credits", 500)]
+
+    plain = cli.run("claims", "create", "--plan", "pro", "--count", "1", "--duration", "30d")
+    assert plain.returncode == 0, plain.stderr
+    (_header, row) = list(csv.reader(io.StringIO(plain.stdout)))
+    assert dict(zip(CSV_HEADER, row, strict=True))["wallet_credit"] == ""
+
+    half = cli.run("claims", "create", "--count", "1", "--duration", "lifetime",
+                   "--credit-unit", "credits")  # fmt: skip
+    assert half.returncode == 1
+    assert "needs both --credit-unit and --credit-amount" in half.stderr
+    stray = cli.run("claims", "create", "--plan", "pro", "--count", "1", "--duration", "30d",
+                    "--credit-priority", "5")  # fmt: skip
+    assert stray.returncode == 1
+    assert "need --credit-unit and --credit-amount" in stray.stderr
+    zero = cli.run("claims", "create", "--count", "1", "--duration", "lifetime",
+                   "--credit-unit", "credits", "--credit-amount", "0")  # fmt: skip
+    assert zero.returncode == 1
+    assert "#/wallet_credit/amount" in zero.stderr
+
+
 # --- the event log ---------------------------------------------------------------------
 
 

@@ -27,6 +27,9 @@ CSV_COLUMNS = (
     "feature",
     "value",
     "metadata",
+    # Then the wallet credit a redemption adds (JSON: unit, amount, expires_in_days,
+    # priority), empty for a code without.
+    "wallet_credit",
 )
 
 
@@ -75,6 +78,7 @@ def csv_of(batch: Batch, issued: list[str]) -> str:
                 batch.feature or "",
                 "" if batch.feature is None else _json(batch.value),
                 _json(batch.metadata),
+                "" if batch.wallet_credit is None else _json(vars(batch.wallet_credit)),
             )
         )
     return buffer.getvalue()

@@ -15,6 +15,7 @@ from billfold.claims import service as claims
 from billfold.claims.export import batch_metadata, csv_of
 from billfold.cli.common import DEFAULT_TENANT, TenantOption, fail, in_tenant, load_settings, moment
 from billfold.kit.context import Context
+from billfold.wallets.records import DEFAULT_PRIORITY
 
 app = typer.Typer(help="Claim codes: issue and revoke.", no_args_is_help=True)
 
@@ -40,6 +41,22 @@ def _metadata(pairs: list[str] | None) -> dict[str, str]:
     return metadata
 
 
+def _credit(
+    unit: str | None, amount: int | None, expires_in_days: int | None, priority: int
+) -> claims.WalletCredit | None:
+    """`--credit-*`: the wallet credit of each redemption, or None when none is asked."""
+    if unit is None and amount is None:
+        if expires_in_days is not None or priority != DEFAULT_PRIORITY:
+            fail(
+                "--credit-expires-in-days and --credit-priority "
+                "need --credit-unit and --credit-amount"
+            )
+        return None
+    if unit is None or amount is None:
+        fail("wallet credit needs both --credit-unit and --credit-amount")
+    return claims.WalletCredit(unit, amount, expires_in_days, priority)
+
+
 @app.command("create")
 def claims_create(
     count: Annotated[int, typer.Option(help="how many codes to issue")],
@@ -61,12 +78,26 @@ def claims_create(
         list[str] | None,
         typer.Option(help="more metadata, KEY=VALUE, repeatable (at most 20 keys, 4 KB)"),
     ] = None,
+    credit_unit: Annotated[
+        str | None, typer.Option(help="wallet credit each redemption adds: its unit (credits, USD)")
+    ] = None,
+    credit_amount: Annotated[
+        int | None, typer.Option(help="the credit's amount, in the unit's minor units")
+    ] = None,
+    credit_expires_in_days: Annotated[
+        int | None, typer.Option(help="the credit expires this many days after the redemption")
+    ] = None,
+    credit_priority: Annotated[
+        int, typer.Option(help="the credit's lot priority (lower is drawn first)")
+    ] = DEFAULT_PRIORITY,
     output: Annotated[Path | None, typer.Option(help="write the CSV here, not to stdout")] = None,
     tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     """Issue claim codes as CSV: each grants a plan (--plan) or one feature (--feature,
-    with --value unless it is boolean). The codes are shown only this once."""
+    with --value unless it is boolean), and/or wallet credit (--credit-unit with
+    --credit-amount). The codes are shown only this once."""
     extra = _metadata(meta)
+    credit = _credit(credit_unit, credit_amount, credit_expires_in_days, credit_priority)
 
     async def work(session: AsyncSession, ctx: Context, catalog: Catalog) -> str:
         batch, issued = await claims.create_batch(
@@ -83,6 +114,7 @@ def claims_create(
                 expires_at=moment(expires, end_of_day=True),
                 source=source,
                 metadata=batch_metadata(campaign, tier, extra),
+                wallet_credit=credit,
             ),
             secret_key=load_settings().secret_key,
         )
