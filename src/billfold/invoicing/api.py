@@ -479,7 +479,9 @@ async def void_invoice(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
     responses={404: {"description": "`invoice_not_found`"}, 409: {"description": STATUS_CONFLICT}},
 )
 async def mark_uncollectible(invoice_id: InvoiceId, call: AdminCall) -> InvoiceOut:
-    """Write an open invoice off as uncollectible; a later payment still settles it."""
+    """Write an open invoice off as uncollectible: what is due goes to bad debt on the
+    ledger. A later payment still settles it (taking what it pays back from bad debt);
+    marking it again changes nothing."""
     ctx = await _their_time(call, invoice_id)
     return InvoiceOut.of(await service.mark_uncollectible(call.session, ctx, invoice_id))
 

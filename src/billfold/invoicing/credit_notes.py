@@ -3,7 +3,8 @@ reason. A credit note reduces what is due and never edits the invoice; like Stri
 that brings what is due to zero settles the invoice (`paid`). What it credits beyond what
 is due is money paid, given back as the admin chooses (`refund_to`): a refund (owed on
 `refunds_payable` until it is marked paid, `refunds`) or credit to the customer's wallet.
-Each posts to the ledger (`postings`, decision 0043).
+Each posts to the ledger (`postings`, decision 0043); on an uncollectible invoice, what
+it takes off what is due is taken back from bad debt first (decision 0046).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers import service as customers
-from billfold.invoicing import postings, repository, wallet
+from billfold.invoicing import books, postings, repository, wallet
 from billfold.invoicing.document import InvoiceStatus
 from billfold.invoicing.records import Line
 from billfold.invoicing.service import (
@@ -151,22 +152,20 @@ async def issue(
         refund_minor=refund,
         refund_to=refund_to if refund else None,
     )
-    transfer_ids = await post_finalization(session, ctx, row)
-    transfer_ids += await postings.post(
-        session,
-        ctx,
-        postings.credited(
-            note.id,
-            invoice_id,
-            row.customer_id,
-            row.currency,
-            net_minor=total - note.tax_minor,
-            tax_minor=note.tax_minor,
-            refund_minor=refund if note.refund_to == "refund" else 0,
-        ),
+    stand = await books.standing(session, ctx.tenant_id, row)
+    transfer_ids = await post_finalization(session, ctx, row, stand.book)
+    legs = books.recovery(row, stand, note.id, total - refund, due)
+    legs += postings.credited(
+        note.id,
+        invoice_id,
+        stand.book,
+        net_minor=total - note.tax_minor,
+        tax_minor=note.tax_minor,
+        refund_minor=refund if note.refund_to == "refund" else 0,
     )
+    transfer_ids += await postings.post(session, ctx, legs)
     if note.refund_to == "wallet":
-        transfer_ids += await wallet.give_back(session, ctx, row, note.id, refund)
+        transfer_ids += await wallet.give_back(session, ctx, row, stand.book, note.id, refund)
     await repository.insert_credit_note(
         session,
         id=note.id,

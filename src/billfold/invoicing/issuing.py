@@ -195,18 +195,24 @@ async def create_many(
     await repository.insert_invoices(session, invoice_rows)
     await repository.insert_lines(session, line_rows)
     await postings.post_many(
-        session, ctx, [_posted(invoice) for invoice in invoice_rows if invoice["posted_at"]]
+        session,
+        ctx,
+        [
+            _posted(invoice, test=_series_of(buyers[invoice["customer_id"]]) == "test")
+            for invoice in invoice_rows
+            if invoice["posted_at"]
+        ],
     )
     await eventlog.record_many(session, entries)
     return [invoice["id"] for invoice in invoice_rows]
 
 
-def _posted(invoice: Mapping[str, Any]) -> list[postings.Leg]:
-    """What an invoice's finalization posts (in its transaction, with its batch's)."""
+def _posted(invoice: Mapping[str, Any], *, test: bool) -> list[postings.Leg]:
+    """What an invoice's finalization posts (in its transaction, with its batch's): to
+    the test book for a test-clock customer (decision 0046)."""
     return postings.finalized(
         invoice["id"],
-        invoice["customer_id"],
-        invoice["currency"],
+        postings.Book(invoice["customer_id"], invoice["currency"], test),
         invoice["subtotal_minor"],
         invoice["tax_minor"],
     )
@@ -228,7 +234,8 @@ _DRAFT: Final[Mapping[str, Any]] = {
 
 
 def _series_of(customer: customers.Customer) -> str:
-    """A test-clock customer's invoices are numbered apart from the real ones."""
+    """A test-clock customer's invoices are numbered apart from the real ones, and post
+    to the test book."""
     return "test" if customer.test_clock_id else "live"
 
 
@@ -292,7 +299,7 @@ def _created(ctx: Context, invoice: Mapping[str, Any]) -> eventlog.Entry:
     )
 
 
-def _finalized_entry(ctx: Context, invoice: Mapping[str, Any]) -> eventlog.Entry:
+def _finalized_entry(ctx: Context, invoice: Mapping[str, Any], *, test: bool) -> eventlog.Entry:
     return eventlog.Entry(
         ctx,
         "InvoiceFinalized",
@@ -302,7 +309,7 @@ def _finalized_entry(ctx: Context, invoice: Mapping[str, Any]) -> eventlog.Entry
             "total_minor": invoice["total_minor"],
             "tax_minor": invoice["tax_minor"],
             "currency": invoice["currency"],
-            "transfer_ids": postings.moved(_posted(invoice)),
+            "transfer_ids": postings.moved(_posted(invoice, test=test)),
         },
         invoice["customer_id"],
     )
@@ -366,6 +373,7 @@ async def finalize_many(
     line_updates: list[dict[str, Any]] = []
     invoice_updates: list[dict[str, Any]] = []
     numbered: dict[str, list[dict[str, Any]]] = {}  # per series, in order
+    tests: dict[str, bool] = {}  # invoice id -> posts to the test book
     for row, invoice in zip(rows, await with_lines(session, rows), strict=True):
         buyer = buyers[row.customer_id]
         lines = [document_line(line) for line in invoice.lines]
@@ -379,6 +387,7 @@ async def finalize_many(
         values = {"id": row.id, "customer_id": row.customer_id, "currency": row.currency, **values}
         numbered.setdefault(_series_of(buyer), []).append(values)
         invoice_updates.append(values)
+        tests[row.id] = _series_of(buyer) == "test"
     entries = await _number(session, ctx, numbering, numbered)
     await repository.update_lines(session, line_updates)
     await repository.update_invoices(
@@ -388,7 +397,11 @@ async def finalize_many(
             for values in invoice_updates
         ],
     )
-    await postings.post_many(session, ctx, [_posted(values) for values in invoice_updates])
+    await postings.post_many(
+        session,
+        ctx,
+        [_posted(values, test=tests[values["id"]]) for values in invoice_updates],
+    )
     await eventlog.record_many(session, entries)
 
 
@@ -406,7 +419,7 @@ async def _number(
         last = await repository.next_numbers(session, ctx.tenant_id, series, year, len(block))
         for sequence, invoice in enumerate(block, start=last - len(block) + 1):
             invoice["number"] = numbering.number(year, sequence, test=series == "test")
-            entries.append(_finalized_entry(ctx, invoice))
+            entries.append(_finalized_entry(ctx, invoice, test=series == "test"))
     return entries
 
 

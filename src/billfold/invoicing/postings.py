@@ -1,5 +1,5 @@
-"""Invoices on the ledger (decision 0043): what each economic event of an invoice posts,
-by transfers whose ids are derived from the invoice's, its payment's or its credit
+"""Invoices on the ledger (decisions 0043, 0046): what each economic event of an invoice
+posts, by transfers whose ids are derived from the invoice's, its payment's or its credit
 note's id, so a retry, a replay or a lazy second posting has one effect.
 
     finalized     receivable:{customer}:{CUR} -> revenue:{CUR}         net of the lines
@@ -9,11 +9,22 @@ note's id, so a retry, a replay or a lazy second posting has one effect.
                   receivable:...              -> refunds_payable:{CUR} what was paid, given back
     refund paid   refunds_payable:{CUR}       -> cash:{CUR}
     voided        revenue:{CUR}, tax_payable  -> receivable:...        what was left of it
+    written off   bad_debt:{CUR}              -> receivable:...        what was due
+    recovered     receivable:...              -> bad_debt:{CUR}        what a payment, credit
+                                                                       note or void of an
+                                                                       uncollectible invoice
+                                                                       takes off what is due
 
 (`a -> b` debits a and credits b.) An amount of zero posts nothing (the ledger moves
 positive amounts only); a negative one (a net of the lines below zero) posts the other
-way. The receivable of an invoice nets to what is due: zero once it is paid, voided or
-credited in full.
+way. The receivable of an invoice nets to what is due, less what is written off: zero
+once it is paid, voided or credited in full, and zero while it is uncollectible (its due
+is in bad debt, and each event that lowers what is due recovers as much from bad debt
+first, so a later payment ends as cash and less bad debt).
+
+A test-clock customer's invoices post to the test book: the same accounts with codes
+prefixed `test:` (`test:revenue:USD`, `test:receivable:{customer}:USD`), so test money
+never mixes with the live books (`Book`).
 """
 
 from __future__ import annotations
@@ -37,11 +48,28 @@ _TYPES: Final[Mapping[str, AccountType]] = {
     "revenue": "revenue",
     "tax_payable": "liability",
     "refunds_payable": "liability",
+    "bad_debt": "expense",
 }
+TEST_BOOK: Final = "test:"  # what a test book's codes begin with
 
 
-def receivable(customer_id: str, currency: str) -> str:
-    return f"receivable:{customer_id}:{currency}"
+@dataclass(frozen=True)
+class Book:
+    """The accounts one invoice posts to: its customer's receivable in its currency and
+    the tenant's accounts in that currency, in the live book or, for a test-clock
+    customer, the test book (the same codes prefixed `test:`, decision 0046)."""
+
+    customer_id: str
+    currency: str
+    test: bool
+
+    def account(self, kind: str) -> str:
+        """`revenue` -> `revenue:USD` (`test:revenue:USD` in the test book)."""
+        return f"{TEST_BOOK if self.test else ''}{kind}:{self.currency}"
+
+    @property
+    def receivable(self) -> str:
+        return self.account(f"receivable:{self.customer_id}")
 
 
 @dataclass(frozen=True)
@@ -76,7 +104,7 @@ class Chart:
             for row in await repository.chart_accounts(self._session, self._ctx.tenant_id, wanted)
         }
         for code in wanted:
-            kind, _, rest = code.partition(":")
+            kind, _, rest = code.removeprefix(TEST_BOOK).partition(":")
             expected = (_TYPES[kind], rest.rsplit(":", 1)[-1], None)
             account = found.get(code)
             if account is None:
@@ -146,32 +174,29 @@ async def post_many(session: AsyncSession, ctx: Context, events: Sequence[Sequen
 # What each event posts.
 
 
-def finalized(
-    invoice_id: str, customer_id: str, currency: str, subtotal_minor: int, tax_minor: int
-) -> list[Leg]:
+def finalized(invoice_id: str, book: Book, subtotal_minor: int, tax_minor: int) -> list[Leg]:
     """A finalized invoice: its total receivable, its net revenue, its tax payable."""
-    owed = receivable(customer_id, currency)
+    owed = book.receivable
     meta = {"invoice_id": invoice_id}
     return [
-        Leg(f"{invoice_id}:revenue", owed, f"revenue:{currency}", subtotal_minor, "invoice", meta),
-        Leg(f"{invoice_id}:tax", owed, f"tax_payable:{currency}", tax_minor, "invoice", meta),
+        Leg(
+            f"{invoice_id}:revenue", owed, book.account("revenue"), subtotal_minor, "invoice", meta
+        ),
+        Leg(f"{invoice_id}:tax", owed, book.account("tax_payable"), tax_minor, "invoice", meta),
     ]
 
 
-def paid(
-    payment_id: str, invoice_id: str, customer_id: str, currency: str, amount_minor: int
-) -> list[Leg]:
+def paid(payment_id: str, invoice_id: str, book: Book, amount_minor: int) -> list[Leg]:
     """A payment received outside Billfold (manual; a provider's later): cash in."""
     meta = {"invoice_id": invoice_id, "payment_id": payment_id}
-    owed = receivable(customer_id, currency)
-    return [Leg(f"{payment_id}:cash", f"cash:{currency}", owed, amount_minor, "payment", meta)]
+    cash = book.account("cash")
+    return [Leg(f"{payment_id}:cash", cash, book.receivable, amount_minor, "payment", meta)]
 
 
 def credited(
     credit_note_id: str,
     invoice_id: str,
-    customer_id: str,
-    currency: str,
+    book: Book,
     *,
     net_minor: int,
     tax_minor: int,
@@ -180,37 +205,73 @@ def credited(
     """A credit note: its revenue and tax reversed against the receivable; the part of it
     beyond what was due (paid money given back) moved on to refunds payable. Credit to
     the wallet is moved from the receivable by the wallet itself instead."""
-    owed = receivable(customer_id, currency)
+    owed = book.receivable
     meta = {"invoice_id": invoice_id, "credit_note_id": credit_note_id}
     cn = credit_note_id
     return [
-        Leg(f"{cn}:revenue", f"revenue:{currency}", owed, net_minor, "credit_note", meta),
-        Leg(f"{cn}:tax", f"tax_payable:{currency}", owed, tax_minor, "credit_note", meta),
-        Leg(f"{cn}:refund", owed, f"refunds_payable:{currency}", refund_minor, "refund", meta),
+        Leg(f"{cn}:revenue", book.account("revenue"), owed, net_minor, "credit_note", meta),
+        Leg(f"{cn}:tax", book.account("tax_payable"), owed, tax_minor, "credit_note", meta),
+        Leg(f"{cn}:refund", owed, book.account("refunds_payable"), refund_minor, "refund", meta),
     ]
 
 
-def refund_paid(credit_note_id: str, invoice_id: str, currency: str, amount_minor: int) -> Leg:
+def refund_paid(credit_note_id: str, invoice_id: str, book: Book, amount_minor: int) -> Leg:
     """A refund paid out (by hand until the payment connector does it): cash out."""
     meta = {"invoice_id": invoice_id, "credit_note_id": credit_note_id}
     return Leg(
         f"{credit_note_id}:refund_paid",
-        f"refunds_payable:{currency}",
-        f"cash:{currency}",
+        book.account("refunds_payable"),
+        book.account("cash"),
         amount_minor,
         "refund_paid",
         meta,
     )
 
 
-def voided(
-    invoice_id: str, customer_id: str, currency: str, net_minor: int, tax_minor: int
-) -> list[Leg]:
+def voided(invoice_id: str, book: Book, net_minor: int, tax_minor: int) -> list[Leg]:
     """A voided invoice: what is left of its revenue and tax (after its credit notes)
     reversed against the receivable."""
-    owed = receivable(customer_id, currency)
+    owed = book.receivable
     meta = {"invoice_id": invoice_id}
     return [
-        Leg(f"{invoice_id}:void:revenue", f"revenue:{currency}", owed, net_minor, "void", meta),
-        Leg(f"{invoice_id}:void:tax", f"tax_payable:{currency}", owed, tax_minor, "void", meta),
+        Leg(f"{invoice_id}:void:revenue", book.account("revenue"), owed, net_minor, "void", meta),
+        Leg(f"{invoice_id}:void:tax", book.account("tax_payable"), owed, tax_minor, "void", meta),
+    ]
+
+
+def write_off_id(invoice_id: str) -> str:
+    """An invoice is written off once: by the transfer of this id."""
+    return f"{invoice_id}:write_off"
+
+
+def written_off(invoice_id: str, book: Book, due_minor: int) -> list[Leg]:
+    """An invoice written off as uncollectible: what is due moves from the receivable to
+    the bad-debt expense."""
+    meta = {"invoice_id": invoice_id}
+    return [
+        Leg(
+            write_off_id(invoice_id),
+            book.account("bad_debt"),
+            book.receivable,
+            due_minor,
+            "write_off",
+            meta,
+        )
+    ]
+
+
+def recovered(event_id: str, invoice_id: str, book: Book, amount_minor: int) -> list[Leg]:
+    """What an event on a written-off invoice takes off what is due (a payment, a credit
+    note, a void; `event_id` is its id) taken back from bad debt to the receivable first,
+    so the event's own transfers meet the receivable as on an open invoice."""
+    meta = {"invoice_id": invoice_id, "event_id": event_id}
+    return [
+        Leg(
+            f"{event_id}:recovery",
+            book.receivable,
+            book.account("bad_debt"),
+            amount_minor,
+            "write_off_recovery",
+            meta,
+        )
     ]

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.invoicing import postings, repository
+from billfold.invoicing import books, postings, repository
 from billfold.invoicing.credit_notes import CreditNote, note_of
 from billfold.invoicing.service import locked
 from billfold.kit import eventlog
@@ -49,7 +49,8 @@ async def mark_paid(
         )
     if found.refund_paid_at is not None:
         return note_of(found)
-    leg = postings.refund_paid(found.id, invoice_id, row.currency, found.refund_minor)
+    stand = await books.standing(session, ctx.tenant_id, row)  # the book it was owed in
+    leg = postings.refund_paid(found.id, invoice_id, stand.book, found.refund_minor)
     transfer_ids = await postings.post(session, ctx, [leg])
     when = paid_at or ctx.now
     await repository.update_credit_note(

@@ -22,13 +22,15 @@ from billfold.invoicing.tables import (
 )
 from billfold.kit.db import Record
 from billfold.kit.sql import update_rows
-from billfold.ledger.tables import ledger_accounts
+from billfold.ledger.tables import ledger_accounts, ledger_transfers
 
 
 def _with_customer() -> Any:
-    return select(invoices, customers.c.external_id.label("customer_external_id")).join(
-        customers, customers.c.id == invoices.c.customer_id
-    )
+    return select(
+        invoices,
+        customers.c.external_id.label("customer_external_id"),
+        customers.c.test_clock_id.label("customer_test_clock_id"),
+    ).join(customers, customers.c.id == invoices.c.customer_id)
 
 
 async def by_id(
@@ -265,3 +267,23 @@ async def chart_accounts(
         ledger_accounts.c.rule,
     ).where(ledger_accounts.c.tenant_id == tenant_id, ledger_accounts.c.code.in_(list(codes)))
     return list((await session.execute(statement)).all())
+
+
+async def posted_accounts(
+    session: AsyncSession, tenant_id: str, transfer_ids: Sequence[str]
+) -> dict[str, tuple[str, str]]:
+    """The codes of the accounts (debited, credited) of those of `transfer_ids` that are
+    on the tenant's ledger, by one read: which book an invoice was posted to, and
+    whether its write-off was."""
+    debited = ledger_accounts.alias("debited")
+    credited = ledger_accounts.alias("credited")
+    statement = (
+        select(ledger_transfers.c.id, debited.c.code, credited.c.code.label("credit_code"))
+        .join(debited, debited.c.id == ledger_transfers.c.debit_account_id)
+        .join(credited, credited.c.id == ledger_transfers.c.credit_account_id)
+        .where(
+            ledger_transfers.c.tenant_id == tenant_id,
+            ledger_transfers.c.id.in_(list(transfer_ids)),
+        )
+    )
+    return {row.id: (row.code, row.credit_code) for row in await session.execute(statement)}

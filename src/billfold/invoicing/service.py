@@ -8,7 +8,9 @@ minor units, its precise amount kept beside it; totals are sums of rounded lines
 
 A finalized invoice never changes: only its payments and credit notes are added beside
 it. Making drafts and finalizing them is `issuing`'s; reading, paying, voiding and
-writing off is this module's.
+writing off is this module's. Writing off posts what is due to bad debt; a payment,
+credit note or void of an uncollectible invoice takes what it settles back from bad debt
+first (decision 0046).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from billfold.customers import service as customers
-from billfold.invoicing import document, postings, repository
+from billfold.invoicing import books, document, postings, repository
 from billfold.invoicing.document import InvoiceStatus, Party
 from billfold.invoicing.records import (
     Invoice,
@@ -86,12 +88,15 @@ async def record_payment(
     """A payment against an open (or uncollectible) invoice: the amount due when
     `amount_minor` is None, never more than is due. Paid in full, it is paid. The cash
     is posted against the receivable (after the invoice's finalization, if that was
-    never posted)."""
+    never posted; on an uncollectible invoice, after taking the amount back from bad
+    debt)."""
     row = await payable(session, ctx, invoice_id)
     amount = amount_to_pay(row, amount_minor)
+    stand = await books.standing(session, ctx.tenant_id, row)
     payment_id = new_id("pay")
-    legs = postings.paid(payment_id, invoice_id, row.customer_id, row.currency, amount)
-    transfer_ids = await post_finalization(session, ctx, row)
+    transfer_ids = await post_finalization(session, ctx, row, stand.book)
+    legs = books.recovery(row, stand, payment_id, amount, due_of(row))
+    legs += postings.paid(payment_id, invoice_id, stand.book, amount)
     transfer_ids += await postings.post(session, ctx, legs)
     return await add_payment(
         session,
@@ -199,7 +204,8 @@ async def add_payment(
 
 async def void(session: AsyncSession, ctx: Context, invoice_id: str, *, reason: str) -> Invoice:
     """Void a draft, an open or an uncollectible invoice: nothing is due any more. A
-    payment already recorded stays; a paid invoice is corrected by a credit note."""
+    payment already recorded stays; a paid invoice is corrected by a credit note. What
+    was written off of it is taken back from bad debt first."""
     row = await locked(session, ctx.tenant_id, invoice_id)
     if row.status == InvoiceStatus.VOID:
         return await get(session, ctx.tenant_id, invoice_id)
@@ -210,13 +216,16 @@ async def void(session: AsyncSession, ctx: Context, invoice_id: str, *, reason: 
         )
     transfer_ids: list[str] = []
     if row.posted_at is not None:  # what is left of its revenue and tax, reversed
+        stand = await books.standing(session, ctx.tenant_id, row)
         notes = await repository.credit_notes_of(session, [invoice_id])
         credited_tax = sum(note.tax_minor for note in notes)
         credited_net = sum(note.total_minor for note in notes) - credited_tax
-        legs = postings.voided(
+        legs = []
+        if stand.written_off:  # one never written off on the ledger has nothing to take back
+            legs += postings.recovered(f"{invoice_id}:void", invoice_id, stand.book, due_of(row))
+        legs += postings.voided(
             invoice_id,
-            row.customer_id,
-            row.currency,
+            stand.book,
             row.subtotal_minor - credited_net,
             row.tax_minor - credited_tax,
         )
@@ -245,26 +254,46 @@ async def void(session: AsyncSession, ctx: Context, invoice_id: str, *, reason: 
 
 
 async def mark_uncollectible(session: AsyncSession, ctx: Context, invoice_id: str) -> Invoice:
+    """Write an open invoice off: what is due moves from its receivable to bad debt
+    (`{invoice}:write_off`), and it stays payable (a payment takes what it pays back
+    from bad debt first). Marking it again changes nothing, except for an invoice marked
+    before write-offs posted (decision 0046): that posts its write-off, for what is due
+    now, and records it."""
     row = await locked(session, ctx.tenant_id, invoice_id)
-    if row.status == InvoiceStatus.UNCOLLECTIBLE:
-        return await get(session, ctx.tenant_id, invoice_id)
-    if row.status != InvoiceStatus.OPEN:
+    if row.status not in (InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE):
         raise InvoiceStateConflict(
             f"invoice {invoice_id} is {row.status}; only an open invoice is uncollectible",
             extra={"current_status": row.status},
         )
-    await repository.update_invoice(
-        session,
-        invoice_id,
-        status=InvoiceStatus.UNCOLLECTIBLE,
-        uncollectible_at=ctx.now,
-        updated_at=ctx.now,
+    stand = await books.standing(session, ctx.tenant_id, row)
+    if stand.written_off:  # a replay
+        return await get(session, ctx.tenant_id, invoice_id)
+    due = due_of(row)
+    transfer_ids = await post_finalization(session, ctx, row, stand.book)
+    transfer_ids += await postings.post(
+        session, ctx, postings.written_off(invoice_id, stand.book, due)
     )
+    if row.status == InvoiceStatus.UNCOLLECTIBLE and not transfer_ids:
+        return await get(session, ctx.tenant_id, invoice_id)  # nothing was due to write off
+    if row.status == InvoiceStatus.OPEN:
+        await repository.update_invoice(
+            session,
+            invoice_id,
+            status=InvoiceStatus.UNCOLLECTIBLE,
+            uncollectible_at=ctx.now,
+            updated_at=ctx.now,
+        )
     await eventlog.record(
         session,
         ctx,
         "InvoiceMarkedUncollectible",
-        {"invoice_id": invoice_id, "number": row.number},
+        {
+            "invoice_id": invoice_id,
+            "number": row.number,
+            "written_off_minor": due,
+            "currency": row.currency,
+            "transfer_ids": transfer_ids,
+        },
         customer_id=row.customer_id,
     )
     return await get(session, ctx.tenant_id, invoice_id)
@@ -319,7 +348,9 @@ async def due_drafts(
     return await repository.due_drafts(session, now, limit, tenant_id, test_clock_id)
 
 
-async def post_finalization(session: AsyncSession, ctx: Context, row: Record) -> list[str]:
+async def post_finalization(
+    session: AsyncSession, ctx: Context, row: Record, book: postings.Book
+) -> list[str]:
     """Post a finalized invoice's history if it never was (it was finalized before
     invoices posted, decision 0043): its finalization, and the payments and credit notes
     recorded since, by the ids they would have had, now, in one linked batch, so its
@@ -327,19 +358,14 @@ async def post_finalization(session: AsyncSession, ctx: Context, row: Record) ->
     posted. The caller holds the invoice's lock."""
     if row.posted_at is not None or row.status == InvoiceStatus.DRAFT:
         return []
-    legs = postings.finalized(
-        row.id, row.customer_id, row.currency, row.subtotal_minor, row.tax_minor
-    )
+    legs = postings.finalized(row.id, book, row.subtotal_minor, row.tax_minor)
     for payment in await repository.payments_of(session, [row.id]):
-        legs += postings.paid(
-            payment.id, row.id, row.customer_id, row.currency, payment.amount_minor
-        )
+        legs += postings.paid(payment.id, row.id, book, payment.amount_minor)
     for note in await repository.credit_notes_of(session, [row.id]):
         legs += postings.credited(
             note.id,
             row.id,
-            row.customer_id,
-            row.currency,
+            book,
             net_minor=note.total_minor - note.tax_minor,
             tax_minor=note.tax_minor,
             refund_minor=note.refund_minor,  # none before: refunds came with postings

@@ -2,15 +2,23 @@
 currency pays an invoice, in part or in full (an admin's action), and a credit note can
 give paid money back to the wallet instead of refunding it. The wallet draws and credits
 its lots (`billfold.wallets.service`); the other side of each of its transfers is the
-invoice's receivable, so the receivable nets to what is due."""
+invoice's receivable (in the invoice's book: a test-clock customer's is in the test
+book, decision 0046), so the receivable nets to what is due. On an uncollectible
+invoice, what the wallet pays is taken back from bad debt, as any payment's is."""
 
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billfold.invoicing import postings
+from billfold.invoicing import books, postings
 from billfold.invoicing.records import Invoice
-from billfold.invoicing.service import add_payment, amount_to_pay, payable, post_finalization
+from billfold.invoicing.service import (
+    add_payment,
+    amount_to_pay,
+    due_of,
+    payable,
+    post_finalization,
+)
 from billfold.kit.context import Context
 from billfold.kit.db import Record
 from billfold.kit.ids import new_id
@@ -33,8 +41,9 @@ async def pay(
     (402) and nothing is paid. The invoice is paid when nothing is left due."""
     row = await payable(session, ctx, invoice_id)
     amount = amount_to_pay(row, amount_minor)
+    stand = await books.standing(session, ctx.tenant_id, row)
     payment_id = new_id("pay")
-    transfer_ids = await post_finalization(session, ctx, row)
+    transfer_ids = await post_finalization(session, ctx, row, stand.book)
     spent = await wallets.spend(
         session,
         ctx,
@@ -42,11 +51,14 @@ async def pay(
         unit=row.currency,
         amount=amount,
         reference=payment_id,
-        to_account=postings.receivable(row.customer_id, row.currency),
+        to_account=stand.book.receivable,
         allow_partial=allow_partial,
     )
     if spent.amount == 0:
         raise wallets.insufficient(row.currency, spent.balance_after, amount)
+    # What it paid (known once the wallet drew it), back from bad debt if written off.
+    recovery = books.recovery(row, stand, payment_id, spent.amount, due_of(row))
+    transfer_ids += spent.transfer_ids + await postings.post(session, ctx, recovery)
     return await add_payment(
         session,
         ctx,
@@ -56,12 +68,17 @@ async def pay(
         method=METHOD,
         reference=spent.wallet_id,
         paid_at=None,
-        transfer_ids=transfer_ids + spent.transfer_ids,
+        transfer_ids=transfer_ids,
     )
 
 
 async def give_back(
-    session: AsyncSession, ctx: Context, row: Record, credit_note_id: str, amount_minor: int
+    session: AsyncSession,
+    ctx: Context,
+    row: Record,
+    book: postings.Book,
+    credit_note_id: str,
+    amount_minor: int,
 ) -> list[str]:
     """Credit `amount_minor` of what was paid to the customer's wallet in the invoice's
     currency, from the receivable (which the credit note's reversal credited), as a lot
@@ -74,6 +91,6 @@ async def give_back(
         amount=amount_minor,
         source="credit_note",
         reference=credit_note_id,
-        funded_by=postings.receivable(row.customer_id, row.currency),
+        funded_by=book.receivable,
     )
     return [lot.transfer_id]

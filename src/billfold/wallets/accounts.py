@@ -21,6 +21,10 @@ CHART: Final[dict[str, AccountType]] = {
     "breakage": "revenue",
     "receivable": "asset",
 }
+# The test book's codes are the chart's prefixed `test:`: a test-clock customer's wallet
+# pays, and is credited from, its invoice's `test:receivable:{customer}:{unit}`
+# (decision 0046).
+TEST_BOOK: Final = "test:"
 
 
 def lot_code(lot_id: str) -> str:
@@ -40,9 +44,10 @@ async def lot_account(session: AsyncSession, ctx: Context, lot_id: str, unit: st
 
 async def chart_account(session: AsyncSession, ctx: Context, code: str, unit: str) -> Account:
     """The account `code`: created if it is one of the chart's codes in `unit`
-    (`cash:USD`, `usage_revenue:credits`, ...), otherwise it must exist already
-    (`account_not_found`). Its unit is checked by the ledger when money moves."""
-    prefix, _, rest = code.partition(":")
+    (`cash:USD`, `usage_revenue:credits`, `test:receivable:cus_1:USD`, ...), otherwise it
+    must exist already (`account_not_found`). Its unit is checked by the ledger when
+    money moves."""
+    prefix, _, rest = code.removeprefix(TEST_BOOK).partition(":")
     type = CHART.get(prefix)
     if type is not None and (
         rest == unit or (prefix == "receivable" and rest.endswith(f":{unit}"))
