@@ -181,7 +181,9 @@ async def test_a_retry_pays_once_and_another_body_is_refused(enforcing: Harness)
     assert first.status_code == retried.status_code == 200
     assert retried.json()["replayed"] is True
     assert retried.json()["event_id"] == first.json()["event_id"]
-    assert retried.json()["wallet"] is None  # a replay draws nothing, as its overage says
+    # The replay answers the payment that was made, and draws nothing more.
+    assert retried.json()["wallet"] == first.json()["wallet"]
+    assert retried.json()["overage"] == first.json()["overage"] == "10"
     assert (await balance(enforcing)).available == 80
     assert_problem(await consume(enforcing, "once", 11), 422, "idempotency_key_reused")
     assert (await balance(enforcing)).available == 80
@@ -275,6 +277,7 @@ async def test_parallel_consumes_never_overspend_the_wallet(enforcing: Harness) 
     other = create_app(enforcing.settings, clock=enforcing.clock, database=database)
     transport = httpx.ASGITransport(app=other, raise_app_exceptions=False)
     accepted: dict[tuple[str, str], int] = {}  # (customer, key) -> credits paid
+    answered: dict[tuple[str, str], list[dict[str, Any]]] = {}  # every 200, by key
     refused: list[tuple[str, int]] = []  # (customer, cost)
     outside: dict[str, int] = dict.fromkeys(customers, 0)
     outside_refusals: list[str] = []
@@ -285,7 +288,7 @@ async def test_parallel_consumes_never_overspend_the_wallet(enforcing: Harness) 
         response = await client.post(CONSUME, json=body, headers=enforcing.admin)
         if response.status_code == 200:
             answer = response.json()
-            assert answer["wallet"] is None or answer["replayed"] is False
+            answered.setdefault((customer, key), []).append(answer)
             if not answer["replayed"]:
                 assert answer["wallet"]["paid"] == answer["wallet"]["cost"] > 0
                 assert (customer, key) not in accepted
@@ -327,6 +330,11 @@ async def test_parallel_consumes_never_overspend_the_wallet(enforcing: Harness) 
         await database.dispose()
 
     assert set(outside_refusals) <= {"insufficient_balance"}
+    # A key's retry, racing its original from the other process, answers what it did.
+    for answers in answered.values():
+        assert [a["replayed"] for a in answers].count(False) == 1
+        facts = {(a["event_id"], a["overage"], repr(a["wallet"])) for a in answers}
+        assert len(facts) == 1, answers
     for customer in customers:
         after = await balance(enforcing, customer)
         paid = sum(amount for (who, _key), amount in accepted.items() if who == customer)

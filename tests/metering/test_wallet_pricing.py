@@ -14,7 +14,14 @@ from billfold.catalog.catalog import Catalog
 from billfold.catalog.quotas import Rounding, WalletOverage
 from billfold.kit.money import MAX_MINOR
 from billfold.metering.quotas.lookup import quota_of
-from billfold.metering.quotas.wallet import cost_of, rate_of, reference_of
+from billfold.metering.quotas.wallet import (
+    Payment,
+    Price,
+    cost_of,
+    price,
+    rate_of,
+    reference_of,
+)
 from billfold.wallets.records import REFERENCE
 
 usage = st.decimals(min_value=0, max_value=10**17, places=12, allow_nan=False)
@@ -55,7 +62,7 @@ def test_a_cost_past_what_a_bigint_holds_is_capped() -> None:
     assert cost_of(Decimal(10**18), rate, WalletOverage("USD", rate)) == MAX_MINOR
 
 
-def test_ai_tokens_in_the_credit_unit_take_the_models_rate() -> None:
+def _catalog() -> Catalog:
     spec = plansfile.parse(
         """
 version: 1
@@ -73,15 +80,33 @@ ai:
     o3: {prompt: 1, completion: 1, credits: "0.5"}
 """
     )
-    catalog = Catalog(
+    return Catalog(
         revision=1, features=spec.features, plans={}, versions={}, meters=spec.meters, ai=spec.ai
     )
+
+
+def test_ai_tokens_in_the_credit_unit_take_the_models_rate() -> None:
+    catalog = _catalog()
     o3 = {"model": "o3"}
     assert rate_of(catalog, quota_of(catalog, "ai.tokens"), o3) == Decimal("0.5")
     assert rate_of(catalog, quota_of(catalog, "ai.tokens"), {"model": "gpt-4o"}) == 3
     assert rate_of(catalog, quota_of(catalog, "ai.tokens"), {}) == 3
     assert rate_of(catalog, quota_of(catalog, "ai.cents"), o3) == 3  # not the credit unit
     assert rate_of(catalog, quota_of(catalog, "pages.read"), o3) == 3  # not AI tokens
+
+
+def test_the_price_is_the_models_rate_times_the_overage_rounded_once() -> None:
+    catalog = _catalog()
+    tokens = quota_of(catalog, "ai.tokens")
+    assert price(catalog, tokens, {"model": "o3"}, Decimal(7)) == Price(
+        "credits", Decimal("0.5"), 4
+    )
+    assert price(catalog, tokens, {}, Decimal(7)) == Price("credits", Decimal(3), 21)
+
+
+def test_a_payment_stored_for_replays_reads_back_as_it_was() -> None:
+    payment = Payment("credits", Decimal("0.5"), 4, 3, 0, "consume:ab", ("wsp:consume:ab:0",))
+    assert Payment.from_json(payment.as_json()) == payment
 
 
 def test_a_spend_reference_is_valid_whatever_the_key() -> None:

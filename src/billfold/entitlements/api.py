@@ -35,13 +35,24 @@ JSON = "application/json"
 @router.post(
     "/v1/entitlements/check",
     operation_id="checkEntitlement",
-    responses={404: {"description": "`feature_not_found`"}},
+    responses={
+        404: {"description": "`feature_not_found`"},
+        422: {
+            "description": "`invalid_input`: for example `properties` on a feature that "
+            "is not metered"
+        },
+    },
     response_model=CheckOut,
     openapi_extra=json_body_schema(CheckIn),
 )
 @short_path
 async def check(request: Request, call: CheckCall) -> Response:
-    """`hasEntitlement(userId, key)`. A denial is a normal answer: `allowed: false`."""
+    """`hasEntitlement(userId, key)`. A denial is a normal answer: `allowed: false`.
+
+    For a metered feature, `requested` is the usage to come and `properties` the
+    properties its consume will send: past the quota of a feature paid from a wallet,
+    the overage is priced as that consume would price it (AI tokens at the `credits` rate
+    of the `model` named there), and allowed while the wallet holds the cost."""
     body = await read_json(request, CheckIn)
     result = await service.check(
         call.unit,

@@ -10,6 +10,7 @@ from pydantic import Field
 from billfold.catalog.features import to_json
 from billfold.grants.resolution import Contribution, Entitlement
 from billfold.kit.schemas import Body, Out
+from billfold.metering.schemas import UsageProperties
 
 FeatureValueOut = bool | int | str | list[str]
 
@@ -79,6 +80,13 @@ class CheckIn(Body):
         | None
     ) = None
     current: Annotated[int, Field(ge=0, le=1_000_000_000_000)] | None = None
+    properties: UsageProperties = Field(
+        default_factory=dict,
+        max_length=20,
+        description="metered features only: the properties the consume will send. Past "
+        "the quota of a feature paid from a wallet, the check prices the overage as that "
+        "consume would: AI tokens at the `credits` rate of the `model` named here",
+    )
 
 
 class CheckOut(Out):

@@ -28,10 +28,10 @@ from billfold.kit.errors import FieldError, InvalidInput
 from billfold.kit.invariants import InvariantViolation, invariant
 from billfold.metering import gauges
 from billfold.metering.quotas.accounts import position
-from billfold.metering.quotas.buckets import Standing
+from billfold.metering.quotas.buckets import Standing, draw
 from billfold.metering.quotas.format import show
 from billfold.metering.quotas.lookup import Enforcing, quota_of
-from billfold.metering.quotas.wallet import cost_of, rate_of
+from billfold.metering.quotas.wallet import price
 from billfold.wallets import service as wallets
 
 PLUGIN_FEATURE = "plugins"
@@ -65,6 +65,11 @@ async def check(
     feature = catalog.require_feature(body.feature)
     if feature.type is FeatureType.METERED:
         return await _check_quota(unit, catalog, ctx, body, snapshots)
+    if body.properties:
+        raise InvalidInput(
+            "only a metered feature takes `properties`: the usage to price",
+            errors=[FieldError("not used by this feature", pointer="#/properties")],
+        )
     current = body.current
     gauge = feature.config.get("meter")
     if current is None and gauge:
@@ -100,8 +105,9 @@ async def _check_quota(
 ) -> CheckResult:
     """May the customer use `requested` (default 1) more of a metered feature now? Past
     the quota of a feature paid from a wallet: when the wallet holds the cost of what the
-    quota does not cover, at the feature's rate (`wallet_pays`), not when it does not
-    (`insufficient_balance`). The check records and draws nothing."""
+    quota does not cover (`wallet_pays`), not when it does not (`insufficient_balance`),
+    that overage drawn and priced exactly as consume draws and prices it (the `model` of
+    `properties` included). The check records and draws nothing."""
     if body.current is not None or isinstance(body.requested, str):
         raise InvalidInput(
             "a metered feature takes `requested`: the amount to use; Billfold counts the rest",
@@ -117,9 +123,10 @@ async def _check_quota(
     reason = "within_quota" if allowed else "quota_exhausted"
     wallet = quota.policy.wallet
     if not allowed and remaining is not None and wallet is not None:
-        cost = cost_of(amount - remaining, rate_of(catalog, quota, {}), wallet)
-        held = await wallets.balance(unit.session, ctx, body.customer, wallet.unit)
-        allowed = held.available >= cost
+        _totals, overage = draw(here.buckets, here.drawn, amount)  # as consume draws it
+        quoted = price(catalog, quota, body.properties, overage)
+        held = await wallets.balance(unit.session, ctx, body.customer, quoted.unit)
+        allowed = held.available >= quoted.cost
         reason = "wallet_pays" if allowed else "insufficient_balance"
     return CheckResult(
         body.feature,

@@ -262,12 +262,15 @@ async def consume(request: Request, call: SelfCommittingReportCall) -> Response:
     """Check and record usage of a metered feature in one atomic step.
 
     Retrying with the same `idempotency_key` answers `replayed: true` and records
-    nothing more. Under `enforce`, what a hard quota does not cover is refused with 402
-    `quota_exceeded`; under `advisory` it is allowed, and the overage is logged, counted
-    and written to the event log as `QuotaExceeded`. A feature whose plans-file entry has
-    `wallet` pays its overage from the customer's wallet in the same step (`wallet` in
-    the answer); under `enforce` a wallet that cannot pay it is 402
-    `insufficient_balance`, and nothing is recorded."""
+    nothing more: the answer repeats the first one's `event_id`, `overage` and `wallet`
+    (the payment as it was made), with where the quota stands now. Under `enforce`, what
+    a hard quota does not cover is refused with 402 `quota_exceeded`; under `advisory`
+    it is allowed, and the overage is logged, counted and written to the event log as
+    `QuotaExceeded`. A feature whose plans-file entry has `wallet` pays its overage from
+    the customer's wallet in the same step (`wallet` in the answer), at the rate of the
+    `model` in `properties` when the plans file gives AI tokens one; under `enforce` a
+    wallet that cannot pay it is 402 `insufficient_balance`, and nothing is recorded: a
+    retry of a refused consume is asked again."""
     body = await read_json(request, ConsumeIn)
     metering = call.collaborator(Metering)
     prepared = prepare_consume(
@@ -286,10 +289,11 @@ async def consume(request: Request, call: SelfCommittingReportCall) -> Response:
     except InsufficientBalance:
         metering.wallet_refused.labels(body.feature).inc()
         raise
-    if done.overage > 0:
-        metering.overage.labels(body.feature, done.enforcement.value).inc(float(done.overage))
-    if done.payment is not None and done.payment.paid:
-        metering.wallet_paid.labels(body.feature, done.payment.unit).inc(done.payment.paid)
+    if not done.replayed:  # a replay answers what was counted the first time
+        if done.overage > 0:
+            metering.overage.labels(body.feature, done.enforcement.value).inc(float(done.overage))
+        if done.payment is not None and done.payment.paid:
+            metering.wallet_paid.labels(body.feature, done.payment.unit).inc(done.payment.paid)
     return Response(to_json(consumed_payload(done)), media_type=events.JSON_TYPE)
 
 

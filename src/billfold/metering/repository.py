@@ -28,7 +28,7 @@ from billfold.kit.invariants import invariant
 from billfold.kit.sql import dialect_insert
 from billfold.metering.tables import quota_accounts, usage_events
 
-CHUNK = 1_000  # rows per INSERT statement; each row binds 10 parameters
+CHUNK = 1_000  # rows per INSERT statement; each row binds 12 parameters
 
 
 async def insert_new(
@@ -56,22 +56,24 @@ async def insert_new(
 # SQLAlchemy builds and binds parameter by parameter (docs/decisions/0016).
 _EVENT_COLUMNS = """
 INSERT INTO usage_events (id, tenant_id, idempotency_key, customer, type, service,
-                          correlation_id, occurred_at, received_at, properties, body_digest)"""
+                          correlation_id, occurred_at, received_at, properties, body_digest,
+                          outcome)"""
 
 
 def _events_from_arrays(*, with_feature: bool = False) -> str:
     """The SELECT that unnests `_event_arrays`: the tenant is $1, the batch's instant $2,
-    the arrays $3 to $12. `with_feature` adds $13, each event's feature, as `e.feature`
+    the arrays $3 to $13. `with_feature` adds $14, each event's feature, as `e.feature`
     (not stored: the unlocked write matches events to their accounts by it)."""
-    extra_array, extra_name = (", $13::text[]", ", feature") if with_feature else ("", "")
+    extra_array, extra_name = (", $14::text[]", ", feature") if with_feature else ("", "")
     return f"""
 SELECT e.id, $1, e.key, e.customer, e.type, e.service, e.correlation,
        coalesce(e.occurred_at, e.received_at, $2), coalesce(e.received_at, $2),
-       e.properties::jsonb, e.digest
+       e.properties::jsonb, e.digest, e.outcome::jsonb
 FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-            $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[]{extra_array})
+            $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],
+            $13::text[]{extra_array})
      AS e(id, key, customer, type, service, correlation, occurred_at, received_at,
-          properties, digest{extra_name})
+          properties, digest, outcome{extra_name})
 """  # noqa: S608 (constants only; no input is formatted in)
 
 
@@ -83,7 +85,8 @@ _UNNEST_INSERT = (
 def _event_arrays(
     rows: Sequence[dict[str, Any]], properties_json: Sequence[str]
 ) -> tuple[Any, ...]:
-    """`_UNNEST_INSERT`'s twelve parameters for `rows`, all of one tenant."""
+    """`_UNNEST_INSERT`'s thirteen parameters for `rows`, all of one tenant. A consume's
+    `outcome` (decision 0047) is sent as JSON text; reported events have none."""
     first = rows[0]
     invariant(all(row["tenant_id"] == first["tenant_id"] for row in rows), "one tenant")
     base = first["received_at"]
@@ -108,7 +111,12 @@ def _event_arrays(
         _unless_all_null(received),
         list(texts),
         _unless_all_null([row.get("body_digest") for row in rows]),
+        _unless_all_null([_json_or_none(row.get("outcome")) for row in rows]),
     )
+
+
+def _json_or_none(document: Any) -> str | None:
+    return None if document is None else json.dumps(document)
 
 
 async def _insert_new_postgres(
@@ -153,7 +161,7 @@ def _account_arrays(states: Mapping[tuple[str, str], dict[str, Any]]) -> tuple[l
 _SAVE_ACCOUNTS = _update_accounts(now=2, first_array=3)
 _RECORD_CONSUMES = f"""
 WITH events AS ({_UNNEST_INSERT.strip()} RETURNING 1),
-accounts AS ({_update_accounts(now=16, first_array=13).strip()} RETURNING 1)
+accounts AS ({_update_accounts(now=17, first_array=14).strip()} RETURNING 1)
 SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM accounts)
 """  # noqa: S608 (constants only; no input is formatted in)
 
@@ -188,8 +196,8 @@ _EVENTS_WITH_FEATURE = _events_from_arrays(with_feature=True)
 _RECORD_UNLESS_CHANGED = f"""
 WITH accounts AS (
 INSERT INTO quota_accounts AS a (tenant_id, customer, feature_key, state, updated_at, version)
-SELECT $1, u.customer, u.feature, u.state::jsonb, $17, u.version + 1
-FROM unnest($14::text[], $15::text[], $16::text[], $18::bigint[])
+SELECT $1, u.customer, u.feature, u.state::jsonb, $18, u.version + 1
+FROM unnest($15::text[], $16::text[], $17::text[], $19::bigint[])
      AS u(customer, feature, state, version)
 ON CONFLICT (tenant_id, customer, feature_key) DO UPDATE
 SET state = excluded.state, updated_at = excluded.updated_at
@@ -277,8 +285,8 @@ async def ids_by_key(session: AsyncSession, tenant_id: str, keys: Sequence[str])
     return {row[0]: row[1] for row in result}
 
 
-# (idempotency key, id, customer, type, body digest, properties)
-StoredKey = tuple[str, str, str, str, str | None, dict[str, Any]]
+# (idempotency key, id, customer, type, body digest, properties, outcome)
+StoredKey = tuple[str, str, str, str, str | None, dict[str, Any], dict[str, Any] | None]
 
 
 async def events_in_full(
@@ -482,7 +490,8 @@ async def save_accounts(
 # count, and a plan of index lookups even before the table was first analysed (an IN list
 # on a fresh, fast-growing table was planned as a scan of all of a tenant's events).
 _EVENTS_BY_KEYS = """
-SELECT e.idempotency_key, e.id, e.customer, e.type, e.body_digest, e.properties::text
+SELECT e.idempotency_key, e.id, e.customer, e.type, e.body_digest, e.properties::text,
+       e.outcome::text
 FROM unnest($2::text[]) AS k(key)
 JOIN usage_events AS e ON e.tenant_id = $1 AND e.idempotency_key = k.key
 """
@@ -492,15 +501,19 @@ async def events_by_keys(
     session: AsyncSession, tenant_id: str, keys: Sequence[str]
 ) -> list[StoredKey]:
     """The stored events among `keys`: (idempotency key, id, customer, type, body digest,
-    properties). The digest is a consume's (None for a reported event, and for an event
-    stored before migration 0009)."""
+    properties, outcome). The digest is a consume's (None for a reported event, and for an
+    event stored before migration 0009); so is the outcome (None also for a consume
+    without overage, and for one stored before migration 0022)."""
     unique = sorted(set(keys))
     if not unique:
         return []
     if is_postgres(session):
         connection = await session.connection()
         result: Any = await connection.exec_driver_sql(_EVENTS_BY_KEYS, (tenant_id, unique))
-        return [(row[0], row[1], row[2], row[3], row[4], json.loads(row[5])) for row in result]
+        return [
+            (row[0], row[1], row[2], row[3], row[4], json.loads(row[5]), _loads(row[6]))
+            for row in result
+        ]
     found: list[StoredKey] = []
     for start in range(0, len(unique), CHUNK):
         statement = select(
@@ -510,15 +523,24 @@ async def events_by_keys(
             usage_events.c.type,
             usage_events.c.body_digest,
             usage_events.c.properties,
+            usage_events.c.outcome,
         ).where(
             usage_events.c.tenant_id == tenant_id,
             usage_events.c.idempotency_key.in_(unique[start : start + CHUNK]),
         )
         found.extend(
-            (row[0], row[1], row[2], row[3], row[4], dict(row[5]))
+            (row[0], row[1], row[2], row[3], row[4], dict(row[5]), _dict_or_none(row[6]))
             for row in await session.execute(statement)
         )
     return found
+
+
+def _loads(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else _dict_or_none(json.loads(text))
+
+
+def _dict_or_none(document: Any) -> dict[str, Any] | None:
+    return dict(document) if isinstance(document, dict) else None
 
 
 def is_postgres(session: AsyncSession) -> bool:

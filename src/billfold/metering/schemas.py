@@ -50,13 +50,21 @@ class UsageOut(Out):
     buckets: list[BucketOut]
 
 
+# A consume's usage properties (the usage event's, beside the amount); the check API takes
+# the same, to price usage as consume would.
+UsageProperties = dict[Annotated[str, Storable], Annotated[str, Storable] | int | bool]
+
+
 class ConsumeIn(Body):
     customer: Annotated[str, Field(min_length=1, max_length=255), Storable]
     feature: Annotated[str, Field(min_length=1, max_length=100), Storable]
     amount: Annotated[Decimal, Field(gt=0, max_digits=30, decimal_places=12), QUANTITY] = Decimal(1)
     idempotency_key: Annotated[str, Field(min_length=1, max_length=255), Storable]
-    properties: dict[Annotated[str, Storable], Annotated[str, Storable] | int | bool] = Field(
-        default_factory=dict, max_length=20
+    properties: UsageProperties = Field(
+        default_factory=dict,
+        max_length=20,
+        description="the usage event's properties; `model` names the AI model, whose "
+        "`credits` rate prices AI tokens paid from a wallet",
     )
 
 

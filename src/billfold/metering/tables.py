@@ -1,4 +1,5 @@
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     ForeignKey,
@@ -10,8 +11,12 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from billfold.kit.db import JSONDocument, UTCDateTime, metadata
+
+# A JSON document whose None is SQL NULL (not JSON `null`) on both backends.
+_OUTCOME = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 # Usage as the product services reported it. Append-only: a trigger refuses UPDATE and
 # DELETE on both backends, and a correction is a new event. The unique key makes an
@@ -34,6 +39,11 @@ usage_events = Table(
     # is compared with the stored event itself) and for events stored before migration
     # 0009 (docs/decisions/0023).
     Column("body_digest", String(32), nullable=True),
+    # What the consume that stored the event answered beyond the usage, so that a retry
+    # of its key answers the same (decision 0047): {"overage": "10", "wallet": {...}},
+    # the payment as the answer's `wallet` said it. NULL for a consume without overage,
+    # for reported events, and for events stored before migration 0022.
+    Column("outcome", _OUTCOME, nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_usage_events_key"),
     Index("ix_usage_events_customer", "tenant_id", "customer", "type", "occurred_at"),
 )

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -63,7 +63,7 @@ class Consumed:
     standing: Standing
     overage: Decimal  # the part of this amount that no bucket covered
     event_id: str
-    replayed: bool
+    replayed: bool  # a replay answers its first answer's overage and payment
     payment: Payment | None = None  # the overage's cost, drawn from the wallet
 
 
@@ -282,8 +282,11 @@ async def _draw_batch(
         for found in await repository.events_by_keys(
             session, tenant_id, [r.idempotency_key for r in requests]
         ):
-            stored_key, event_id, customer, event_type, digest, stored = found
-            known[stored_key] = (event_id, customer, event_type, digest or _reported(stored))
+            stored_key, event_id, customer, event_type, digest, stored, outcome = found
+            overage, payment = _outcome_of(outcome)
+            known[stored_key] = Known(
+                event_id, customer, event_type, digest or _reported(stored), overage, payment
+            )
     # Every customer's grants at once: from the cache, the rest in one round trip.
     catalog = requests[0].catalog
     held = await grants.current_snapshots(
@@ -312,13 +315,15 @@ async def _draw_batch(
         batch.answers.append(answer)
         if totals is None or not isinstance(answer, Consumed):
             continue  # refused, or replayed: nothing drawn
-        batch.rows.append(_usage_row(request, answer.event_id))
+        batch.rows.append(_usage_row(request, answer))
         batch.features.append(key[1])
-        known[request.idempotency_key] = (
+        known[request.idempotency_key] = Known(
             answer.event_id,
             request.customer,
             _type_of(request),
             request.digest,
+            answer.overage,
+            answer.payment,
         )
         remember_ends(ends, here.buckets)
         accounts[key] = quota.prune(totals, ends, request.ctx.now - late_window)
@@ -431,10 +436,27 @@ def _type_of(request: ConsumeRequest) -> str:
     return request.quota.meter.event_type
 
 
-# A stored key: its event's id, customer, type, and what it holds: a consume's digest, or
-# (for an event a consume did not store: reported, or stored before migration 0009) its
-# properties as sorted JSON, which a consume matches only with the same usage.
-Known = tuple[str, str, str, str]
+class Known(NamedTuple):
+    """A key stored already (or earlier in the batch): its event, and what its consume
+    answered beyond the usage, which a replay answers again (decision 0047)."""
+
+    event_id: str
+    customer: str
+    event_type: str
+    # A consume's digest, or (for an event a consume did not store: reported, or stored
+    # before migration 0009) its properties as sorted JSON, which a consume matches only
+    # with the same usage.
+    digest: str
+    overage: Decimal  # 0 for a reported event, and a consume stored before 0022
+    payment: Payment | None
+
+
+def _outcome_of(outcome: Mapping[str, Any] | None) -> tuple[Decimal, Payment | None]:
+    """The overage and payment a stored consume answered (`_usage_row` stored them)."""
+    if outcome is None:
+        return Decimal(0), None
+    wallet = outcome.get("wallet")
+    return Decimal(outcome["overage"]), None if wallet is None else Payment.from_json(wallet)
 
 
 def _reported(properties: Mapping[str, Any]) -> str:
@@ -455,25 +477,27 @@ def _draw_one(
     mode = request.enforcement
     earlier = known.get(request.idempotency_key)
     if earlier is not None:
-        stored_id, customer, event_type, digest = earlier
+        customer, event_type = earlier.customer, earlier.event_type
         if customer != request.customer or event_type != _type_of(request):
             reused = f"usage event {request.idempotency_key!r} is for {customer!r}, {event_type!r}"
             return IdempotencyKeyReused(reused), None
-        if digest not in (request.digest, _reported(request.properties)):
+        if earlier.digest not in (request.digest, _reported(request.properties)):
             return IdempotencyKeyReused(
                 f"idempotency key {request.idempotency_key!r} was first used for another "
                 "consume or usage event (another amount, feature or properties); a retry "
                 "must send the same body, and a new consume needs a new key"
             ), None
+        # The first answer's overage and payment; where the quota stands now.
         replayed = Consumed(
             request.customer,
             feature_key,
             request.amount,
             mode,
             here.standing,
-            Decimal(0),
-            stored_id,
+            earlier.overage,
+            earlier.event_id,
             True,
+            earlier.payment,
         )
         return replayed, None
     totals, overage = quota.draw(here.buckets, drawn, request.amount)
@@ -507,10 +531,17 @@ def _draw_one(
     return consumed, totals
 
 
-def _usage_row(request: ConsumeRequest, event_id: str) -> dict[str, Any]:
+def _usage_row(request: ConsumeRequest, answer: Consumed) -> dict[str, Any]:
+    """The usage event a consume stores, with what its answer said beyond the usage (its
+    `outcome`: the overage and the wallet payment, for a retry to answer the same)."""
     ctx = request.ctx
+    outcome: dict[str, Any] | None = None
+    if answer.overage > 0:
+        outcome = {"overage": show(answer.overage)}
+        if answer.payment is not None:
+            outcome["wallet"] = answer.payment.as_json()
     return {
-        "id": event_id,
+        "id": answer.event_id,
         "tenant_id": ctx.tenant_id,
         "idempotency_key": request.idempotency_key,
         "customer": request.customer,
@@ -521,4 +552,5 @@ def _usage_row(request: ConsumeRequest, event_id: str) -> dict[str, Any]:
         "received_at": ctx.now,
         "properties": request.properties,
         "body_digest": request.digest,
+        "outcome": outcome,
     }

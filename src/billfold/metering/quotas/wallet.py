@@ -18,7 +18,7 @@ from billfold.catalog.catalog import Catalog
 from billfold.catalog.quotas import Enforcement, WalletOverage
 from billfold.kit import eventlog
 from billfold.kit.context import Context
-from billfold.kit.invariants import InvariantViolation
+from billfold.kit.invariants import InvariantViolation, invariant
 from billfold.kit.money import MAX_MINOR, round_minor
 from billfold.metering.quotas.format import show
 from billfold.metering.quotas.lookup import Quota
@@ -47,6 +47,7 @@ class Payment:
         return self.cost - self.paid
 
     def as_json(self) -> dict[str, Any]:
+        """The answer's `wallet`, and what a consume stores to answer its retries."""
         return {
             "unit": self.unit,
             "rate": show(self.rate),
@@ -57,6 +58,39 @@ class Payment:
             "reference": self.reference,
             "transfer_ids": list(self.transfer_ids),
         }
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> Payment:
+        """A payment as `as_json` wrote it (a replay's answer, decision 0047)."""
+        payment = cls(
+            str(stored["unit"]),
+            Decimal(stored["rate"]),
+            int(stored["cost"]),
+            int(stored["paid"]),
+            int(stored["balance"]),
+            str(stored["reference"]),
+            tuple(str(each) for each in stored["transfer_ids"]),
+        )
+        invariant(payment.shortfall == stored["shortfall"], "a stored payment adds up")
+        return payment
+
+
+@dataclass(frozen=True)
+class Price:
+    """What usage past the quota costs in the wallet's unit: consume pays it, the check
+    asks whether the wallet holds it. Both get it from `price`, so they agree."""
+
+    unit: str
+    rate: Decimal  # minor units per unit of usage
+    cost: int  # overage x rate, rounded once with the feature's rounding
+
+
+def price(catalog: Catalog, quota: Quota, properties: Mapping[str, Any], overage: Decimal) -> Price:
+    """The cost of `overage` of a feature paid from a wallet, for usage with these
+    properties (an AI model's `credits` rate applies to the `model` they name)."""
+    wallet = _wallet(quota)
+    rate = rate_of(catalog, quota, properties)
+    return Price(wallet.unit, rate, cost_of(overage, rate, wallet))
 
 
 def rate_of(catalog: Catalog, quota: Quota, properties: Mapping[str, Any]) -> Decimal:
@@ -121,12 +155,11 @@ async def pay(
     false`) must be paid in full: short of it, the answer is `InsufficientBalance` and
     nothing is drawn. Otherwise the wallet pays what it holds, possibly nothing, and the
     rest is `shortfall` (the usage stays overage, as without a wallet)."""
-    wallet = _wallet(quota)
-    rate = rate_of(catalog, quota, properties)
-    cost = cost_of(overage, rate, wallet)
+    quoted = price(catalog, quota, properties, overage)
+    unit, rate, cost = quoted.unit, quoted.rate, quoted.cost
     reference = reference_of(idempotency_key)
     if cost == 0:  # nothing to draw: free overage (rate 0, or rounded to nothing)
-        return Payment(wallet.unit, rate, 0, 0, 0, reference, ())
+        return Payment(unit, rate, 0, 0, 0, reference, ())
     in_full = mode is Enforcement.ENFORCE and quota.policy.pays_in_full
     try:
         async with session.begin_nested():  # a refusal leaves nothing behind
@@ -134,7 +167,7 @@ async def pay(
                 session,
                 ctx,
                 customer_id=customer,
-                unit=wallet.unit,
+                unit=unit,
                 amount=cost,
                 reference=reference,
                 allow_partial=not in_full,
@@ -143,12 +176,12 @@ async def pay(
         balance = int(short.extra.get("balance", 0))
         return InsufficientBalance(
             f"{quota.feature.key}: {show(overage)} of {show(amount)} is past the quota and "
-            f"costs {cost} {wallet.unit}; the wallet holds {balance}",
+            f"costs {cost} {unit}; the wallet holds {balance}",
             extra={
                 "feature": quota.feature.key,
                 "requested": show(amount),
                 "overage": show(overage),
-                "unit": wallet.unit,
+                "unit": unit,
                 "rate": show(rate),
                 "cost": cost,
                 "balance": balance,
@@ -156,7 +189,7 @@ async def pay(
             },
         )
     return Payment(
-        wallet.unit,
+        unit,
         rate,
         cost,
         spent.amount,
