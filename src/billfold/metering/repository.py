@@ -503,7 +503,7 @@ async def events_by_keys(
     """The stored events among `keys`: (idempotency key, id, customer, type, body digest,
     properties, outcome). The digest is a consume's (None for a reported event, and for an
     event stored before migration 0009); so is the outcome (None also for a consume
-    without overage, and for one stored before migration 0022)."""
+    without overage, and for one stored before migration 0021)."""
     unique = sorted(set(keys))
     if not unique:
         return []

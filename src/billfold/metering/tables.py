@@ -42,7 +42,7 @@ usage_events = Table(
     # What the consume that stored the event answered beyond the usage, so that a retry
     # of its key answers the same (decision 0047): {"overage": "10", "wallet": {...}},
     # the payment as the answer's `wallet` said it. NULL for a consume without overage,
-    # for reported events, and for events stored before migration 0022.
+    # for reported events, and for events stored before migration 0021.
     Column("outcome", _OUTCOME, nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_usage_events_key"),
     Index("ix_usage_events_customer", "tenant_id", "customer", "type", "occurred_at"),

@@ -447,7 +447,7 @@ class Known(NamedTuple):
     # before migration 0009) its properties as sorted JSON, which a consume matches only
     # with the same usage.
     digest: str
-    overage: Decimal  # 0 for a reported event, and a consume stored before 0022
+    overage: Decimal  # 0 for a reported event, and a consume stored before 0021
     payment: Payment | None
 
 

@@ -6,7 +6,7 @@ The column is nullable: a consume without overage stores none, and neither do re
 events or events stored before it. Adding a nullable column rewrites no rows on either
 backend, and the append-only triggers stay as they are (so no batch rebuild on SQLite).
 
-Revision ID: 0022
+Revision ID: 0021
 Revises: 0020
 Create Date: 2026-12-08 10:00:00.000000
 """
@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0022"
-# 0021 is another branch's; whichever lands second revises the other (a linear history).
+revision: str = "0021"
 down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
