@@ -39,7 +39,7 @@ when a check of step 5 fails or a transfer was refused; a missed goal does not c
     .venv/bin/python bench/ledger.py --quick       # 2,000 a phase
     .venv/bin/python bench/ledger.py --profile     # + statements per transfer, lock waits
     .venv/bin/python bench/ledger.py --alone       # one transaction per transfer
-    .venv/bin/python bench/ledger.py --in-flight 1 # groups in flight per tenant
+    .venv/bin/python bench/ledger.py --in-flight 2 # groups in flight per tenant
 
 `--profile` counts the SQL statements each transfer sends (by kind), times them, and samples
 `pg_stat_activity` for backends waiting on locks; its figures are a little slower.
