@@ -107,6 +107,29 @@ async def test_the_csv_per_payee_and_the_batch_through_the_api(platform: Harness
     )
 
 
+async def test_a_run_through_the_api_is_made_once_a_period(platform: Harness) -> None:
+    await sell(platform)
+    made = await platform.post("/v1/payouts", {})
+    assert made.status_code == 201, made.text
+    batch = made.json()
+    assert (batch["period"], batch["payees"]) == ("2026-06-01", ["ada", "bo", "ivy", "ole"])
+    assert [(line["payee"], line["amount"]) for line in batch["lines"]][:2] == [
+        ("ada", 4825),
+        ("bo", 965),
+    ]
+    again = await platform.post("/v1/payouts", {"period": "2026-06-01"})
+    assert again.status_code == 200, again.text
+    assert again.json() == batch
+    assert await net(platform, "payable:ada:USD") == 0
+    other = await platform.post("/v1/payouts", {"period": "june-extra"})
+    assert other.status_code == 201, other.text
+    assert other.json()["lines"] == []  # everything owed was paid by the first
+    bad = await platform.post("/v1/payouts", {"period": "no spaces"})
+    assert_problem(bad, 422, "invalid_input")
+    assert bad.json()["errors"][0]["pointer"] == "#/period"
+    await assert_ledger_verifies(platform)
+
+
 async def test_the_commands_run_a_batch_and_export_a_csv_per_payee(platform: Harness) -> None:
     await sell(platform)
     code, out, err = await command(platform, "payouts", "run", "--period", "2026-W23")

@@ -15,6 +15,7 @@ from billfold.settlement.payouts import CSV_MEDIA_TYPE
 from billfold.settlement.records import CLIENT_ID, Policy, SettlementRequest
 from billfold.settlement.schemas import (
     PayoutBatchOut,
+    PayoutRunIn,
     SettlementIn,
     SettlementOut,
     SplitHistoryOut,
@@ -127,6 +128,29 @@ async def settle(call: AdminCall, response: Response) -> SettlementOut:
 )
 async def get_settlement(settlement_id: SettlementId, call: AdminCall) -> SettlementOut:
     return SettlementOut.of(await service.get(call.session, call.ctx, settlement_id))
+
+
+@router.post(
+    "/v1/payouts",
+    operation_id="runPayouts",
+    status_code=201,
+    response_model=PayoutBatchOut,
+    responses={
+        200: {"description": "the period's batch, made before: nothing moved"},
+        422: {"description": "`invalid_input` (a period that is not a label)"},
+    },
+    openapi_extra=json_body_schema(PayoutRunIn),
+)
+async def run_payouts(call: AdminCall, response: Response) -> PayoutBatchOut:
+    """Pay out what every payee is owed, as `billfold payouts run` does: the period's
+    batch, made now (201), or the one made before in this period (200; nothing moves)."""
+    body = await read_json(call.request, PayoutRunIn)
+    batch = await payouts.run(
+        call.session, call.ctx, body.period or payouts.default_period(call.ctx)
+    )
+    if not batch.created:
+        response.status_code = 200
+    return PayoutBatchOut.of(batch)
 
 
 @router.get(

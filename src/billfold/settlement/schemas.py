@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from billfold.kit.schemas import Body, Out, Quantity, Storable
-from billfold.settlement.payouts import payees
+from billfold.settlement.payouts import PERIOD, payees
 from billfold.settlement.records import PayoutBatch, Settlement, SplitTable
 from billfold.settlement.splits import MAX_SHARES
 
@@ -115,6 +115,20 @@ class SettlementOut(Out):
             transfer_ids=list(made.transfer_ids),
             created_at=made.created_at,
         )
+
+
+class PayoutRunIn(Body):
+    period: (
+        Annotated[
+            str,
+            Field(
+                pattern=PERIOD.pattern,
+                description="the period's label; the day (UTC) of the run when left out",
+                examples=["2026-06-01"],
+            ),
+        ]
+        | None
+    ) = None
 
 
 class PayoutLineOut(Out):
