@@ -121,9 +121,8 @@ class TransferBatcher:
     def _take(self, tenant_id: str, *, first: bool) -> list[_Pending]:
         """The next group: the tenant's queued requests in arrival order, up to MAX_GROUP
         transfers (a longer linked batch alone), shared evenly with the runners started
-        for the same arrivals that have not taken theirs yet. Two groups in flight
-        overlap one's round trips to the database with the other's work (and, on a
-        shared hot account, one's BEGIN and lock request with the other's commit)."""
+        for the same arrivals that have not taken theirs yet (when more than one group
+        may be in flight: `in_flight=2`)."""
         if first:
             self._fresh[tenant_id] -= 1
         queue = self._queues.get(tenant_id)
